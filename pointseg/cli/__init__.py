@@ -1,0 +1,48 @@
+"""The ``pointseg`` command. Each subcommand lives in its own module under ``pointseg.cli``
+with ``add_parser(subparsers)`` and ``run(args) -> int``; this file only lists them.
+
+Errors a user can fix (bad file, bad argument) are raised as ``ValueError`` /
+``FileNotFoundError`` / ``FileExistsError`` and printed as one line with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# (module, help) in the order ``pointseg --help`` lists them.
+SUBCOMMANDS: list[tuple[str, str]] = [
+    ("models", "list model presets with their parameter counts, or show one"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pointseg import __version__
+    parser = argparse.ArgumentParser(
+        prog="pointseg",
+        description="Deep GCNs for 3D room segmentation (DeepGCNs / DeeperGCN / RevGNN).")
+    parser.add_argument("--version", action="version", version=f"pointseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_ in SUBCOMMANDS:
+        mod = importlib.import_module(f"pointseg.cli.{name.replace('-', '_')}")
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+        print(f"pointseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,114 @@
+r"""DeepGCN for point-cloud semantic segmentation (the reference ``sem_seg_dense`` network).
+
+Input ``(B, C_in, N)`` (S3DIS: 9 channels; the first 3 are the coordinates the head's kNN
+uses), output per-point logits ``(B, num_classes, N)``:
+
+1. head: EdgeConv(C_in -> c) on the kNN graph of ``x[:, :3]`` (dilation 1);
+2. backbone: ``n_blocks - 1`` dynamic blocks, each recomputing the dilated kNN of its own input;
+   dilation ``1 + i`` for ``res`` / ``dense`` (and reversible) blocks, 1 for ``plain``;
+   stochastic dilation with probability ``epsilon`` during training;
+3. fusion: 1x1 conv of the concatenated features of every block to 1024 channels, global max
+   over points, repeated per point;
+4. prediction on ``[fusion, features]``: 512 -> 256 -> dropout -> classes.
+
+Every layer is conv -> ReLU -> BatchNorm as in the reference (``order="conv-norm-act"`` selects
+BatchNorm before ReLU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import GCNBlock, DilatedKnn, MLP, make_conv
+from ..nn.checks import check_features
+
+
+@dataclass
+class SegGCNConfig:
+    """Architecture of a segmentation DeepGCN; presets in ``pointseg.models.presets``."""
+
+    block: str = "res"            # plain | res | dense | rev (reversible, see pointseg.nn.reversible)
+    n_blocks: int = 28            # head + n_blocks - 1 backbone blocks
+    channels: int = 64
+    conv: str = "edge"            # edge | mr | sage | rsage | gin
+    k: int = 16
+    act: str = "relu"
+    norm: str = "batch"
+    bias: bool = True
+    order: str = "conv-act-norm"
+    stochastic: bool = True
+    epsilon: float = 0.2
+    dropout: float = 0.3
+    in_channels: int = 9
+    num_classes: int = 13
+    knn_channels: int = 3         # leading input channels the head's kNN is computed on
+    fusion_channels: int = 1024
+    knn_backend: str = "torch"
+    groups: int = 2               # channel groups of reversible blocks
+
+
+class SegGCN(nn.Module):
+    def __init__(self, cfg: SegGCNConfig | None = None, **overrides) -> None:
+        super().__init__()
+        cfg = cfg or SegGCNConfig()
+        if overrides:
+            cfg = SegGCNConfig(**{**cfg.__dict__, **overrides})
+        self.cfg = cfg
+        if cfg.n_blocks < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {cfg.n_blocks}")
+        if not 1 <= cfg.knn_channels <= cfg.in_channels:
+            raise ValueError(f"knn_channels must be in 1..in_channels={cfg.in_channels}, got {cfg.knn_channels}")
+        c = cfg.channels
+        conv_kw = dict(act=cfg.act, norm=cfg.norm, bias=cfg.bias, order=cfg.order)
+        self.knn = DilatedKnn(cfg.k, 1, cfg.stochastic, cfg.epsilon, backend=cfg.knn_backend)
+        self.head = make_conv("edge" if cfg.conv in ("edge",) else cfg.conv, cfg.in_channels, c, **conv_kw)
+        self.backbone = nn.ModuleList()
+        width = c
+        feat_dims = [c]
+        if cfg.block == "rev":
+            from ..nn.reversible import build_reversible_point_backbone  # optional family
+            self.backbone = build_reversible_point_backbone(cfg)
+            feat_dims += [c] * (cfg.n_blocks - 1)
+        else:
+            for i in range(cfg.n_blocks - 1):
+                dilation = 1 if cfg.block == "plain" else 1 + i
+                knn = DilatedKnn(cfg.k, dilation, cfg.stochastic, cfg.epsilon, backend=cfg.knn_backend)
+                out = c
+                blk = GCNBlock(make_conv(cfg.conv, width, out, **conv_kw), kind=cfg.block, knn=knn)
+                self.backbone.append(blk)
+                width = blk.out_channels
+                feat_dims.append(width)
+        fusion_in = sum(feat_dims)
+        self.feature_channels = fusion_in
+        self.fusion = MLP([fusion_in, cfg.fusion_channels], **conv_kw)
+        self.prediction = MLP([fusion_in + cfg.fusion_channels, 512, 256, cfg.num_classes],
+                              dropout=cfg.dropout, last_plain=True, **conv_kw)
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Per-block features ``[(B, C_l, N)]``: the head's output then each block's."""
+        feats = [self.head(x, self.knn(x[:, : self.cfg.knn_channels]))]
+        if self.cfg.block == "rev":
+            feats += self.backbone(feats[-1])
+        else:
+            for blk in self.backbone:
+                feats.append(blk(feats[-1]))
+        return feats
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features(x, "x", dims=(3,))
+        if x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"x must have {self.cfg.in_channels} channels (B, C, N), got shape {tuple(x.shape)}")
+        feats = torch.cat(self.features(x), dim=1)
+        fusion = self.fusion(feats).amax(dim=2, keepdim=True).expand(-1, -1, feats.shape[2])
+        return self.prediction(torch.cat([fusion, feats], dim=1))
+
+
+def count_parameters(model: nn.Module, trainable: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)

@@ -1,0 +1,194 @@
+r"""Dilated k-nearest-neighbour graphs (DeepGCNs §3.3).
+
+For each point :math:`i` the :math:`k\cdot d` nearest points in feature space are ranked by
+squared Euclidean distance (the point itself is rank 0); dilation :math:`d` keeps ranks
+:math:`0, d, 2d, \dots, (k-1)d`. Stochastic dilation (training only) instead keeps, with
+probability :math:`\varepsilon`, one random set of :math:`k` ranks out of the :math:`k\cdot d`
+(one draw per call, shared by all points, as in the reference code).
+
+Distances are computed one chunk of query points at a time, with one matrix product per chunk,
+so memory stays within ``memory_budget`` bytes and no ``N x N`` matrix exists for large ``N``.
+
+Deviation from the reference (documented): the point itself is forced to rank 0 even when a
+duplicate point, or float round-off, would tie with it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .checks import check_features
+
+DEFAULT_MEMORY_BUDGET = 256 * 2**20   # bytes of distance workspace per chunk
+BACKENDS = ("torch", "cluster")
+
+
+def _check_knn_args(n: int, k: int, dilation: int, where: str) -> None:
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation must be a positive integer, got {dilation!r}")
+    if k * dilation > n:
+        raise ValueError(f"k*dilation = {k}*{dilation} = {k * dilation} exceeds the {n} points of {where}")
+
+
+def _select_ranks(k: int, dilation: int, stochastic: bool, epsilon: float, training: bool,
+                  device: torch.device) -> Tensor | None:
+    """Ranks kept out of the sorted ``k*dilation`` candidates (None means ``::dilation``)."""
+    if stochastic and training and dilation > 1 and float(torch.rand(1)) < epsilon:
+        return torch.randperm(k * dilation)[:k].sort().values.to(device)
+    return None
+
+
+def _apply_ranks(cand: Tensor, dilation: int, ranks: Tensor | None) -> Tensor:
+    if ranks is not None:
+        return cand.index_select(-1, ranks)
+    return cand[..., ::dilation] if dilation > 1 else cand
+
+
+def _chunk_rows(batch: int, n: int, elem: int, memory_budget: int) -> int:
+    # distance chunk + the selection's workspace ~ 3 buffers of (batch, rows, n)
+    return max(1, min(n, memory_budget // max(1, 3 * batch * n * elem)))
+
+
+@torch.no_grad()
+def _knn_candidates_torch(x: Tensor, kd: int, memory_budget: int) -> Tensor:
+    """Sorted ``kd`` nearest indices ``(B, N, kd)`` of ``x (B, C, N)``, self at rank 0."""
+    B, C, N = x.shape
+    xt = x.transpose(1, 2)                                   # (B, N, C) view, no copy
+    sq = (xt * xt).sum(-1)                                   # (B, N)
+    rows = _chunk_rows(B, N, x.element_size(), memory_budget)
+    out = torch.empty(B, N, kd, dtype=torch.long, device=x.device)
+    for s in range(0, N, rows):
+        e = min(N, s + rows)
+        q = xt[:, s:e]                                       # (B, m, C)
+        # |q|^2 is constant per row and does not change the ranking; leave it out.
+        d = torch.baddbmm(sq[:, None, :], q, x, alpha=-2.0)  # (B, m, N) = |x_j|^2 - 2 q.x_j
+        r = torch.arange(e - s, device=x.device)
+        d[:, r, r + s] = -math.inf                           # the point itself is rank 0
+        out[:, s:e] = d.topk(kd, dim=-1, largest=False, sorted=True).indices
+    return out
+
+
+@torch.no_grad()
+def _knn_candidates_cluster(x: Tensor, kd: int) -> Tensor:
+    try:
+        import torch_cluster
+    except ImportError:
+        raise ValueError("backend='cluster' needs torch-cluster: pip install 'pointseg[cluster]'") from None
+    B, C, N = x.shape
+    flat = x.transpose(1, 2).reshape(B * N, C).contiguous()
+    batch = torch.arange(B, device=x.device).repeat_interleave(N)
+    row, col = torch_cluster.knn(flat, flat, kd, batch, batch)      # row: query, col: neighbour
+    order = torch.argsort(row * (B * N) + 0, stable=True)
+    row, col = row[order], col[order]
+    if row.numel() != B * N * kd:
+        raise ValueError(f"torch-cluster returned {row.numel()} pairs, expected {B * N * kd}")
+    col = col.view(B * N, kd)
+    dist = (flat[col] - flat[:, None, :]).pow(2).sum(-1)
+    dist[col == torch.arange(B * N, device=x.device)[:, None]] = -1.0
+    col = col.gather(1, dist.argsort(dim=1, stable=True))
+    return (col - (torch.arange(B, device=x.device) * N).repeat_interleave(N)[:, None]).view(B, N, kd)
+
+
+def dilated_knn(x: Tensor, k: int, dilation: int = 1, *, stochastic: bool = False,
+                epsilon: float = 0.0, training: bool = False,
+                memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "torch") -> Tensor:
+    """Dilated kNN of dense point features.
+
+    Args:
+        x: features ``(B, C, N)`` (any device, float dtype); neighbours are searched within each cloud.
+        k: neighbours kept per point.
+        dilation: keep every ``dilation``-th of the ``k*dilation`` nearest.
+        stochastic, epsilon, training: stochastic dilation (active only when ``training``).
+        memory_budget: bytes allowed for one chunk of the distance matrix.
+        backend: ``"torch"`` (chunked matmul + top-k) or ``"cluster"`` (torch-cluster).
+
+    Returns:
+        neighbour indices ``(B, N, k)``, int64, on ``x.device``.
+    """
+    check_features(x, "x", dims=(3,))
+    _check_knn_args(x.shape[2], k, dilation, f"x with shape {tuple(x.shape)}")
+    kd = k * dilation
+    x = x.detach()
+    if backend == "torch":
+        cand = _knn_candidates_torch(x, kd, memory_budget)
+    elif backend == "cluster":
+        cand = _knn_candidates_cluster(x, kd)
+    else:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    ranks = _select_ranks(k, dilation, stochastic, epsilon, training, x.device)
+    return _apply_ranks(cand, dilation, ranks).contiguous()
+
+
+def dilated_knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, dilation: int = 1, *,
+                      stochastic: bool = False, epsilon: float = 0.0, training: bool = False,
+                      memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "torch") -> Tensor:
+    """Dilated kNN for a batch of variable-size clouds in the sparse representation.
+
+    Args:
+        pos: node features ``(N, C)``.
+        batch: cloud id of every node ``(N,)``; any order (clouds need not be contiguous or sorted).
+
+    Returns:
+        ``edge_index (2, N*k)``: row 0 the neighbour ``j``, row 1 the centre ``i`` (sorted by ``i``).
+    """
+    check_features(pos, "pos", dims=(2,))
+    N = pos.shape[0]
+    if batch is None:
+        batch = torch.zeros(N, dtype=torch.long, device=pos.device)
+    if batch.dim() != 1 or batch.shape[0] != N:
+        raise ValueError(f"batch must have shape ({N},), got {tuple(batch.shape)}")
+    if batch.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"batch must be an integer tensor, got dtype {batch.dtype}")
+    order = torch.argsort(batch, stable=True)
+    ids, counts = torch.unique_consecutive(batch[order], return_counts=True)
+    nbr = torch.empty(N, k, dtype=torch.long, device=pos.device)
+    ranks = _select_ranks(k, dilation, stochastic, epsilon, training, pos.device)
+    start = 0
+    for cid, n in zip(ids.tolist(), counts.tolist()):
+        members = order[start:start + n]
+        start += n
+        _check_knn_args(n, k, dilation, f"cloud {cid} (batch value {cid})")
+        sub = pos[members].detach().t().unsqueeze(0)          # (1, C, n)
+        if backend == "torch":
+            cand = _knn_candidates_torch(sub, k * dilation, memory_budget)
+        elif backend == "cluster":
+            cand = _knn_candidates_cluster(sub, k * dilation)
+        else:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        nbr[members] = members[_apply_ranks(cand[0], dilation, ranks)]
+    centre = torch.arange(N, device=pos.device).repeat_interleave(k)
+    return torch.stack([nbr.reshape(-1), centre])
+
+
+class DilatedKnn(nn.Module):
+    """Module form of :func:`dilated_knn` / :func:`dilated_knn_graph`; stochastic only in training.
+
+    Dense input ``(B, C, N)`` gives ``(B, N, k)`` indices; sparse input ``(N, C)`` (with ``batch``)
+    gives ``edge_index``.
+    """
+
+    def __init__(self, k: int = 16, dilation: int = 1, stochastic: bool = False, epsilon: float = 0.0,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "torch") -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.k, self.dilation = k, dilation
+        self.stochastic, self.epsilon = stochastic, epsilon
+        self.memory_budget, self.backend = memory_budget, backend
+
+    def forward(self, x: Tensor, batch: Tensor | None = None) -> Tensor:
+        kw = dict(stochastic=self.stochastic, epsilon=self.epsilon, training=self.training,
+                  memory_budget=self.memory_budget, backend=self.backend)
+        if x.dim() == 3:
+            return dilated_knn(x, self.k, self.dilation, **kw)
+        return dilated_knn_graph(x, self.k, batch, self.dilation, **kw)
+
+    def extra_repr(self) -> str:
+        s = f"k={self.k}, dilation={self.dilation}"
+        if self.stochastic:
+            s += f", stochastic=True, epsilon={self.epsilon}"
+        return s

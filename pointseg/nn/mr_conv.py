@@ -1,0 +1,45 @@
+r"""Max-relative graph convolution (DeepGCNs).
+
+.. math::  h_i = \mathrm{post}\Big(W \big[x_i \,\|\, \max_{j \in \mathcal{N}(i)} (x_j - x_i)\big] + b\Big)
+
+Since :math:`x_i` does not depend on :math:`j`, :math:`\max_j (x_j - x_i) = \max_j x_j - x_i`:
+the relative features are never formed per edge.
+
+Shapes: dense ``x (B, C, N)``, ``idx (B, N, k)`` -> ``(B, C_out, N)``;
+sparse ``x (N, C)``, ``edge_index (2, E)`` -> ``(N, C_out)``. A node with no in-edges gets
+``max = 0`` for its relative part (no ``-inf``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .graph import channel_dim, check_graph, gather_neighbors, neighbor_reduce
+from .mlp import ConvNormAct, Order
+
+
+def max_relative(x: Tensor, graph: Tensor) -> Tensor:
+    """``max_j (x_j - x_i)`` for every node, in ``x``'s representation."""
+    if x.dim() == 3:
+        return gather_neighbors(x, graph).amax(dim=-1) - x
+    j, i = graph
+    rel = x.index_select(0, j) - x.index_select(0, i)
+    return neighbor_reduce(rel, graph, "max", num_nodes=x.shape[0])
+
+
+class MRConv(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, act: str | None = "relu",
+                 norm: str | None = "batch", bias: bool = True, order: Order = "conv-act-norm") -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.mlp = ConvNormAct(2 * in_channels, out_channels, act, norm, bias, order)
+
+    def reset_parameters(self) -> None:
+        self.mlp.reset_parameters()
+
+    def forward(self, x: Tensor, graph: Tensor) -> Tensor:
+        check_graph(x, graph)
+        return self.mlp(torch.cat([x, max_relative(x, graph)], dim=channel_dim(x)))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}"
