@@ -43,7 +43,7 @@ def make_conv(kind: str, in_channels: int, out_channels: int, **kwargs: Any) -> 
 
 
 class GCNBlock(nn.Module):
-    """A plain / residual / dense / pre-activation residual block around one convolution.
+    r"""A plain / residual / dense / pre-activation residual block around one convolution.
 
     Args:
         conv: the convolution ``F``; it must expose ``in_channels`` and ``out_channels``.

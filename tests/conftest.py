@@ -1,0 +1,14 @@
+import os
+
+import pytest
+import torch
+
+# Deterministic, modest CPU use: CI machines have 2 cores.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
