@@ -14,6 +14,8 @@ from typing import Sequence
 # (module, help) in the order ``pointseg --help`` lists them.
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("models", "list model presets with their parameter counts, or show one"),
+    ("train", "train a segmentation model from a YAML config"),
+    ("evaluate", "evaluate a checkpoint on every original point of the test rooms"),
 ]
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .sync_batch_norm import is_synced, synced_batch_norm
+
 Order = Literal["conv-act-norm", "conv-norm-act"]
 ORDERS = ("conv-act-norm", "conv-norm-act")
 
@@ -60,11 +62,15 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2:                       # (N, C)
+            if self.kind == "batch" and is_synced(self.norm):
+                return synced_batch_norm(x.t().unsqueeze(0), self.norm)[0].t()
             if self.kind == "instance":
                 raise ValueError("instance norm needs dense (B, C, N) input")
             return self.norm(x)
         shape = x.shape                        # (B, C, N[, k])
         h = x.reshape(shape[0], shape[1], -1)
+        if self.kind == "batch" and is_synced(self.norm):
+            return synced_batch_norm(h, self.norm).reshape(shape)
         if self.kind == "layer":
             h = self.norm(h.transpose(1, 2)).transpose(1, 2)
         else:

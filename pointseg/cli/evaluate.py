@@ -1,0 +1,44 @@
+"""``pointseg evaluate CKPT --data PREPARED_DIR [--area 5]`` and ``pointseg evaluate --pool A1.json ...``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", help="checkpoint (.pt) to evaluate")
+    p.add_argument("--data", help="folder of prepared rooms (pointseg prepare-s3dis output)")
+    p.add_argument("--area", type=int, default=5, help="test area (default 5)")
+    p.add_argument("--stride", type=float, default=0.5, help="sliding-block stride in metres (default 0.5)")
+    p.add_argument("--repeats", type=int, default=1, help="random block draws averaged per point")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--rooms", nargs="+", help="only these rooms (names like office_1 or Area_5_office_1)")
+    p.add_argument("--no-block-level", action="store_true", help="skip the block-level (reference) metrics")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", dest="json_out", help="write the full report (with confusion matrices) here")
+    p.add_argument("--pool", nargs="+", metavar="REPORT",
+                   help="pool per-area JSON reports (6-fold) instead of evaluating")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pointseg.engine.evaluate import evaluate_rooms, format_report, pool_reports, write_report
+    from pointseg.engine.inference import SlidingConfig
+
+    if args.pool:
+        report = pool_reports(args.pool)
+    else:
+        if not args.checkpoint or not args.data:
+            raise ValueError("give a CHECKPOINT and --data PREPARED_DIR (or --pool REPORT ...)")
+        sliding = SlidingConfig(stride=args.stride, repeats=args.repeats, batch_size=args.batch_size)
+        report = evaluate_rooms(args.checkpoint, args.data, args.area, args.device, sliding,
+                                block_level=not args.no_block_level, progress=not args.quiet,
+                                rooms=args.rooms)
+    print(format_report(report))
+    if args.json_out:
+        write_report(report, args.json_out)
+        print(f"report written to {args.json_out}")
+    else:
+        fr = report.get("full_resolution", {})
+        print(json.dumps({k: fr.get(k) for k in ("oa", "macc", "miou")}))
+    return 0

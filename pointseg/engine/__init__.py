@@ -1,0 +1,1 @@
+"""Pipelines: training, evaluation, segmentation, checkpoints and metrics."""

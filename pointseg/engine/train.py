@@ -1,0 +1,283 @@
+"""``pointseg train``: the reference training recipe for segmentation DeepGCNs.
+
+Adam (lr 1e-3), StepLR (20 epochs, x0.5), 100 epochs, batch 16, cross-entropy on every point
+of 4096-point blocks. Validation on whole rooms held out of the *training* areas (never the
+test area) after every epoch; ``best.pt`` is chosen by validation mIoU.
+
+Exact resume: the shuffling of epoch ``e`` is a permutation drawn from ``(seed, e)``, every RNG
+state is stored in the checkpoint, and a run stopped after step ``s`` (``max_steps``, Ctrl-C)
+continues at step ``s + 1`` of the same epoch with the same model, optimizer, scheduler and
+RNG states. (With ``data.workers > 0`` the point shuffling inside a block happens in worker
+processes and is not part of that guarantee.)
+
+Multi-process: run under ``torchrun --nproc_per_node P``; each process takes ``batch_size / P``
+blocks of every global batch and BatchNorm statistics are synchronised, so P processes follow
+the single-process run on the same global batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..classes import ClassTable
+from ..config import save_config, to_dict
+from ..models import build_model, count_parameters
+from . import distributed as D
+from .checkpoint import load_checkpoint, model_payload, rng_state, save_checkpoint, set_rng_state
+from .metrics import SegMetrics, confusion_matrix
+
+
+@dataclass
+class DataConfig:
+    source: str = "blocks"            # blocks | rooms | synthetic
+    root: str = "data/s3dis/indoor3d_sem_seg_hdf5_data"
+    test_area: int = 5
+    val_fraction: float = 0.1         # whole rooms of the training areas
+    split_seed: int = 0
+    num_points: int = 4096
+    block_size: float = 1.0
+    stride: float = 0.5               # rooms / synthetic: stride of the generated training blocks
+    synth_rooms: int = 12             # synthetic: rooms generated when root is empty
+    synth_seed: int = 0
+    synth_points: int = 300_000       # synthetic: approximate points per room
+    workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    step_size: int = 20               # epochs between learning-rate decays
+    gamma: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    name: str = "resgcn28"
+    model: str = "resgcn-28"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 100
+    batch_size: int = 16              # global batch (split over processes)
+    seed: int = 0
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    amp: str = "none"                 # none | bf16 | fp16 (CUDA only)
+    out_dir: str = "runs/{name}"
+    max_steps: int = 0                # stop (with a checkpoint) after this many steps in all; 0: no limit
+    sync_bn: bool = True              # synchronise BatchNorm statistics over processes
+    log_every: int = 10
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Batches of one epoch: a permutation drawn from ``(seed, epoch)``, cut into global batches
+    (the last incomplete one dropped); process ``rank`` takes its contiguous share of each; the
+    first ``start`` batches are skipped (resume)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} must be divisible by the {world_size} processes")
+        if n < batch_size:
+            raise ValueError(f"the training split has {n} blocks, fewer than batch_size={batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        local = self.batch_size // self.world_size
+        for b in range(self.start, self.n // self.batch_size):
+            g = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            yield g[self.rank * local:(self.rank + 1) * local].tolist()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none" or device.type != "cuda":
+        if amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate_blocks(model: torch.nn.Module, ds: Dataset, classes: ClassTable, device: torch.device,
+                    batch_size: int = 8, amp: str = "none", progress: bool = False) -> SegMetrics:
+    """Block-level metrics (how the reference code scored): every point of every block once."""
+    from tqdm import tqdm
+    model.eval()
+    cm = np.zeros((classes.num_classes, classes.num_classes), dtype=np.int64)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    for x, y in tqdm(loader, desc="validate", leave=False, disable=not progress):
+        with autocast(device, amp):
+            pred = model(x.to(device)).argmax(1).cpu().numpy()
+        cm += confusion_matrix(y.numpy(), pred, classes.num_classes)
+    return SegMetrics(cm, classes.names)
+
+
+def _input_spec(cfg: TrainConfig) -> dict[str, Any]:
+    from ..data.block_gen import BLOCK_CHANNELS
+    return {"channels": list(BLOCK_CHANNELS), "num_points": cfg.data.num_points,
+            "block_size": cfg.data.block_size, "normalisation": "s3dis-blocks"}
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) training; returns the output folder holding ``last.pt`` / ``best.pt``."""
+    from tqdm import tqdm
+    from .datasets import build_datasets
+
+    device = resolve_device(cfg.device)
+    rank, world_size = D.init_from_env(device)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    out = Path(cfg.out_dir.format(name=cfg.name))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    train_ds, val_ds, classes = build_datasets(cfg.data, progress=progress and rank == 0)
+    model = build_model(cfg.model, in_channels=9, num_classes=classes.num_classes, **cfg.model_overrides)
+    preset = cfg.model
+    if world_size > 1 and cfg.sync_bn:
+        D.enable_sync_batchnorm(model)
+    model.to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(optim, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=(cfg.amp == "fp16" and device.type == "cuda"))
+    epoch, step_in_epoch, global_step, best = 0, 0, 0, -1.0
+
+    if resume:
+        last = out / "last.pt"
+        ck = load_checkpoint(last, map_location=device)
+        if ck.get("preset") != preset:
+            raise ValueError(f"{last}: was trained as {ck.get('preset')!r}, config asks for {preset!r}")
+        model.load_state_dict(ck["model"])
+        optim.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        epoch, step_in_epoch, global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
+        best = ck.get("best_miou", -1.0)
+        if "scaler" in ck and scaler.is_enabled():
+            scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
+    elif rank == 0:
+        if (out / "last.pt").exists():
+            raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it "
+                                  "or choose another out_dir")
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
+    ddp_model = model
+    if world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    sampler = GlobalBatchSampler(len(train_ds), cfg.batch_size, cfg.seed, rank, world_size)
+    loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=cfg.data.workers,
+                        pin_memory=device.type == "cuda")
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tb"))
+        n_par = count_parameters(model)
+        print(f"[train] {preset}: {n_par:,} parameters on {device} x{world_size}; "
+              f"{len(train_ds)} training blocks, {len(val_ds)} validation blocks; out {out}")
+
+    def snapshot(tag: str, metrics: dict[str, Any] | None = None) -> None:
+        states = [rng_state()]
+        if world_size > 1:
+            gathered: list[Any] = [None] * world_size
+            torch.distributed.all_gather_object(gathered, states[0])
+            states = gathered
+        if rank != 0:
+            return
+        payload = model_payload(preset, model, classes, _input_spec(cfg))
+        payload.update(train_config=to_dict(cfg), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
+                       epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step, best_miou=best,
+                       rng=states if world_size > 1 else states[0], metrics=metrics or {})
+        if scaler.is_enabled():
+            payload["scaler"] = scaler.state_dict()
+        save_checkpoint(out / f"{tag}.pt", payload)
+
+    stop = False
+    try:
+        while epoch < cfg.epochs and not stop:
+            sampler.set_epoch(epoch, step_in_epoch)
+            ddp_model.train()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and rank == 0),
+                       dynamic_ncols=True)
+            t0, seen = time.perf_counter(), 0
+            for x, y in bar:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                optim.zero_grad(set_to_none=True)
+                with autocast(device, cfg.amp):
+                    loss = F.cross_entropy(ddp_model(x).float(), y)
+                scaler.scale(loss).backward()
+                scaler.step(optim)
+                scaler.update()
+                step_in_epoch += 1
+                global_step += 1
+                seen += x.shape[0] * world_size
+                loss_v = float(D.all_reduce_sum(loss.detach()) / world_size)
+                if not math.isfinite(loss_v):
+                    raise FloatingPointError(f"loss became {loss_v} at step {global_step}")
+                rate = seen / max(1e-9, time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss_v:.4f}", blocks_per_s=f"{rate:.2f}")
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss_v, global_step)
+                    if global_step % cfg.log_every == 0:
+                        writer.add_scalar("train/lr", optim.param_groups[0]["lr"], global_step)
+                        writer.add_scalar("train/blocks_per_s", rate, global_step)
+                if cfg.max_steps and global_step >= cfg.max_steps:
+                    stop = True
+                    break
+            if stop and step_in_epoch < len(sampler) + sampler.start:
+                break                       # stopped mid-epoch: last.pt resumes right here
+            sched.step()
+            epoch += 1
+            step_in_epoch = 0
+            metrics = evaluate_blocks(model, val_ds, classes, device, amp=cfg.amp) if len(val_ds) else None
+            if rank == 0 and metrics is not None:
+                writer.add_scalar("val/oa", metrics.oa, epoch)
+                writer.add_scalar("val/miou", metrics.miou, epoch)
+                print(f"[train] epoch {epoch}: val OA {100 * metrics.oa:.2f} mIoU {100 * metrics.miou:.2f}")
+            improved = metrics is not None and metrics.miou > best
+            if improved:
+                best = metrics.miou
+            snapshot("last", metrics.to_dict() if metrics else None)
+            if improved or metrics is None:
+                snapshot("best", metrics.to_dict() if metrics else None)
+    except KeyboardInterrupt:
+        snapshot("last")
+        raise
+    if stop:
+        snapshot("last")
+    if writer is not None:
+        writer.close()
+    if world_size > 1:
+        torch.distributed.barrier()
+    return out
