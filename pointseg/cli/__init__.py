@@ -13,6 +13,7 @@ from typing import Sequence
 
 # (module, help) in the order ``pointseg --help`` lists them.
 SUBCOMMANDS: list[tuple[str, str]] = [
+    ("segment", "label every point of a scan (default: the bundled sample room)"),
     ("models", "list model presets with their parameter counts, or show one"),
     ("train", "train a segmentation model from a YAML config"),
     ("evaluate", "evaluate a checkpoint on every original point of the test rooms"),
