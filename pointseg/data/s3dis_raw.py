@@ -401,6 +401,7 @@ def prepare_s3dis(raw_dir: str | Path, out_dir: str | Path, workers: int = 1,
     skipped, so an interrupted run resumes where it stopped.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -425,14 +426,15 @@ def prepare_s3dis(raw_dir: str | Path, out_dir: str | Path, workers: int = 1,
                     log.info(_format_event(e))
 
     try:
-        if workers == 1 or len(jobs) == 1:
-            for j in jobs:
-                collect(_prepare_one(j))
-        else:
-            ctx = mp.get_context("spawn" if os.name != "posix" else "fork")
-            with ctx.Pool(min(workers, len(jobs)), maxtasksperchild=8) as pool:
-                for rec in pool.imap_unordered(_prepare_one, jobs):
-                    collect(rec)
+        with logging_redirect_tqdm():
+            if workers == 1 or len(jobs) == 1:
+                for j in jobs:
+                    collect(_prepare_one(j))
+            else:
+                ctx = mp.get_context("spawn" if os.name != "posix" else "fork")
+                with ctx.Pool(min(workers, len(jobs)), maxtasksperchild=8) as pool:
+                    for rec in pool.imap_unordered(_prepare_one, jobs):
+                        collect(rec)
     finally:
         bar.close()
 
