@@ -14,9 +14,12 @@ from typing import Sequence
 # (module, help) in the order ``pointseg --help`` lists them.
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("segment", "label every point of a scan (default: the bundled sample room)"),
-    ("models", "list model presets with their parameter counts, or show one"),
     ("train", "train a segmentation model from a YAML config"),
     ("evaluate", "evaluate a checkpoint on every original point of the test rooms"),
+    ("models", "list model presets with their parameter counts, or show one"),
+    ("synth", "write synthetic rooms in the raw S3DIS layout"),
+    ("prepare-s3dis", "convert the raw S3DIS release into one array file per room (with repairs)"),
+    ("make-blocks", "cut prepared rooms into 1 m blocks in the S3DIS HDF5 block layout"),
 ]
 
 
