@@ -75,7 +75,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, bl
     assert load_checkpoint(part / "last.pt")["global_step"] == 3
     resumed = train(tiny_config(tmp_path / "b", blocks, max_steps=7), resume=True, progress=False)
     la, lb = losses(full), losses(resumed)
-    for step in (4, 5, 6, 7):        # steps 4-5 finish epoch 1, 6-7 run in epoch 2 (5 batches/epoch)
+    for step in (4, 5, 6, 7):        # 4 batches per epoch: the check crosses an epoch boundary
         assert lb[step] == pytest.approx(la[step], rel=1e-5, abs=1e-6)
     pa = load_checkpoint(full / "last.pt")["model"]
     pb = load_checkpoint(resumed / "last.pt")["model"]
@@ -107,14 +107,19 @@ def _ddp_worker(rank, world, port, cfg_dict):
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_path, blocks):
     from pointseg.config import to_dict
-    single = train(tiny_config(tmp_path / "single", blocks, max_steps=4), progress=False)
-    cfg = to_dict(tiny_config(tmp_path / "ddp", blocks, max_steps=4))
+    # Per-process random draws (stochastic dilation, dropout) cannot equal one process's draws;
+    # everything else (data split, BatchNorm statistics, gradients) must.
+    det = {"model_overrides": {"n_blocks": 3, "channels": 16, "k": 4, "fusion_channels": 32,
+                               "stochastic": False, "dropout": 0.0}}
+    single = train(tiny_config(tmp_path / "single", blocks, max_steps=4, **det), progress=False)
+    cfg = to_dict(tiny_config(tmp_path / "ddp", blocks, max_steps=4, **det))
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
     a = load_checkpoint(single / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+        # float sums in another order; Adam (lr 0.01) can scale tiny gradient differences up
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
     # and training did move the weights (the comparison is not between two untouched inits)
-    init = load_checkpoint(train(tiny_config(tmp_path / "zero", blocks, max_steps=1, optim={"lr": 0.0}),
+    init = load_checkpoint(train(tiny_config(tmp_path / "zero", blocks, max_steps=1, optim={"lr": 0.0}, **det),
                                  progress=False) / "last.pt")["model"]
     assert not torch.allclose(a["head.mlp.lin.weight"], init["head.mlp.lin.weight"])

@@ -197,8 +197,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     sampler = GlobalBatchSampler(len(train_ds), cfg.batch_size, cfg.seed, rank, world_size)
+    # Its own generator: creating an iterator must not draw from the global RNG, or a resumed
+    # run (which creates its iterator mid-epoch) would diverge from an uninterrupted one.
     loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=cfg.data.workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
