@@ -54,6 +54,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "adam"                # adam (reference) | sgd (momentum 0.9)
     lr: float = 1e-3
     weight_decay: float = 0.0
     step_size: int = 20               # epochs between learning-rate decays
@@ -166,7 +167,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if world_size > 1 and cfg.sync_bn:
         D.enable_sync_batchnorm(model)
     model.to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if cfg.optim.name == "adam":
+        optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    elif cfg.optim.name == "sgd":
+        optim = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=0.9,
+                                weight_decay=cfg.optim.weight_decay)
+    else:
+        raise ValueError(f"optim.name must be adam or sgd, got {cfg.optim.name!r}")
     sched = torch.optim.lr_scheduler.StepLR(optim, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=(cfg.amp == "fp16" and device.type == "cuda"))
     epoch, step_in_epoch, global_step, best = 0, 0, 0, -1.0
