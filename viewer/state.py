@@ -67,13 +67,14 @@ class Subset:
 
 
 def display_subset(xyz: np.ndarray, labels: Sequence[np.ndarray | None] = (),
-                   max_points: int = 1_000_000) -> Subset:
-    """Voxel-downsample to about ``max_points`` points, keeping every class present.
+                   max_points: int = 1_000_000, seed: int = 0) -> Subset:
+    """Voxel-downsample to at most about ``max_points`` points, keeping every class present.
 
-    One point is kept per (voxel, label, ...) cell, so a class that occupies any voxel keeps at
-    least one point there even where a bigger class fills the same voxel; every label value
-    present in ``labels`` (ground truth, prediction) therefore survives. The voxel size is found
-    by a few multiplicative steps assuming the points lie on surfaces (count ~ 1/voxel^2).
+    One random point is kept per occupied voxel, so classes (and correct / wrong points) keep
+    their share of the picture. A label value of ``labels`` (ground truth, prediction) that loses
+    all its points this way gets one point per voxel it occupies back, so every class present
+    stays visible. The voxel size is found by a few multiplicative steps assuming the points
+    lie on surfaces (count ~ 1 / voxel^2).
     """
     n = len(xyz)
     if max_points <= 0:
@@ -81,35 +82,46 @@ def display_subset(xyz: np.ndarray, labels: Sequence[np.ndarray | None] = (),
     if n <= max_points:
         return Subset(np.arange(n, dtype=np.int64), None)
     labels = [np.asarray(l, dtype=np.int64) for l in labels if l is not None]
-    lo = xyz.min(0).astype(np.float64)
-    ext = np.maximum(xyz.max(0) - lo, 1e-9)
-    # Start from the voxel that gives max_points cells on the bounding box's largest faces.
+    # A random order makes "the first point of each voxel" a random point of it: the file order
+    # (often grouped by class) must not decide which class a voxel shows.
+    order = np.random.default_rng(seed).permutation(n)
+    pts = xyz[order]
+    lo = pts.min(0).astype(np.float64)
+    ext = np.maximum(pts.max(0) - lo, 1e-9)
     area = max(ext[0] * ext[1], ext[0] * ext[2], ext[1] * ext[2], 1e-12)
     voxel = math.sqrt(area / max_points)
     best = None
+    keep = None
     for _ in range(8):
-        keep = _one_per_cell(xyz, lo, voxel, labels)
+        keys = _voxel_keys(pts, lo, voxel)
+        _, keep = np.unique(keys, return_index=True)
         if len(keep) <= max_points:
-            best = (keep, voxel)
+            best = (keep, keys, voxel)
             if len(keep) >= 0.7 * max_points:
                 break
             voxel *= max(math.sqrt(len(keep) / max_points), 0.5)
         else:
             voxel *= min(math.sqrt(len(keep) / max_points) * 1.05, 2.0)
     if best is None:
-        # Many distinct label combinations in few voxels: keep the last (coarsest) result.
-        best = (keep, voxel)
-    return Subset(np.sort(best[0]), float(best[1]))
+        best = (keep, keys, voxel)
+    keep, keys, voxel = best
+    extra = []
+    for lab in labels:
+        lab = lab[order]
+        missing = np.setdiff1d(np.unique(lab), np.unique(lab[keep]))
+        for c in missing:
+            members = np.flatnonzero(lab == c)
+            _, first = np.unique(keys[members], return_index=True)
+            extra.append(members[first])
+    if extra:
+        keep = np.unique(np.concatenate([keep, *extra]))
+    return Subset(np.sort(order[keep]), float(voxel))
 
 
-def _one_per_cell(xyz: np.ndarray, lo: np.ndarray, voxel: float, labels: list[np.ndarray]) -> np.ndarray:
+def _voxel_keys(xyz: np.ndarray, lo: np.ndarray, voxel: float) -> np.ndarray:
     q = np.floor((xyz - lo) / voxel).astype(np.int64)
     dims = q.max(0) + 1
-    key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
-    for l in labels:
-        key = key * (int(l.max()) + 1 if l.size else 1) + l
-    _, first = np.unique(key, return_index=True)
-    return first
+    return (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
 
 
 # ----------------------------------------------------------------------------- state

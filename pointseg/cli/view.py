@@ -23,8 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="render Original | ground truth | one panel per prediction file or checkpoint")
     p.add_argument("--palette", metavar="FILE",
                    help="class names + colours (JSON/YAML with 'names' and 'palette') overriding the file's")
-    p.add_argument("--max-points", type=int, default=1_000_000, metavar="N",
-                   help="voxel-downsample larger clouds for display (every class is kept)")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="voxel-downsample larger clouds for display, keeping every class "
+                        "(default 1,000,000 in the window, 500,000 for --screenshot)")
     p.add_argument("--hide", default="auto", metavar="CLASSES",
                    help="classes left out of --screenshot: auto (ceiling in top/iso views), none, "
                         "or names such as ceiling,wall")
@@ -36,9 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pointseg.io.scans import read_labels, read_scan
-    from viewer.render import parse_size, resolve_classes
+    from viewer.render import DEFAULT_MAX_POINTS, parse_size, resolve_classes
 
-    if args.max_points <= 0:
+    if args.max_points is not None and args.max_points <= 0:
         raise ValueError(f"--max-points must be positive, got {args.max_points}")
     if args.compare and not args.screenshot:
         raise ValueError("--compare renders to a file: add --screenshot OUT.png")
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"pointseg view: {no_display_message(problem)}", file=sys.stderr)
             return 2
     size = parse_size(args.size) if args.size else None
+    max_points = args.max_points or (DEFAULT_MAX_POINTS if args.screenshot else 1_000_000)
 
     scan = read_scan(args.file)
     if scan.dropped:
@@ -70,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
             if args.mode not in ("auto", "panels"):
                 raise ValueError("--compare always renders panels; leave out --mode")
             out = render_compare(scan, args.compare, args.screenshot, palette=args.palette,
-                                 size=size or (640, 480), view=args.view, max_points=args.max_points,
+                                 size=size or (640, 480), view=args.view, max_points=max_points,
                                  hide=args.hide, point_size=args.point_size, overwrite=args.overwrite)
         else:
             from viewer.render import render_png
             mode = "panels" if args.mode == "auto" else args.mode
             out = render_png(scan, args.screenshot, mode=mode, classes=classes,
-                             size=size or (640, 480), view=args.view, max_points=args.max_points,
+                             size=size or (640, 480), view=args.view, max_points=max_points,
                              hide=args.hide, point_size=args.point_size, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from viewer.window import NoDisplayError, run_window
     if args.mode == "panels":
         raise ValueError("--mode panels is for --screenshot; the window switches modes with keys 1-4")
-    state = ViewerState(scan, classes, mode=args.mode, max_points=args.max_points)
+    state = ViewerState(scan, classes, mode=args.mode, max_points=max_points)
     try:
         run_window(state, size or (1280, 800), args.point_size, backend=args.window)
     except NoDisplayError as e:
