@@ -14,7 +14,6 @@ white background, an orthographic camera fitted to the whole cloud.
 from __future__ import annotations
 
 import gc
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ from pointseg.classes import ClassTable
 from pointseg.io.atomic import atomic_path
 from pointseg.io.scans import Scan, check_labels, default_table, read_scan
 
-from .state import (CORRECT_COLOUR, HIDE_CLASSES, MODE_TITLES, MODES, WRONG_COLOUR, LegendRow,
-                    colours_for, confusion_matrix, display_subset, iou_per_class)
+from .state import (CORRECT_COLOUR, MODE_TITLES, MODES, WRONG_COLOUR, colours_for,
+                    confusion_matrix, display_subset, iou_per_class)
 
 VIEWS = ("top", "iso", "front", "side")
 # Direction from the cloud's centre to the camera, and the camera's up vector (z is up).

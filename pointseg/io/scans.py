@@ -30,7 +30,6 @@ mapped back onto the file's order. A scan with no finite point is an error.
 from __future__ import annotations
 
 import colorsys
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +39,6 @@ import numpy as np
 
 from ..classes import S3DIS, S3DIS_CLASSES, S3DIS_PALETTE, ClassTable
 from .atomic import atomic_path
-
-log = logging.getLogger(__name__)
 
 SCAN_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy", ".las", ".laz", ".npz")
 LABEL_FIELDS = ("label", "class", "scalar_label", "semantic")
