@@ -17,6 +17,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "train a segmentation model from a YAML config"),
     ("evaluate", "evaluate a checkpoint on every original point of the test rooms"),
     ("models", "list model presets with their parameter counts, or show one"),
+    ("view", "look at a scan or segmentation: Open3D window, or --screenshot PNG (headless)"),
     ("synth", "write synthetic rooms in the raw S3DIS layout"),
     ("prepare-s3dis", "convert the raw S3DIS release into one array file per room (with repairs)"),
     ("make-blocks", "cut prepared rooms into 1 m blocks in the S3DIS HDF5 block layout"),

@@ -1,0 +1,96 @@
+"""``pointseg view FILE``: look at a scan or a segmentation, in a window or rendered to PNG."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="a scan (.ply .pcd .xyz .txt .npy .las .laz), a 'segment' output "
+                                "PLY, or a prepared S3DIS room (.npz)")
+    p.add_argument("--labels", metavar="PRED",
+                   help="predicted labels for FILE (.npy, .txt, or a labelled .ply)")
+    p.add_argument("--screenshot", metavar="OUT.png",
+                   help="render headless to this PNG instead of opening a window")
+    p.add_argument("--mode", default="auto", choices=["auto", "rgb", "pred", "gt", "error", "panels"],
+                   help="colouring; auto = panels for --screenshot, else prediction > ground truth > RGB")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="size of one rendered view (default 640x480; window default 1280x800)")
+    p.add_argument("--view", default="iso", choices=["top", "iso", "front", "side"],
+                   help="camera direction of --screenshot (z is up)")
+    p.add_argument("--compare", nargs="+", metavar="PRED_OR_CKPT",
+                   help="render Original | ground truth | one panel per prediction file or checkpoint")
+    p.add_argument("--palette", metavar="FILE",
+                   help="class names + colours (JSON/YAML with 'names' and 'palette') overriding the file's")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="voxel-downsample larger clouds for display, keeping every class "
+                        "(default 1,000,000 in the window, 500,000 for --screenshot)")
+    p.add_argument("--hide", default="auto", metavar="CLASSES",
+                   help="classes left out of --screenshot: auto (ceiling in top/iso views), none, "
+                        "or names such as ceiling,wall")
+    p.add_argument("--point-size", type=float, default=None, help="point size in pixels (default: from density)")
+    p.add_argument("--window", default="gui", choices=["gui", "legacy"],
+                   help="window back-end: Open3D's GUI (legend panel) or the legacy visualizer")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --screenshot file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pointseg.io.scans import read_labels, read_scan
+    from viewer.render import DEFAULT_MAX_POINTS, parse_size, resolve_classes
+
+    if args.max_points is not None and args.max_points <= 0:
+        raise ValueError(f"--max-points must be positive, got {args.max_points}")
+    if args.compare and not args.screenshot:
+        raise ValueError("--compare renders to a file: add --screenshot OUT.png")
+    if not args.screenshot:
+        from viewer.window import display_problem, no_display_message
+        problem = display_problem()
+        if problem:
+            print(f"pointseg view: {no_display_message(problem)}", file=sys.stderr)
+            return 2
+    size = parse_size(args.size) if args.size else None
+    max_points = args.max_points or (DEFAULT_MAX_POINTS if args.screenshot else 1_000_000)
+
+    scan = read_scan(args.file)
+    if scan.dropped:
+        print(f"{args.file}: dropped {scan.dropped} points with NaN/inf coordinates", file=sys.stderr)
+    if args.labels:
+        n_file = len(scan.kept) if scan.kept is not None else scan.num_points
+        labels, table, model = read_labels(args.labels, None)
+        if len(labels) != n_file:
+            raise ValueError(f"{args.labels}: {len(labels)} labels but {args.file} has {n_file} points")
+        if scan.kept is not None:
+            labels = labels[scan.kept]
+        scan = replace(scan, pred=labels, classes=scan.classes or table, model=model or scan.model)
+    # The compare path resolves its own table: a checkpoint's class table may win there.
+    classes = resolve_classes(scan, None, args.palette) if not args.compare else None
+
+    if args.screenshot:
+        if args.compare:
+            from viewer.compare import render_compare
+            if args.mode not in ("auto", "panels"):
+                raise ValueError("--compare always renders panels; leave out --mode")
+            out = render_compare(scan, args.compare, args.screenshot, palette=args.palette,
+                                 size=size or (640, 480), view=args.view, max_points=max_points,
+                                 hide=args.hide, point_size=args.point_size, overwrite=args.overwrite)
+        else:
+            from viewer.render import render_png
+            mode = "panels" if args.mode == "auto" else args.mode
+            out = render_png(scan, args.screenshot, mode=mode, classes=classes,
+                             size=size or (640, 480), view=args.view, max_points=max_points,
+                             hide=args.hide, point_size=args.point_size, overwrite=args.overwrite)
+        print(f"wrote {out}")
+        return 0
+
+    from viewer.state import ViewerState
+    from viewer.window import NoDisplayError, run_window
+    if args.mode == "panels":
+        raise ValueError("--mode panels is for --screenshot; the window switches modes with keys 1-4")
+    state = ViewerState(scan, classes, mode=args.mode, max_points=max_points)
+    try:
+        run_window(state, size or (1280, 800), args.point_size, backend=args.window)
+    except NoDisplayError as e:
+        print(f"pointseg view: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,558 @@
+"""Reading room scans in the formats people have, and writing labelled PLY files.
+
+``read_scan(path)`` returns a :class:`Scan` whatever the format:
+
+======================  ==================================================================
+``.ply``                geometry and colours through Open3D's tensor reader, which keeps extra
+                        vertex properties: ``label`` (also ``class``, ``scalar_label``) and
+                        ``pred`` (also ``prediction``). Class names and palette come from the
+                        header ``comment`` lines that :func:`write_labelled_ply` writes.
+``.pcd``                Open3D's tensor reader (fields ``label`` / ``pred`` kept).
+``.xyz`` / ``.txt``     one point per line ``x y z [r g b [label]]``, separated by whitespace or
+                        commas; ``#`` comments and one header line are skipped.
+``.npy``                an ``(N, 3)``, ``(N, 6)`` or ``(N, 7)`` array: ``x y z [r g b [label]]``.
+``.las`` / ``.laz``     laspy (optional dependency; ``.laz`` also needs a LAZ backend such as
+                        ``lazrs``). Colours are taken from red/green/blue; an extra dimension
+                        named ``label`` / ``pred`` is read. The ASPRS ``classification`` field
+                        is *not* read as a label: its codes (ground, building, ...) are not
+                        room classes.
+``.npz``                a prepared S3DIS room (:func:`pointseg.data.rooms.load_room`).
+======================  ==================================================================
+
+Colours given as floats in ``0..1`` (PLY float properties, text files whose colour columns are
+all ``<= 1``) are scaled to ``0..255``; 16-bit LAS colours are scaled down to 8 bits.
+
+Non-finite coordinates (NaN / inf): those points are **dropped**, counted in
+``Scan.dropped`` and reported with a warning; ``Scan.kept`` is then the boolean mask over the
+file's points that were kept (``None`` when nothing was dropped), so per-point outputs can be
+mapped back onto the file's order. A scan with no finite point is an error.
+"""
+from __future__ import annotations
+
+import colorsys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..classes import S3DIS, S3DIS_CLASSES, S3DIS_PALETTE, ClassTable
+from .atomic import atomic_path
+
+SCAN_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy", ".las", ".laz", ".npz")
+LABEL_FIELDS = ("label", "class", "scalar_label", "semantic")
+PRED_FIELDS = ("pred", "prediction", "scalar_pred")
+
+
+@dataclass
+class Scan:
+    """One point cloud with optional colours, ground truth and prediction.
+
+    ``xyz`` float32 ``(N, 3)``; ``rgb`` uint8 ``(N, 3)`` or ``None``; ``label`` (ground truth) and
+    ``pred`` (a prediction) int32 ``(N,)`` or ``None``; ``classes`` the class table the file
+    carries (``None`` if it carries none); ``path`` where it was read from; ``dropped`` how many
+    points of the file had non-finite coordinates and ``kept`` the mask of the others.
+    """
+
+    xyz: np.ndarray
+    rgb: np.ndarray | None = None
+    label: np.ndarray | None = None
+    pred: np.ndarray | None = None
+    classes: ClassTable | None = None
+    path: Path | None = None
+    dropped: int = 0
+    kept: np.ndarray | None = None
+    model: str | None = None          # the model that produced ``pred``, when the file says so
+
+    def __post_init__(self) -> None:
+        where = str(self.path) if self.path is not None else "scan"
+        self.xyz = np.ascontiguousarray(self.xyz, dtype=np.float32)
+        if self.xyz.ndim != 2 or self.xyz.shape[1] != 3:
+            raise ValueError(f"{where}: xyz must be (N, 3), got {self.xyz.shape}")
+        n = len(self.xyz)
+        if self.rgb is not None:
+            self.rgb = np.ascontiguousarray(self.rgb, dtype=np.uint8)
+            if self.rgb.shape != (n, 3):
+                raise ValueError(f"{where}: {n} points but colours of shape {self.rgb.shape}")
+        for attr in ("label", "pred"):
+            v = getattr(self, attr)
+            if v is not None:
+                setattr(self, attr, check_labels(v, n, where, self.classes, attr))
+
+    @property
+    def num_points(self) -> int:
+        return len(self.xyz)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path is not None else "scan"
+
+
+def check_labels(labels: np.ndarray, n: int, where: str, classes: ClassTable | None = None,
+                 what: str = "labels") -> np.ndarray:
+    """Validate per-point labels: shape ``(n,)``, integral, non-negative, inside ``classes``."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(f"{where}: {what} has {labels.shape[0] if labels.ndim else 0} entries "
+                         f"(shape {labels.shape}) but the scan has {n} points")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise ValueError(f"{where}: {what} are not whole numbers")
+    elif labels.dtype.kind not in "iub":
+        raise ValueError(f"{where}: {what} have dtype {labels.dtype}, expected integers")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{where}: {what} contain negative values (min {int(labels.min())})")
+    if classes is not None and labels.size and labels.max() >= classes.num_classes:
+        raise ValueError(f"{where}: {what} go up to {int(labels.max())}, outside the class table "
+                         f"'{classes.name}' (0..{classes.num_classes - 1})")
+    return labels.astype(np.int32)
+
+
+def table_for_names(names: Sequence[str], name: str = "custom") -> ClassTable:
+    """A class table for class names that came without colours.
+
+    The S3DIS names in S3DIS order give the standard table; otherwise each name known to S3DIS
+    keeps its standard colour and the others get distinct generated colours.
+    """
+    names = tuple(str(n) for n in names)
+    if names == S3DIS_CLASSES:
+        return S3DIS
+    used = set()
+    palette = []
+    for i, n in enumerate(names):
+        if n in S3DIS_CLASSES and S3DIS_PALETTE[S3DIS_CLASSES.index(n)] not in used:
+            c = S3DIS_PALETTE[S3DIS_CLASSES.index(n)]
+        else:
+            c = _generated_colour(i, used)
+        used.add(c)
+        palette.append(c)
+    return ClassTable(names, tuple(palette), name)
+
+
+def _generated_colour(i: int, used: set) -> tuple[int, int, int]:
+    # Golden-ratio hue steps give well separated colours for any number of classes.
+    k = i
+    while True:
+        h = (0.13 + 0.618034 * k) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.65, 0.9)
+        c = (int(r * 255), int(g * 255), int(b * 255))
+        if c not in used:
+            return c
+        k += 1
+
+
+def default_table(num_labels: int) -> ClassTable:
+    """S3DIS when the labels fit in it; otherwise generated names ``class_i``."""
+    if num_labels <= S3DIS.num_classes:
+        return S3DIS
+    return table_for_names([f"class_{i}" for i in range(num_labels)], "generated")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_scan(path: str | Path) -> Scan:
+    """Read a scan file (see the module docstring for formats and the NaN policy)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, expected a scan file")
+    suffix = path.suffix.lower()
+    readers = {".ply": _read_ply, ".pcd": _read_pcd, ".xyz": _read_text, ".txt": _read_text,
+               ".npy": _read_npy, ".las": _read_las, ".laz": _read_las, ".npz": _read_room}
+    if suffix not in readers:
+        raise ValueError(f"{path}: unknown scan format '{suffix or '(no extension)'}' "
+                         f"(known: {', '.join(SCAN_SUFFIXES)})")
+    fields = readers[suffix](path)
+    return _make_scan(path, **fields)
+
+
+def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
+               label: np.ndarray | None = None, pred: np.ndarray | None = None,
+               classes: ClassTable | None = None, model: str | None = None) -> Scan:
+    xyz = np.asarray(xyz)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{path}: coordinates must be (N, 3), got {xyz.shape}")
+    if len(xyz) == 0:
+        raise ValueError(f"{path}: the scan has no points")
+    n = len(xyz)
+    # Validate lengths before masking so the message names the file's own counts.
+    if label is not None:
+        label = check_labels(label, n, str(path), classes, "label")
+    if pred is not None:
+        pred = check_labels(pred, n, str(path), classes, "pred")
+    finite = np.isfinite(xyz).all(axis=1)
+    dropped = int(n - finite.sum())
+    kept = None
+    if dropped:
+        if dropped == n:
+            raise ValueError(f"{path}: all {n} points have non-finite (NaN/inf) coordinates")
+        warnings.warn(f"{path}: dropped {dropped} of {n} points with non-finite (NaN/inf) "
+                      f"coordinates", RuntimeWarning, stacklevel=3)
+        kept = finite
+        xyz = xyz[finite]
+        rgb = rgb[finite] if rgb is not None else None
+        label = label[finite] if label is not None else None
+        pred = pred[finite] if pred is not None else None
+    return Scan(xyz=xyz, rgb=rgb, label=label, pred=pred, classes=classes, path=path,
+                dropped=dropped, kept=kept, model=model)
+
+
+def _colours_to_uint8(c: np.ndarray, path: Path) -> np.ndarray:
+    c = np.asarray(c)
+    if c.dtype == np.uint8:
+        return c
+    c = c.astype(np.float64)
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"{path}: colours contain NaN/inf")
+    if c.size and c.max() <= 1.0:
+        c = c * 255.0
+    elif c.size and c.max() > 255:
+        if c.max() <= 65535:          # 16-bit colours (LAS, some PLY writers)
+            c = c / 257.0
+        else:
+            raise ValueError(f"{path}: colour values up to {c.max():g}, expected 0..255 or 0..1")
+    if c.size and c.min() < 0:
+        raise ValueError(f"{path}: negative colour values")
+    return np.clip(np.round(c), 0, 255).astype(np.uint8)
+
+
+def parse_ply_header(path: Path) -> dict:
+    """Format, element counts, vertex property names and comments of a PLY file."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.readline()
+            if magic.strip() != b"ply":
+                raise ValueError(f"{path}: not a PLY file (first line is {magic[:20]!r})")
+            info: dict = {"format": None, "elements": {}, "vertex_props": [], "comments": []}
+            element = None
+            for _ in range(100_000):
+                line = f.readline()
+                if not line:
+                    raise ValueError(f"{path}: PLY header has no end_header line")
+                text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+                tok = text.split()
+                if not tok:
+                    continue
+                if tok[0] == "end_header":
+                    info["data_offset"] = f.tell()
+                    return info
+                if tok[0] == "format":
+                    info["format"] = tok[1] if len(tok) > 1 else None
+                elif tok[0] in ("comment", "obj_info"):
+                    info["comments"].append(text.split(None, 1)[1] if len(tok) > 1 else "")
+                elif tok[0] == "element" and len(tok) == 3:
+                    element = tok[1]
+                    info["elements"][element] = int(tok[2])
+                elif tok[0] == "property" and element == "vertex":
+                    info["vertex_props"].append(tok[-1])
+            raise ValueError(f"{path}: PLY header too long")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+    except (ValueError, IndexError) as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: malformed PLY header: {e}") from None
+
+
+def classes_from_comments(comments: Sequence[str], where: str = "") -> tuple[ClassTable | None, str | None]:
+    """Class table (and model name) from PLY header comments written by :func:`write_labelled_ply`.
+
+    Lines ``class_table NAME``, ``class I NAME R G B`` (one per class, names may contain spaces)
+    and ``model NAME``.
+    """
+    table_name, model, rows = "custom", None, {}
+    for c in comments:
+        tok = c.split()
+        if not tok:
+            continue
+        if tok[0] == "class_table" and len(tok) >= 2:
+            table_name = " ".join(tok[1:])
+        elif tok[0] == "model" and len(tok) >= 2:
+            model = " ".join(tok[1:])
+        elif tok[0] == "class" and len(tok) >= 6:
+            try:
+                i = int(tok[1])
+                rgb = tuple(int(v) for v in tok[-3:])
+            except ValueError:
+                continue
+            rows[i] = (" ".join(tok[2:-3]), rgb)
+    if not rows:
+        return None, model
+    if sorted(rows) != list(range(len(rows))):
+        raise ValueError(f"{where}: class comments do not number the classes 0..{len(rows) - 1}")
+    names = tuple(rows[i][0] for i in range(len(rows)))
+    palette = tuple(rows[i][1] for i in range(len(rows)))
+    try:
+        return ClassTable(names, palette, table_name), model
+    except ValueError as e:
+        raise ValueError(f"{where}: class table in header comments: {e}") from None
+
+
+def _tensor_cloud_fields(path: Path, expected: int | None) -> dict:
+    import open3d as o3d
+    try:
+        pc = o3d.t.io.read_point_cloud(str(path))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: Open3D cannot read it: {e}") from None
+    if "positions" not in pc.point or len(pc.point.positions) == 0:
+        raise ValueError(f"{path}: unreadable or empty point cloud (Open3D read no points)")
+    xyz = pc.point.positions.numpy()
+    if expected is not None and len(xyz) != expected:
+        raise ValueError(f"{path}: header declares {expected} points but only {len(xyz)} could be "
+                         f"read (truncated or corrupt file)")
+    out: dict = {"xyz": xyz}
+    if "colors" in pc.point:
+        out["rgb"] = _colours_to_uint8(pc.point.colors.numpy(), path)
+    for key, names in (("label", LABEL_FIELDS), ("pred", PRED_FIELDS)):
+        for n in names:
+            if n in pc.point:
+                out[key] = pc.point[n].numpy()
+                break
+    return out
+
+
+def _read_ply(path: Path) -> dict:
+    info = parse_ply_header(path)
+    n = info["elements"].get("vertex")
+    if not n:
+        raise ValueError(f"{path}: PLY file has no vertices")
+    fields = _tensor_cloud_fields(path, n)
+    classes, model = classes_from_comments(info["comments"], str(path))
+    fields["classes"] = classes
+    fields["model"] = model
+    return fields
+
+
+def _read_pcd(path: Path) -> dict:
+    expected = None
+    try:
+        with open(path, "rb") as f:
+            for _ in range(64):
+                line = f.readline()
+                if not line:
+                    break
+                tok = line.split()
+                if tok and tok[0] == b"POINTS" and len(tok) == 2:
+                    expected = int(tok[1])
+                if tok and tok[0] == b"DATA":
+                    break
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+    except ValueError:
+        raise ValueError(f"{path}: malformed PCD header") from None
+    if expected is None:
+        raise ValueError(f"{path}: not a PCD file (no POINTS line in the header)")
+    return _tensor_cloud_fields(path, expected)
+
+
+def _read_text(path: Path) -> dict:
+    try:
+        with open(path, "r", errors="replace") as f:
+            first, skip = None, 0
+            for line in f:
+                s = line.strip()
+                if not s or s.startswith("#") or s.startswith("//"):
+                    skip += 1
+                    continue
+                first = s
+                break
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+    if first is None:
+        raise ValueError(f"{path}: the scan has no points")
+    delim = "," if "," in first else None
+    try:
+        [float(v) for v in first.replace(",", " ").split()]
+    except ValueError:
+        skip += 1                     # a header line such as "x y z r g b label"
+    try:
+        arr = np.loadtxt(path, delimiter=delim, comments=("#", "//"), skiprows=skip,
+                         dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise ValueError(f"{path}: cannot parse as 'x y z [r g b [label]]' text: {e}") from None
+    if arr.size == 0:
+        raise ValueError(f"{path}: the scan has no points")
+    return _columns(arr, path)
+
+
+def _columns(arr: np.ndarray, path: Path) -> dict:
+    ncol = arr.shape[1]
+    if ncol not in (3, 6, 7):
+        raise ValueError(f"{path}: {ncol} columns per point; expected 3 (x y z), 6 (x y z r g b) "
+                         f"or 7 (x y z r g b label)")
+    out: dict = {"xyz": arr[:, :3].astype(np.float32)}
+    if ncol >= 6:
+        out["rgb"] = _colours_to_uint8(arr[:, 3:6], path)
+    if ncol == 7:
+        out["label"] = arr[:, 6]
+    return out
+
+
+def _read_npy(path: Path) -> dict:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read as a .npy array: {e}") from None
+    if arr.ndim == 1:
+        raise ValueError(f"{path}: a 1-D array ({arr.shape[0]} values) looks like per-point labels, "
+                         f"not a scan; pass it with --labels next to its scan")
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{path}: expected an (N, 3|6|7) array, got shape {arr.shape}")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{path}: array dtype {arr.dtype} is not numeric")
+    return _columns(arr.astype(np.float64, copy=False), path)
+
+
+def _read_las(path: Path) -> dict:
+    try:
+        import laspy
+    except ImportError:
+        raise ValueError(f"{path}: reading LAS/LAZ needs laspy: pip install 'laspy[lazrs]' "
+                         f"(or pip install 'pointseg[las]')") from None
+    try:
+        las = laspy.read(str(path))
+    except laspy.errors.LaspyException as e:
+        msg = str(e)
+        if path.suffix.lower() == ".laz" and "backend" in msg.lower():
+            raise ValueError(f"{path}: reading LAZ needs a LAZ backend: pip install lazrs "
+                             f"({msg})") from None
+        raise ValueError(f"{path}: cannot read LAS/LAZ: {msg}") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read LAS/LAZ: {e}") from None
+    xyz = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], axis=1)
+    out: dict = {"xyz": xyz}
+    dims = set(las.point_format.dimension_names)
+    if {"red", "green", "blue"} <= dims:
+        rgb = np.stack([np.asarray(las.red), np.asarray(las.green), np.asarray(las.blue)], axis=1)
+        if rgb.max() > 255:
+            rgb = rgb / 257.0
+        out["rgb"] = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    for key, names in (("label", LABEL_FIELDS), ("pred", PRED_FIELDS)):
+        for n in names:
+            if n in dims:
+                out[key] = np.asarray(las[n])
+                break
+    return out
+
+
+def _read_room(path: Path) -> dict:
+    from ..data.rooms import load_room
+    room = load_room(path)
+    classes = table_for_names(room.classes, "room") if room.classes is not None else None
+    if room.classes is None and room.label is not None:
+        classes = S3DIS   # prepared rooms without names are S3DIS rooms
+    return {"xyz": room.xyz, "rgb": room.rgb, "label": room.label, "classes": classes}
+
+
+def read_labels(path: str | Path, num_points: int | None = None,
+                classes: ClassTable | None = None) -> tuple[np.ndarray, ClassTable | None, str | None]:
+    """Per-point predicted labels from a ``.npy`` / ``.txt`` label file or a labelled PLY.
+
+    Returns ``(labels, class table or None, model name or None)``. From a PLY, its ``pred``
+    property is taken if present, else its ``label`` property.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    table, model = None, None
+    if suffix == ".npy":
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{path}: cannot read labels: {e}") from None
+    elif suffix == ".txt":
+        try:
+            labels = np.loadtxt(path, dtype=np.float64, ndmin=1)
+        except ValueError as e:
+            raise ValueError(f"{path}: cannot read labels (one integer per line): {e}") from None
+    elif suffix in (".ply", ".pcd", ".las", ".laz"):
+        s = read_scan(path)
+        labels = s.pred if s.pred is not None else s.label
+        if labels is None:
+            raise ValueError(f"{path}: has no 'pred' or 'label' per-point property")
+        if s.kept is not None:
+            raise ValueError(f"{path}: has points with NaN/inf coordinates; cannot align its labels")
+        table, model = s.classes, s.model
+    else:
+        raise ValueError(f"{path}: unknown labels format '{suffix}' (use .npy, .txt or a labelled .ply)")
+    n = num_points if num_points is not None else int(np.asarray(labels).shape[0])
+    labels = check_labels(labels, n, str(path), classes or table, "labels")
+    return labels, table, model
+
+
+# ----------------------------------------------------------------------------- writing
+
+_PLY_INT_TYPES = {np.dtype(np.uint8): "uchar", np.dtype(np.uint16): "ushort", np.dtype(np.int32): "int"}
+
+
+def write_labelled_ply(path: str | Path, xyz: np.ndarray, colors: np.ndarray | None,
+                       labels: np.ndarray | None, classes: ClassTable = S3DIS, *,
+                       pred: np.ndarray | None = None, model: str | None = None,
+                       overwrite: bool = True) -> Path:
+    """Write a binary little-endian PLY with per-point ``label`` (and ``pred``) properties.
+
+    ``labels`` is written as the ``label`` property and read back as ground truth; a prediction
+    goes in ``pred=`` (read back as ``Scan.pred``). ``colors``: uint8 ``(N, 3)`` (scan RGB or
+    class colours); ``None`` colours the points by ``pred`` (else ``labels``) with ``classes``.
+    The class table is stored in header comments (``class_table NAME`` and one
+    ``class I NAME R G B`` line per class), plus ``model NAME`` if given. Written atomically.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists")
+    xyz = np.asarray(xyz, dtype=np.float32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) == 0:
+        raise ValueError(f"{path}: xyz must be a non-empty (N, 3) array, got {xyz.shape}")
+    n = len(xyz)
+    if labels is None and pred is None and colors is None:
+        raise ValueError(f"{path}: nothing to write besides coordinates (no labels, pred or colours)")
+    if labels is not None:
+        labels = check_labels(labels, n, str(path), classes, "labels")
+    if pred is not None:
+        pred = check_labels(pred, n, str(path), classes, "pred")
+    if colors is None:
+        colors = classes.colors(pred if pred is not None else labels)
+    colors = np.asarray(colors)
+    if colors.shape != (n, 3):
+        raise ValueError(f"{path}: colours must be ({n}, 3), got {colors.shape}")
+    colors = _colours_to_uint8(colors, path)
+    ltype = np.uint8 if classes.num_classes <= 256 else np.uint16 if classes.num_classes <= 65536 else np.int32
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    if labels is not None:
+        fields.append(("label", np.dtype(ltype).newbyteorder("<").str))
+    if pred is not None:
+        fields.append(("pred", np.dtype(ltype).newbyteorder("<").str))
+    rec = np.empty(n, dtype=fields)
+    rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    rec["red"], rec["green"], rec["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
+    if labels is not None:
+        rec["label"] = labels
+    if pred is not None:
+        rec["pred"] = pred
+    for name in classes.names:
+        if "\n" in name or "\r" in name:
+            raise ValueError(f"{path}: class name {name!r} contains a line break")
+    header = ["ply", "format binary_little_endian 1.0", "comment written by pointseg",
+              f"comment class_table {classes.name}"]
+    header += [f"comment class {i} {nm} {c[0]} {c[1]} {c[2]}"
+               for i, (nm, c) in enumerate(zip(classes.names, classes.palette))]
+    if model:
+        header.append(f"comment model {model}")
+    header += [f"element vertex {n}", "property float x", "property float y", "property float z",
+               "property uchar red", "property uchar green", "property uchar blue"]
+    ptype = _PLY_INT_TYPES[np.dtype(ltype)]
+    if labels is not None:
+        header.append(f"property {ptype} label")
+    if pred is not None:
+        header.append(f"property {ptype} pred")
+    header.append("end_header")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(("\n".join(header) + "\n").encode("utf-8"))
+            f.write(rec.tobytes())
+    return path

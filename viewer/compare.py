@@ -1,0 +1,99 @@
+"""Compare models on one scan: Original | ground truth | one panel per model's prediction.
+
+Each ``--compare`` source is a prediction file (``.npy`` labels, ``.txt`` one label per line, or
+a labelled PLY from ``pointseg segment``) or a checkpoint (``.pt``), which is run through
+``pointseg.engine.segment.predict_scan``. Each model panel is titled with the model name and
+its mIoU against the scan's ground truth (mean over classes present in either).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pointseg.classes import ClassTable
+from pointseg.io.scans import Scan, check_labels, read_labels
+
+from .render import (DEFAULT_MAX_POINTS, DEFAULT_SIZE, LegendEntry, _present, compose,
+                     legend_entries, render_images, resolve_classes, save_png)
+from .state import mean_iou
+
+
+@dataclass
+class Prediction:
+    labels: np.ndarray
+    name: str
+    classes: ClassTable | None = None
+
+
+def checkpoint_classes(path: str | Path) -> ClassTable | None:
+    """The class table stored in a checkpoint (``classes`` as a ClassTable dict), if any."""
+    try:
+        import torch
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if isinstance(ckpt, dict):
+        d = ckpt.get("classes")
+        if isinstance(d, dict):
+            try:
+                return ClassTable.from_dict(d)
+            except ValueError:
+                return None
+    return None
+
+
+def load_prediction(source: str | Path, scan: Scan) -> Prediction:
+    """Labels for ``scan`` from a prediction file or a checkpoint."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        try:
+            from pointseg.engine.segment import predict_scan
+        except ImportError:
+            raise ValueError(
+                f"{path}: checkpoints in --compare need the segment engine "
+                f"(pointseg.engine.segment.predict_scan), which is not available in this install; "
+                f"run 'pointseg segment' first and compare its labels (.npy or .ply)") from None
+        result = predict_scan(path, scan)
+        labels, name = result[0], result[1]
+        table = result[2] if len(result) > 2 else checkpoint_classes(path)
+        labels = check_labels(np.asarray(labels), scan.num_points, str(path), None, "prediction")
+        return Prediction(labels, str(name), table)
+    labels, table, model = read_labels(path, scan.num_points)
+    return Prediction(labels, model or path.stem, table)
+
+
+def render_compare(scan: Scan, sources: Sequence[str | Path], out_path: str | Path, *,
+                   classes: ClassTable | None = None, palette: str | Path | None = None,
+                   size: tuple[int, int] = DEFAULT_SIZE, view: str = "iso",
+                   max_points: int = DEFAULT_MAX_POINTS, hide="auto",
+                   point_size: float | None = None, overwrite: bool = False) -> Path:
+    """Original | ground truth | one panel per prediction, titled ``NAME  mIoU x%``."""
+    if not sources:
+        raise ValueError("--compare needs at least one prediction file or checkpoint")
+    out = Path(out_path)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    preds = [load_prediction(s, scan) for s in sources]
+    if classes is None and scan.classes is None:
+        classes = next((p.classes for p in preds if p.classes is not None), None)
+    table = resolve_classes(scan, classes, palette)
+    for p, s in zip(preds, sources):
+        if p.labels.size and p.labels.max() >= table.num_classes:
+            raise ValueError(f"{s}: labels go up to {int(p.labels.max())}, outside the class table "
+                             f"'{table.name}' (0..{table.num_classes - 1})")
+    modes = ["rgb"] + (["gt"] if scan.label is not None else [])
+    titles = ["Original"] + (["Ground truth"] if scan.label is not None else [])
+    for p in preds:
+        if scan.label is not None:
+            titles.append(f"{p.name}  mIoU {100 * mean_iou(scan.label, p.labels, table.num_classes):.1f}%")
+        else:
+            titles.append(f"{p.name} (no ground truth)")
+    images = render_images(scan, table, modes, size, view, max_points, hide, point_size,
+                           extra=[p.labels for p in preds])
+    entries: list[LegendEntry] = legend_entries(table, _present(table, scan.label, *[p.labels for p in preds]))
+    return save_png(compose(images, titles, entries), out, overwrite)
