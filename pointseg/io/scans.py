@@ -249,6 +249,7 @@ def parse_ply_header(path: Path) -> dict:
                     info["elements"][element] = int(tok[2])
                 elif tok[0] == "property" and element == "vertex":
                     info["vertex_props"].append(tok[-1])
+                    info.setdefault("vertex_types", []).append(tok[1] if tok[1] != "list" else "list")
             raise ValueError(f"{path}: PLY header too long")
     except OSError as e:
         raise ValueError(f"{path}: cannot read: {e.strerror}") from None
@@ -320,11 +321,34 @@ def _read_ply(path: Path) -> dict:
     n = info["elements"].get("vertex")
     if not n:
         raise ValueError(f"{path}: PLY file has no vertices")
+    _check_binary_ply_size(path, info, n)
     fields = _tensor_cloud_fields(path, n)
     classes, model = classes_from_comments(info["comments"], str(path))
     fields["classes"] = classes
     fields["model"] = model
     return fields
+
+
+_PLY_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2,
+              "uint16": 2, "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4,
+              "double": 8, "float64": 8}
+
+
+def _check_binary_ply_size(path: Path, info: dict, n: int) -> None:
+    """Open3D pads a truncated binary PLY with garbage (only warning): compare sizes ourselves."""
+    if not str(info.get("format", "")).startswith("binary"):
+        return
+    types = info.get("vertex_types", [])
+    if not types or "list" in types or any(t not in _PLY_SIZES for t in types):
+        return
+    if next(iter(info["elements"]), "vertex") != "vertex":
+        return                                   # vertices are not the first element block
+    need = info["data_offset"] + n * sum(_PLY_SIZES[t] for t in types)
+    have = path.stat().st_size
+    if have < need:
+        raise ValueError(f"{path}: header declares {n} points but the file ends after "
+                         f"{max(0, have - info['data_offset'])} of {need - info['data_offset']} data bytes "
+                         "(truncated or corrupt file)")
 
 
 def _read_pcd(path: Path) -> dict:
