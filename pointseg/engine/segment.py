@@ -63,7 +63,7 @@ def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
 def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None = None,
             out_dir: str | Path | None = None, device: str = "auto", overwrite: bool = False,
             sliding: SlidingConfig | None = None, color_policy: str = "gray", render: bool = True,
-            render_size: tuple[int, int] = (1600, 400), progress: bool = True) -> dict[str, Any]:
+            render_size: tuple[int, int] = (480, 360), progress: bool = True) -> dict[str, Any]:
     """Segment one scan (default: the bundled sample room with the bundled checkpoint)."""
     from ..io.atomic import atomic_dir
     from ..io.scans import read_scan, write_labelled_ply
