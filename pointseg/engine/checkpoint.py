@@ -85,6 +85,16 @@ def model_payload(preset: str, model: torch.nn.Module, classes: ClassTable,
     }
 
 
+def sliding_for(ckpt: dict[str, Any], sliding: Any = None) -> Any:
+    """The sliding-block settings for a checkpoint: points per block from its input spec."""
+    from dataclasses import replace
+    from .inference import SlidingConfig
+    sliding = sliding or SlidingConfig()
+    if sliding.num_points is None:
+        sliding = replace(sliding, num_points=int(ckpt.get("input", {}).get("num_points", 4096)))
+    return sliding
+
+
 def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint",
                           expect_classes: ClassTable | None = None,
                           expect_preset: str | None = None):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..classes import ClassTable
 from ..io.atomic import atomic_write_text
-from .checkpoint import build_from_checkpoint, load_checkpoint
+from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
 from .inference import SlidingConfig, block_level_confusion, predict_points
 from .metrics import SegMetrics, confusion_matrix, pool
 
@@ -33,7 +33,7 @@ def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, devic
     prepared = PreparedRooms(data)
     model, classes = build_from_checkpoint(ckpt, ckpt_path, expect_classes=prepared.classes)
     model.to(dev)
-    sliding = sliding or SlidingConfig()
+    sliding = sliding_for(ckpt, sliding)
     k = classes.num_classes
     full = np.zeros((k, k), dtype=np.int64)
     blocks = np.zeros((k, k), dtype=np.int64)
@@ -56,7 +56,8 @@ def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, devic
         per_room[pr.entry.full_name] = {"points": room.num_points, "oa": SegMetrics(cm, classes.names).oa,
                                         "miou": SegMetrics(cm, classes.names).miou, **stats}
         if block_level:
-            blocks += block_level_confusion(model, room.xyz, room.rgb, room.label, k, dev, sliding.batch_size)
+            blocks += block_level_confusion(model, room.xyz, room.rgb, room.label, k, dev, sliding.batch_size,
+                                            num_points=sliding.num_points)
     seconds = time.perf_counter() - t0
     report = {
         "checkpoint": str(ckpt_path), "preset": ckpt["preset"], "data": str(data), "area": area,

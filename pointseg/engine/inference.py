@@ -25,7 +25,7 @@ from ..data.block_gen import room_normalization, room_to_blocks
 class SlidingConfig:
     block_size: float = 1.0
     stride: float = 0.5
-    num_points: int = 4096
+    num_points: int | None = None  # points per block; None: the checkpoint's (4096 for S3DIS models)
     repeats: int = 1
     batch_size: int = 8
     tile_size: float = 8.0        # metres
@@ -58,6 +58,8 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
     from tqdm import tqdm
 
     cfg = cfg or SlidingConfig()
+    if cfg.num_points is None:
+        raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input spec)")
     model.eval()
     xyz = np.asarray(xyz, dtype=np.float32)
     n = len(xyz)
@@ -110,11 +112,11 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
 @torch.no_grad()
 def block_level_confusion(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None, label: np.ndarray,
                           num_classes: int, device: torch.device, batch_size: int = 8,
-                          seed: int = 0) -> np.ndarray:
+                          seed: int = 0, num_points: int = 4096) -> np.ndarray:
     """Confusion over the points of the test blocks (stride 1 m, >= 100 points, 4096 sampled),
     the way the reference code scored (duplicated points counted, unsampled points ignored)."""
     from .metrics import confusion_matrix
-    blocks, idx = room_to_blocks(xyz, rgb, 1.0, 1.0, 4096, min_points=100, rng=seed)
+    blocks, idx = room_to_blocks(xyz, rgb, 1.0, 1.0, num_points, min_points=100, rng=seed)
     if len(blocks) == 0:
         return np.zeros((num_classes, num_classes), dtype=np.int64)
     pred = _block_scores(model, blocks, device, batch_size).argmax(-1).numpy()

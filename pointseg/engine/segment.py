@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..classes import ClassTable
-from .checkpoint import build_from_checkpoint, load_checkpoint
+from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
 from .inference import SlidingConfig, predict_points
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -56,7 +56,7 @@ def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
     dev = resolve_device(device)
     model, classes, ckpt = load_model(checkpoint, dev)
     rgb = model_input_colours(scan.rgb, scan.num_points, color_policy)
-    labels, _ = predict_points(model, scan.xyz, rgb, classes.num_classes, dev, sliding, progress)
+    labels, _ = predict_points(model, scan.xyz, rgb, classes.num_classes, dev, sliding_for(ckpt, sliding), progress)
     return labels, str(ckpt.get("preset", Path(checkpoint).stem))
 
 
@@ -98,6 +98,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
 
     t = time.perf_counter()
     rgb = model_input_colours(scan.rgb, scan.num_points, color_policy)
+    sliding = sliding_for(ckpt, sliding)
     pred, stats = predict_points(model, scan.xyz, rgb, classes.num_classes, dev, sliding, progress)
     timings["predict_s"] = time.perf_counter() - t
 
@@ -109,7 +110,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
         "checkpoint": str(checkpoint), "model": ckpt.get("preset"), "device": str(dev),
         "classes": classes.to_dict(),
         "histogram": {c: int(v) for c, v in zip(classes.names, hist)},
-        "sliding": (sliding or SlidingConfig()).__dict__, "blocks": stats["blocks"],
+        "sliding": sliding.__dict__, "blocks": stats["blocks"],
         "unvoted_points": stats["unvoted_points"], "notes": notes,
         "trained_on": ckpt.get("train_config", {}).get("data", {}).get("source"),
     }
