@@ -14,6 +14,7 @@ from typing import Sequence
 # (module, help) in the order ``pointseg --help`` lists them.
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("models", "list model presets with their parameter counts, or show one"),
+    ("graphs", "DeepGCNs / DeeperGCN on PPI, Planetoid and OGB graphs: presets, train, evaluate"),
 ]
 
 
