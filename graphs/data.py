@@ -65,7 +65,7 @@ def allow_pyg_globals() -> None:
     safe: list[Any] = [DataEdgeAttr, DataTensorAttr, GlobalStorage, NodeStorage, EdgeStorage]
     # ogb's DatasetSaver stores split_dict.pt with numpy arrays.
     core = getattr(np, "_core", None) or np.core
-    safe += [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    safe += [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
     safe += [type(np.dtype(t)) for t in ("int64", "int32", "float32", "float64", "bool")]
     torch.serialization.add_safe_globals(safe)
 
@@ -138,6 +138,7 @@ def ogb_location(name: str, root: str | Path) -> tuple[Path, dict[str, Any] | No
         raise FileNotFoundError(f"--root {root} is not a directory (it should contain "
                                 f"{'_'.join(name.split('-'))}/ for {name})")
     if (root / "meta_dict.pt").exists():
+        allow_pyg_globals()
         meta = torch.load(root / "meta_dict.pt", weights_only=True)
         if not isinstance(meta, dict) or "dir_path" not in meta:
             raise ValueError(f"{root / 'meta_dict.pt'} is not an ogb DatasetSaver meta_dict")
