@@ -61,6 +61,8 @@ class Task:
                 model.update(edge_encoder="linear", conv_edge="linear", edge_channels=w["edge_channels"])
             if self.family == "ogbg":
                 model.setdefault("pool", "mean")
+            if self.name == "ogbg-molpcba":
+                model["virtual_node"] = True              # DeeperGCN's molpcba model uses a virtual node
             if self.family == "ogbl":
                 model["head"] = "none"
         model.update(overrides)
