@@ -67,7 +67,7 @@ def test_planetoid_trains_from_cli_beats_chance_and_checkpoint_evaluates(roots, 
 def test_ogbn_arxiv_full_batch_from_cli_with_evaluator_shapes(roots, tmp_path, capsys, monkeypatch):
     spy = EvalSpy(monkeypatch)
     m, first, last = train_cli(capsys, "ogbn-arxiv", "deepergcn-ogbn-arxiv", roots["ogbn-arxiv"], tmp_path / "a",
-                               "--epochs", "8", "--set", "layers=3")
+                               "--epochs", "5", "--set", "layers=3")
     assert m.group(1) == "acc" and last < first and float(m.group(2)) > 0.5
     name, shapes = spy.calls[0]
     assert name == "ogbn-arxiv" and shapes["y_true"][1] == 1 and shapes["y_true"] == shapes["y_pred"]
@@ -76,7 +76,7 @@ def test_ogbn_arxiv_full_batch_from_cli_with_evaluator_shapes(roots, tmp_path, c
 def test_ogbn_proteins_partitions_with_edge_features_and_rocauc(roots, tmp_path, capsys, monkeypatch):
     spy = EvalSpy(monkeypatch)
     m, first, last = train_cli(capsys, "ogbn-proteins", "deepergcn-ogbn-proteins", roots["ogbn-proteins"],
-                               tmp_path / "p", "--epochs", "6", "--set", "layers=3",
+                               tmp_path / "p", "--epochs", "3", "--set", "layers=3",
                                "--train-set", "parts=3", "--train-set", "eval_parts=2")
     assert m.group(1) == "rocauc" and last < first and float(m.group(2)) > 0.7
     assert all(s["y_true"][1] == 112 and s["y_true"] == s["y_pred"] for _, s in spy.calls)
@@ -105,7 +105,7 @@ def test_ogbl_collab_link_predictor_hits(roots, tmp_path, capsys, monkeypatch):
 
 
 def test_ppi_multilabel_micro_f1(roots, tmp_path):
-    res = run_training("PPI", "resmrgcn-28-ppi", str(roots["ppi"]), epochs=6, out=tmp_path / "ppi",
+    res = run_training("PPI", "resmrgcn-28-ppi", str(roots["ppi"]), epochs=3, out=tmp_path / "ppi",
                        overrides=dict(layers=2, channels=16), progress=False)
     assert res["metric"] == "micro-F1" and res["losses"][-1] < res["losses"][0]
     ck = load_checkpoint(tmp_path / "ppi" / "run0" / "best.pt")
