@@ -1,7 +1,11 @@
 import os
+import sys
 
 import pytest
 import torch
+
+# Test helpers (graph_fixtures.py) import as top-level modules.
+sys.path.insert(0, os.path.dirname(__file__))
 
 # Deterministic, modest CPU use: CI machines have 2 cores.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -21,6 +21,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("synth", "write synthetic rooms in the raw S3DIS layout"),
     ("prepare-s3dis", "convert the raw S3DIS release into one array file per room (with repairs)"),
     ("make-blocks", "cut prepared rooms into 1 m blocks in the S3DIS HDF5 block layout"),
+    ("graphs", "DeepGCNs / DeeperGCN on PPI, Planetoid and OGB graphs: presets, train, evaluate"),
 ]
 
 

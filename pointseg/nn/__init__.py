@@ -2,6 +2,7 @@
 ``(B, C, N)`` and sparse graphs ``(N, C)`` + ``edge_index``. See ``graph.py`` for the conventions."""
 from .block import BLOCK_KINDS, CONVS, GCNBlock, make_conv
 from .edge_conv import EdgeConv
+from .gen_conv import GENConv, MsgNorm
 from .gin_conv import GINConv
 from .graph import gather_neighbors, neighbor_reduce
 from .knn import DilatedKnn, dilated_knn, dilated_knn_graph
@@ -10,7 +11,7 @@ from .mr_conv import MRConv
 from .sage_conv import SAGEConv
 
 __all__ = [
-    "BLOCK_KINDS", "CONVS", "GCNBlock", "make_conv", "EdgeConv", "GINConv", "MRConv", "SAGEConv",
+    "BLOCK_KINDS", "CONVS", "GCNBlock", "make_conv", "EdgeConv", "GINConv", "GENConv", "MsgNorm", "MRConv", "SAGEConv",
     "DilatedKnn", "dilated_knn", "dilated_knn_graph", "MLP", "ConvNormAct", "Pointwise",
     "act_layer", "norm_layer", "gather_neighbors", "neighbor_reduce",
 ]

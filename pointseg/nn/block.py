@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .edge_conv import EdgeConv
+from .gen_conv import GENConv
 from .gin_conv import GINConv
 from .graph import channel_dim
 from .knn import DilatedKnn
@@ -28,12 +29,12 @@ from .sage_conv import SAGEConv
 
 BLOCK_KINDS = ("plain", "res", "dense", "res+")
 CONVS: dict[str, type[nn.Module]] = {
-    "edge": EdgeConv, "mr": MRConv, "sage": SAGEConv, "gin": GINConv,
+    "edge": EdgeConv, "mr": MRConv, "sage": SAGEConv, "gin": GINConv, "gen": GENConv,
 }
 
 
 def make_conv(kind: str, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
-    """Build a convolution by name: ``edge`` | ``mr`` | ``sage`` | ``rsage`` | ``gin`` (| ``gen`` when available)."""
+    """Build a convolution by name: ``edge`` | ``mr`` | ``sage`` | ``rsage`` | ``gin`` | ``gen``."""
     kind = kind.lower()
     if kind == "rsage":
         return SAGEConv(in_channels, out_channels, relative=True, **kwargs)

@@ -1,0 +1,327 @@
+r"""One graph network builder for every task: encoder -> backbone -> head, all layers from ``pointseg.nn``.
+
+* **encoder**: ``linear`` (``Linear(C_in, C)``, optionally with the last ``onehot_channels`` input
+  columns first mapped by their own ``Linear``, as DeeperGCN does with the ogbn-proteins species),
+  ``atom`` (OGB ``AtomEncoder``) or ``none`` (the first convolution takes ``C_in``). Edge features
+  get a model-level encoder (``linear`` / ``bond`` / ``none``) and / or a per-conv one (``conv_edge``).
+* **backbone**: looked up by name in :data:`BACKBONES` (``res+``, ``res``, ``plain``, ``dense``).
+  A backbone is built as ``BACKBONES[name](cfg, make_conv, in_channels)`` where ``make_conv(c_in, c_out)``
+  builds one configured convolution; it returns a module with ``out_channels`` and
+  ``forward(x, edge_index, batch=None, **conv_kwargs) -> list[Tensor]`` (per-layer features, last =
+  output). New backbones (e.g. a reversible one) plug in with :func:`register_backbone`.
+* **head**: ``linear`` (optionally after graph ``pool``ing), ``fusion`` (the DeepGCNs PPI head: a 1x1
+  fusion of all layer features to 1024 channels, max over *channels* — one scalar per node, the
+  reference quirk — concatenated to the features, then 512 -> 256 -> classes), or ``none``
+  (node embeddings, for link prediction).
+
+The ``res+`` backbone is DeeperGCN's: ``h = conv_0(h)``; ``h = h + conv_l(dropout(ReLU(norm(h))))``
+for ``l >= 1``; then ``dropout(ReLU(norm(h)))`` (ReLU dropped with ``final_act=False``, as in the
+molecule / ppa reference models). ``res`` / ``plain`` / ``dense`` follow DeepGCNs: each GENConv is
+followed by norm -> ReLU -> dropout; convolutions that carry their own norm and activation
+(``mr``, ``edge``, ``sage``, ``gin``) are used as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+from pointseg.nn import GCNBlock, MLP, make_conv
+from pointseg.nn.mlp import act_layer, norm_layer
+
+
+@dataclass
+class GraphNetConfig:
+    """Architecture of a graph network; presets in ``graphs.presets`` are overrides of it."""
+
+    backbone: str = "res+"          # a key of BACKBONES
+    conv: str = "gen"               # a pointseg.nn.make_conv name
+    layers: int = 7
+    channels: int = 128
+    in_channels: int = 0            # node input width (from the dataset)
+    out_channels: int = 0           # tasks / classes (from the dataset)
+    # GENConv
+    aggr: str = "softmax"
+    t: float = 1.0
+    learn_t: bool = False
+    p: float = 1.0
+    learn_p: bool = False
+    msg_norm: bool = False
+    learn_msg_scale: bool = False
+    mlp_layers: int = 1
+    conv_edge: str | None = None    # per-conv edge encoder of GENConv: linear | bond | None
+    # blocks
+    norm: str = "batch"
+    act: str = "relu"
+    dropout: float = 0.5
+    final_act: bool = True          # res+: ReLU after the final norm
+    # encoders
+    node_encoder: str = "linear"    # linear | atom | none
+    onehot_channels: int = 0        # trailing one-hot input columns with their own Linear (ogbn-proteins)
+    edge_encoder: str = "none"      # model-level edge encoder: linear | bond | none
+    edge_channels: int = 0          # raw edge feature width (linear edge encoders)
+    # head
+    head: str = "linear"            # linear | fusion | none
+    pool: str | None = None         # mean | sum | max (graph-level tasks)
+    virtual_node: bool = False
+    fusion_channels: int = 1024
+    head_dropout: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GraphNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown graph model option(s) {unknown} (known: {sorted(known)})")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def uses_edge_features(self) -> bool:
+        return self.conv == "gen" and (self.conv_edge is not None or self.edge_encoder != "none")
+
+
+ConvFactory = Callable[[int, int], nn.Module]
+BackboneBuilder = Callable[[GraphNetConfig, ConvFactory, int], nn.Module]
+BACKBONES: dict[str, BackboneBuilder] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator adding a backbone builder ``(cfg, make_conv, in_channels) -> module`` to :data:`BACKBONES`."""
+    def deco(fn: BackboneBuilder) -> BackboneBuilder:
+        BACKBONES[name] = fn
+        return fn
+    return deco
+
+
+class ConvPost(nn.Module):
+    """``dropout(act(norm(conv(x))))``: a bare GENConv turned into a DeepGCNs layer."""
+
+    def __init__(self, conv: nn.Module, norm: str | None, act: str | None, dropout: float) -> None:
+        super().__init__()
+        self.conv = conv
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.norm, self.act, self.dropout = norm_layer(norm, conv.out_channels), act_layer(act), nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, graph: Tensor, **kw: Any) -> Tensor:
+        return self.dropout(self.act(self.norm(self.conv(x, graph, **kw))))
+
+
+def _has_own_post(cfg: GraphNetConfig) -> bool:
+    return cfg.conv != "gen"       # mr / edge / sage / gin carry their own norm and activation
+
+
+class ResPlusBackbone(nn.Module):
+    """DeeperGCN's pre-activation residual stack (with an optional virtual node)."""
+
+    def __init__(self, cfg: GraphNetConfig, conv: ConvFactory, in_channels: int) -> None:
+        super().__init__()
+        c = cfg.channels
+        self.first = conv(in_channels, c)
+        self.blocks = nn.ModuleList(GCNBlock(conv(c, c), kind="res+", norm=cfg.norm, act=cfg.act,
+                                             dropout=cfg.dropout) for _ in range(cfg.layers - 1))
+        self.final_norm = norm_layer(cfg.norm, c)
+        self.final_act = act_layer(cfg.act if cfg.final_act else None)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out_channels = c
+        self.virtual_node = cfg.virtual_node
+        if cfg.virtual_node:
+            self.vn_embedding = nn.Parameter(torch.zeros(1, c))
+            self.vn_mlps = nn.ModuleList(MLP([c, c], act=cfg.act, norm=cfg.norm, order="conv-norm-act")
+                                         for _ in range(cfg.layers - 1))
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: Any) -> list[Tensor]:
+        vn = None
+        if self.virtual_node:
+            if batch is None:
+                batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            vn = self.vn_embedding.expand(int(batch.max()) + 1 if batch.numel() else 1, -1)
+            x = x + vn[batch]
+        h = self.first(x, edge_index, **kw)
+        feats = [h]
+        for i, blk in enumerate(self.blocks):
+            if vn is None:
+                h = blk(h, edge_index, **kw)
+            else:
+                h2 = blk.dropout(blk.act(blk.norm(h)))
+                vn = self.dropout(self.vn_mlps[i](global_add_pool(h2, batch, size=vn.shape[0]) + vn))
+                h = h + blk.conv(h2 + vn[batch], edge_index, **kw)
+            feats.append(h)
+        feats[-1] = self.dropout(self.final_act(self.final_norm(h)))
+        return feats
+
+
+class StackBackbone(nn.Module):
+    """DeepGCNs stack: a first layer ``C_in -> C`` then ``layers - 1`` plain / res / dense blocks."""
+
+    def __init__(self, cfg: GraphNetConfig, conv: ConvFactory, in_channels: int, kind: str) -> None:
+        super().__init__()
+        c = cfg.channels
+
+        def layer(cin: int, cout: int) -> nn.Module:
+            m = conv(cin, cout)
+            return m if _has_own_post(cfg) else ConvPost(m, cfg.norm, cfg.act, cfg.dropout)
+
+        self.first = layer(in_channels, c)
+        self.blocks = nn.ModuleList()
+        width = c
+        for _ in range(cfg.layers - 1):
+            blk = GCNBlock(layer(width, c), kind=kind)
+            self.blocks.append(blk)
+            width = blk.out_channels
+        self.out_channels = width
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: Any) -> list[Tensor]:
+        feats = [self.first(x, edge_index, **kw)]
+        for blk in self.blocks:
+            feats.append(blk(feats[-1], edge_index, **kw))
+        return feats
+
+
+register_backbone("res+")(ResPlusBackbone)
+for _kind in ("res", "plain", "dense"):
+    register_backbone(_kind)(lambda cfg, conv, cin, _k=_kind: StackBackbone(cfg, conv, cin, _k))
+
+
+class FusionHead(nn.Module):
+    """DeepGCNs PPI head on the concatenated features of every layer (see module docstring)."""
+
+    def __init__(self, in_channels: int, out_channels: int, fusion: int, norm: str, dropout: float) -> None:
+        super().__init__()
+        self.fusion = MLP([in_channels, fusion], act="relu", norm=None)
+        self.prediction = nn.Sequential(
+            MLP([1 + in_channels, 512], act="relu", norm=norm), nn.Dropout(dropout),
+            MLP([512, 256], act="relu", norm=norm), nn.Dropout(dropout),
+            MLP([256, out_channels], act=None, norm=None))
+
+    def forward(self, feats: Tensor) -> Tensor:
+        # The reference takes the max over *channels* (dim 1), so the fusion adds one scalar per node.
+        fused = self.fusion(feats).amax(dim=1, keepdim=True)
+        return self.prediction(torch.cat([feats, fused], dim=1))
+
+
+POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
+
+
+class GraphNet(nn.Module):
+    """Encoder -> backbone (by name) -> head. ``forward(x, edge_index, edge_attr=None, batch=None)``.
+
+    Output: node logits ``(N, out)``; graph logits ``(G, out)`` with ``pool``; node embeddings
+    ``(N, C)`` with ``head="none"``.
+    """
+
+    def __init__(self, cfg: GraphNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {cfg.backbone!r}")
+        if cfg.layers < 1 or cfg.channels < 1:
+            raise ValueError(f"layers and channels must be >= 1, got {cfg.layers}, {cfg.channels}")
+        if cfg.in_channels < 1 and cfg.node_encoder != "atom":
+            raise ValueError(f"in_channels must be set (got {cfg.in_channels})")
+        c = cfg.channels
+        # --- encoders
+        self.onehot = None
+        if cfg.node_encoder == "linear":
+            if cfg.onehot_channels:
+                self.onehot = nn.Linear(cfg.onehot_channels, cfg.onehot_channels)
+            self.node_encoder: nn.Module = nn.Linear(cfg.in_channels, c)
+            backbone_in = c
+        elif cfg.node_encoder == "atom":
+            from ogb.graphproppred.mol_encoder import AtomEncoder
+            self.node_encoder = AtomEncoder(c)
+            backbone_in = c
+        elif cfg.node_encoder == "none":
+            self.node_encoder = nn.Identity()
+            backbone_in = cfg.in_channels
+        else:
+            raise ValueError(f"node_encoder must be linear/atom/none, got {cfg.node_encoder!r}")
+        if cfg.edge_encoder == "linear":
+            self.edge_encoder: nn.Module | None = nn.Linear(cfg.edge_channels, c)
+        elif cfg.edge_encoder == "bond":
+            from ogb.graphproppred.mol_encoder import BondEncoder
+            self.edge_encoder = BondEncoder(c)
+        elif cfg.edge_encoder == "none":
+            self.edge_encoder = None
+        else:
+            raise ValueError(f"edge_encoder must be linear/bond/none, got {cfg.edge_encoder!r}")
+        # --- backbone
+        self.backbone = BACKBONES[cfg.backbone](cfg, self.make_conv, backbone_in)
+        width = self.backbone.out_channels
+        # --- head
+        if cfg.pool is not None and cfg.pool not in POOLS:
+            raise ValueError(f"pool must be one of {sorted(POOLS)} or None, got {cfg.pool!r}")
+        if cfg.head == "linear":
+            self.head: nn.Module = nn.Linear(width, cfg.out_channels)
+        elif cfg.head == "fusion":
+            layers = [self.backbone.first.out_channels] + [b.out_channels for b in self.backbone.blocks]
+            self.head = FusionHead(sum(layers), cfg.out_channels, cfg.fusion_channels, cfg.norm, cfg.head_dropout)
+        elif cfg.head == "none":
+            self.head = nn.Identity()
+        else:
+            raise ValueError(f"head must be linear/fusion/none, got {cfg.head!r}")
+        self.out_channels = width if cfg.head == "none" else cfg.out_channels
+
+    def make_conv(self, cin: int, cout: int) -> nn.Module:
+        cfg = self.cfg
+        if cfg.conv == "gen":
+            edge_dim = cfg.channels if cfg.edge_encoder != "none" else (cfg.edge_channels or cin)
+            return make_conv("gen", cin, cout, aggr=cfg.aggr, t=cfg.t, learn_t=cfg.learn_t, p=cfg.p,
+                             learn_p=cfg.learn_p, msg_norm=cfg.msg_norm, learn_msg_scale=cfg.learn_msg_scale,
+                             norm=cfg.norm, mlp_layers=cfg.mlp_layers, edge_encoder=cfg.conv_edge,
+                             edge_dim=edge_dim)
+        return make_conv(cfg.conv, cin, cout, act=cfg.act, norm=cfg.norm)
+
+    def encode(self, x: Tensor) -> Tensor:
+        if self.onehot is not None:
+            k = self.cfg.onehot_channels
+            x = torch.cat([x[:, :-k], self.onehot(x[:, -k:])], dim=1)
+        return self.node_encoder(x)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        cfg = self.cfg
+        h = self.encode(x)
+        kw: dict[str, Any] = {}
+        if cfg.uses_edge_features:
+            if edge_attr is None:
+                raise ValueError("this model uses edge features but the graph has no edge_attr")
+            kw["edge_attr"] = self.edge_encoder(edge_attr) if self.edge_encoder is not None else edge_attr
+        feats = self.backbone(h, edge_index, batch=batch, **kw)
+        if cfg.head == "fusion":
+            return self.head(torch.cat(feats, dim=1))
+        h = feats[-1]
+        if cfg.pool is not None:
+            if batch is None:
+                batch = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+            h = POOLS[cfg.pool](h, batch)
+        return self.head(h)
+
+
+class LinkPredictor(nn.Module):
+    """Score of a node pair from the product of its embeddings: MLP(x_i * x_j) -> logit.
+
+    ``layers`` linear maps ``C -> C -> ... -> 1`` with ReLU and dropout between them.
+    """
+
+    def __init__(self, channels: int, layers: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lins = nn.ModuleList([nn.Linear(channels, channels) for _ in range(layers - 1)]
+                                  + [nn.Linear(channels, 1)])
+        self.dropout = dropout
+
+    def forward(self, x_i: Tensor, x_j: Tensor) -> Tensor:
+        h = x_i * x_j
+        for lin in self.lins[:-1]:
+            h = F.dropout(F.relu(lin(h)), self.dropout, self.training)
+        return self.lins[-1](h).squeeze(-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

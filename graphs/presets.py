@@ -1,0 +1,94 @@
+"""Graph presets: data only. Each preset names the dataset it was made for (or ``None`` for a
+generic preset whose input / output widths come from the dataset), the model overrides of
+:class:`graphs.model.GraphNetConfig` and the training settings.
+
+Parameter counts (trainable, GNN only for link prediction) are those of the DeepGCNs / DeeperGCN
+reference models and are tested.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from .model import GraphNet, GraphNetConfig, count_parameters
+
+# name -> {"dataset": str | None, "model": {...}, "train": {...}, "params": int | None}
+PRESETS: dict[str, dict[str, Any]] = {
+    "deepergcn-ogbn-proteins": dict(
+        dataset="ogbn-proteins", params=2_374_568,
+        model=dict(backbone="res+", layers=112, channels=64, aggr="softmax", learn_t=True, mlp_layers=2,
+                   norm="layer", conv_edge="linear", edge_encoder="linear", edge_channels=8,
+                   node_encoder="linear", in_channels=16, onehot_channels=8, out_channels=112, dropout=0.1),
+        train=dict(lr=0.01, epochs=1000, parts=10, eval_parts=5)),
+    "deepergcn-ogbn-products": dict(
+        dataset="ogbn-products", params=253_743,
+        model=dict(backbone="res+", layers=14, channels=128, aggr="softmax_sg", t=0.1, mlp_layers=1,
+                   norm="batch", in_channels=100, out_channels=47, dropout=0.5),
+        train=dict(lr=0.01, epochs=500, parts=10, eval_parts=10)),
+    "deepergcn-ogbn-arxiv": dict(
+        dataset="ogbn-arxiv", params=491_176,
+        model=dict(backbone="res+", layers=28, channels=128, aggr="softmax_sg", t=0.1, mlp_layers=1,
+                   norm="batch", in_channels=128, out_channels=40, dropout=0.5),
+        train=dict(lr=0.01, epochs=500)),
+    "deepergcn-ogbg-molhiv": dict(
+        dataset="ogbg-molhiv", params=532_232,
+        model=dict(backbone="res+", layers=7, channels=256, aggr="softmax", learn_t=True, mlp_layers=1,
+                   norm="batch", conv_edge="bond", node_encoder="atom", in_channels=9, out_channels=1,
+                   pool="mean", final_act=False, dropout=0.5),
+        train=dict(lr=0.01, epochs=300, batch_size=32)),
+    "deepergcn-ogbg-ppa": dict(
+        dataset="ogbg-ppa", params=2_336_421,
+        model=dict(backbone="res+", layers=28, channels=128, aggr="softmax_sg", t=0.01, mlp_layers=2,
+                   norm="layer", conv_edge="linear", edge_encoder="linear", edge_channels=7,
+                   in_channels=7, out_channels=37, pool="mean", final_act=False, dropout=0.5),
+        train=dict(lr=0.01, epochs=200, batch_size=32)),
+    "deepergcn-ogbl-collab": dict(
+        dataset="ogbl-collab", params=117_383,
+        model=dict(backbone="res+", layers=7, channels=128, aggr="softmax", learn_t=True, mlp_layers=1,
+                   norm="batch", node_encoder="none", in_channels=128, head="none", dropout=0.0),
+        train=dict(lr=0.001, epochs=400, batch_size=64 * 1024, predictor_layers=3)),
+    "resmrgcn-28-ppi": dict(
+        dataset="ppi", params=14_762_105,
+        model=dict(backbone="res", conv="mr", layers=28, channels=256, norm="batch", node_encoder="none",
+                   in_channels=50, out_channels=121, head="fusion", head_dropout=0.2),
+        train=dict(lr=2e-3, epochs=2000, batch_size=1)),
+    "densemrgcn-14-ppi": dict(
+        dataset="ppi", params=53_417_593,
+        model=dict(backbone="dense", conv="mr", layers=14, channels=256, norm="batch", node_encoder="none",
+                   in_channels=50, out_channels=121, head="fusion", head_dropout=0.2),
+        train=dict(lr=2e-3, epochs=2000, batch_size=1)),
+    # Generic presets: widths (and encoders) come from the dataset (graphs.tasks.adapt_model).
+    "deepergcn": dict(
+        dataset=None, params=None,
+        model=dict(backbone="res+", layers=7, channels=128, aggr="softmax", learn_t=True, mlp_layers=1,
+                   norm="batch", dropout=0.5),
+        train=dict(lr=0.01, epochs=200, batch_size=32, parts=10, eval_parts=10)),
+    "resgcn-7": dict(
+        dataset=None, params=None,
+        model=dict(backbone="res", layers=7, channels=64, aggr="mean", mlp_layers=1, norm="batch", dropout=0.5),
+        train=dict(lr=0.01, epochs=200, batch_size=32, parts=10, eval_parts=10)),
+}
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    key = name.lower()
+    if key not in PRESETS:
+        close = difflib.get_close_matches(key, PRESETS, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown graph preset {name!r}{hint} (known: {', '.join(PRESETS)})")
+    return PRESETS[key]
+
+
+def preset_model_config(name: str, **overrides: Any) -> GraphNetConfig:
+    return GraphNetConfig.from_dict({**get_preset(name)["model"], **overrides})
+
+
+def build_preset(name: str, **overrides: Any) -> GraphNet:
+    return GraphNet(preset_model_config(name, **overrides))
+
+
+def preset_parameter_count(name: str) -> int | None:
+    """Trainable parameters of a fixed-dataset preset (None for generic presets)."""
+    if get_preset(name)["dataset"] is None:
+        return None
+    return count_parameters(build_preset(name))

@@ -1,0 +1,432 @@
+"""Task families: how a dataset is fed to a :class:`~graphs.model.GraphNet`, its loss and its metric.
+
+* ``planetoid`` — Cora / CiteSeer / PubMed, public split, full batch, accuracy.
+* ``ppi`` — inductive multi-label node classification over graphs, micro-F1.
+* ``ogbn`` — full batch (ogbn-arxiv: made undirected, self loops added) or, for ogbn-proteins /
+  ogbn-products, random node partitions re-drawn every epoch, evaluated on a fixed partition
+  (so inference never needs the whole graph). ogbn-proteins node features = sum of incident edge
+  features plus the species one-hot.
+* ``ogbg`` — mini-batches of graphs, pooled; molecules use integer atom / bond features; graphs
+  without node features (ogbg-ppa) get the sum of incident edge features.
+* ``ogbl`` — node embeddings + :class:`~graphs.model.LinkPredictor`, random negatives, Hits@K.
+
+Metrics of OGB datasets come from ogb's ``Evaluator``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils import add_self_loops, remove_self_loops, scatter, subgraph, to_undirected
+
+from .data import dataset_family, load_ogb, load_planetoid, load_ppi, ogb_master
+from .model import GraphNet, GraphNetConfig, LinkPredictor
+
+PARTITIONED = {"ogbn-proteins", "ogbn-products"}
+
+
+def _edge_sum_features(data) -> Tensor:
+    """Node features = sum of the features of the edges pointing at the node."""
+    return scatter(data.edge_attr.float(), data.edge_index[1], dim=0, dim_size=data.num_nodes, reduce="sum")
+
+
+class Task:
+    family = ""
+    metric = ""
+    higher_is_better = True
+
+    def __init__(self, name: str, root: str, train: dict[str, Any], device: torch.device) -> None:
+        self.name, self.root, self.train_cfg, self.device = name, root, train, device
+        self.gen = torch.Generator().manual_seed(0)
+
+    # ---- model
+    def data_widths(self) -> dict[str, Any]:
+        """``in_channels``, ``out_channels``, ``edge_channels`` (0 = no edge features), ``mol``."""
+        raise NotImplementedError
+
+    def model_config(self, preset: dict[str, Any], overrides: dict[str, Any]) -> GraphNetConfig:
+        """The preset's model adapted to (generic) or checked against (fixed) this dataset."""
+        w = self.data_widths()
+        model = dict(preset["model"])
+        generic = preset["dataset"] is None
+        if generic:
+            model.setdefault("in_channels", w["in_channels"])
+            model.setdefault("out_channels", w["out_channels"])
+            if w.get("mol"):
+                model.update(node_encoder="atom", conv_edge="bond")
+            elif w["edge_channels"] and self.family in ("ogbn", "ogbg") and model.get("conv", "gen") == "gen":
+                model.update(edge_encoder="linear", conv_edge="linear", edge_channels=w["edge_channels"])
+            if self.family == "ogbg":
+                model.setdefault("pool", "mean")
+            if self.name == "ogbg-molpcba":
+                model["virtual_node"] = True              # DeeperGCN's molpcba model uses a virtual node
+            if self.family == "ogbl":
+                model["head"] = "none"
+        model.update(overrides)
+        cfg = GraphNetConfig.from_dict(model)
+        what = f"preset {preset.get('name', '?')!r} (made for {preset['dataset'] or 'any dataset'})"
+        if cfg.uses_edge_features and not w["edge_channels"] and not w.get("mol"):
+            raise ValueError(f"{what} needs edge features, but {self.name} has none; "
+                             "use the generic preset 'deepergcn'")
+        if cfg.node_encoder == "atom" and not w.get("mol"):
+            raise ValueError(f"{what} uses the OGB AtomEncoder, but {self.name} is not a molecule dataset")
+        if cfg.node_encoder != "atom" and cfg.in_channels != w["in_channels"]:
+            raise ValueError(f"{what} expects {cfg.in_channels} node input channels, but {self.name} has "
+                             f"{w['in_channels']}; use the generic preset 'deepergcn'")
+        if cfg.head != "none" and cfg.out_channels != w["out_channels"]:
+            raise ValueError(f"{what} predicts {cfg.out_channels} outputs, but {self.name} has "
+                             f"{w['out_channels']}; use the generic preset 'deepergcn'")
+        if cfg.edge_encoder == "linear" and cfg.edge_channels != w["edge_channels"]:
+            raise ValueError(f"{what} expects {cfg.edge_channels} edge channels, {self.name} has {w['edge_channels']}")
+        return cfg
+
+    def build(self, cfg: GraphNetConfig) -> nn.Module:
+        return GraphNet(cfg)
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _ogb_eval(self, y_true: Tensor, y_pred: Tensor) -> float:
+        from ogb.graphproppred import Evaluator as GE
+        from ogb.linkproppred import Evaluator as LE
+        from ogb.nodeproppred import Evaluator as NE
+        ev = {"ogbn": NE, "ogbg": GE, "ogbl": LE}[self.family](self.name)
+        return float(ev.eval({"y_true": y_true.cpu().numpy(), "y_pred": y_pred.cpu().numpy()})[ev.eval_metric])
+
+
+def _node_loss(logits: Tensor, y: Tensor, multilabel: bool) -> Tensor:
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, y.float())
+    return F.cross_entropy(logits, y.view(-1))
+
+
+class PlanetoidTask(Task):
+    family, metric = "planetoid", "acc"
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.data = load_planetoid(self.name, self.root)[0].to(self.device)
+
+    def data_widths(self) -> dict[str, Any]:
+        return dict(in_channels=self.data.num_features, out_channels=int(self.data.y.max()) + 1, edge_channels=0)
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        model.train()
+        opt.zero_grad()
+        out = model(self.data.x, self.data.edge_index)
+        loss = F.cross_entropy(out[self.data.train_mask], self.data.y[self.data.train_mask])
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        pred = model(self.data.x, self.data.edge_index).argmax(-1)
+        res = {}
+        for split, mask in (("train", self.data.train_mask), ("valid", self.data.val_mask), ("test", self.data.test_mask)):
+            res[split] = float((pred[mask] == self.data.y[mask]).float().mean()) if mask.any() else float("nan")
+        return res
+
+
+class PPITask(Task):
+    family, metric = "ppi", "micro-F1"
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.splits = load_ppi(self.root)
+
+    def data_widths(self) -> dict[str, Any]:
+        d = self.splits["train"]
+        return dict(in_channels=d.num_features, out_channels=d.num_classes, edge_channels=0)
+
+    def _loader(self, split: str, shuffle: bool):
+        from torch_geometric.loader import DataLoader
+        return DataLoader(self.splits[split], batch_size=int(self.train_cfg.get("batch_size", 1)), shuffle=shuffle,
+                          generator=self.gen if shuffle else None)
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        model.train()
+        losses = []
+        for batch in self._loader("train", True):
+            batch = batch.to(self.device)
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(model(batch.x, batch.edge_index, batch=batch.batch), batch.y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+        model.eval()
+        res = {}
+        for split, key in (("train", "train"), ("valid", "val"), ("test", "test")):
+            ys, ps = [], []
+            for batch in self._loader(key, False):
+                batch = batch.to(self.device)
+                ps.append((model(batch.x, batch.edge_index, batch=batch.batch) > 0).cpu())
+                ys.append(batch.y.cpu())
+            res[split] = float(f1_score(torch.cat(ys).numpy(), torch.cat(ps).numpy(), average="micro", zero_division=0))
+        return res
+
+
+class OgbNodeTask(Task):
+    family = "ogbn"
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        ds = load_ogb(self.name, self.root)
+        self.metric = ds.eval_metric
+        self.multilabel = "binary" in ds.task_type
+        self.num_out = int(ds.num_tasks) if self.multilabel else int(ds.num_classes)
+        data = ds[0]
+        split = ds.get_idx_split()
+        self.split = {k: torch.as_tensor(v, dtype=torch.long) for k, v in split.items()}
+        if getattr(data, "x", None) is None:
+            if data.edge_attr is None:
+                data.x = torch.ones(data.num_nodes, 1)
+            else:
+                data.x = _edge_sum_features(data)
+            species = getattr(data, "node_species", None)
+            if species is not None:                      # ogbn-proteins: + species one-hot
+                _, ids = torch.unique(species.view(-1), return_inverse=True)
+                data.x = torch.cat([data.x, F.one_hot(ids, 8 if int(ids.max()) < 8 else int(ids.max()) + 1).float()], 1)
+        data.x = data.x.float()
+        self.partitioned = self.name in PARTITIONED
+        if not self.partitioned:
+            ei = to_undirected(data.edge_index, num_nodes=data.num_nodes)
+            ei, _ = remove_self_loops(ei)
+            data.edge_index, _ = add_self_loops(ei, num_nodes=data.num_nodes)
+            data.edge_attr = None
+        self.data = data
+
+    def data_widths(self) -> dict[str, Any]:
+        ea = self.data.edge_attr
+        return dict(in_channels=self.data.x.shape[1], out_channels=self.num_out,
+                    edge_channels=0 if ea is None else ea.view(ea.shape[0], -1).shape[1])
+
+    def _forward(self, model: nn.Module, nodes: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Model output on the subgraph induced by ``nodes`` (all nodes if None) and the node ids."""
+        d = self.data
+        if nodes is None:
+            nodes = torch.arange(d.num_nodes)
+            ei, ea = d.edge_index, d.edge_attr
+        else:
+            ei, ea = subgraph(nodes, d.edge_index, d.edge_attr, relabel_nodes=True, num_nodes=d.num_nodes)
+        x = d.x[nodes].to(self.device)
+        ea = ea.float().to(self.device) if ea is not None else None
+        return model(x, ei.to(self.device), ea), nodes
+
+    def _parts(self, k: int, gen: torch.Generator) -> list[Tensor]:
+        assign = torch.randint(0, k, (self.data.num_nodes,), generator=gen)
+        return [torch.nonzero(assign == i).view(-1) for i in range(k) if (assign == i).any()]
+
+    def _loss(self, out: Tensor, nodes: Tensor, mask: Tensor) -> Tensor:
+        y = self.data.y[nodes][mask].to(self.device)
+        return _node_loss(out[mask], y, self.multilabel)
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        model.train()
+        train_mask = torch.zeros(self.data.num_nodes, dtype=torch.bool)
+        train_mask[self.split["train"]] = True
+        parts = self._parts(int(self.train_cfg.get("parts", 10)), self.gen) if self.partitioned else [None]
+        losses = []
+        for nodes in parts:
+            out, ids = self._forward(model, nodes)
+            mask = train_mask[ids].to(self.device)
+            if not mask.any():
+                continue
+            opt.zero_grad()
+            loss = self._loss(out, ids, mask)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return float(np.mean(losses)) if losses else float("nan")
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module) -> Tensor:
+        model.eval()
+        if not self.partitioned:
+            return self._forward(model, None)[0].cpu()
+        out = torch.zeros(self.data.num_nodes, self.num_out)
+        # A fixed partition (same seed every time) so that evaluations are comparable.
+        for nodes in self._parts(int(self.train_cfg.get("eval_parts", 5)), torch.Generator().manual_seed(12345)):
+            out[nodes] = self._forward(model, nodes)[0].cpu()
+        return out
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        out = self.predict(model)
+        y = self.data.y
+        res = {}
+        for split in ("train", "valid", "test"):
+            idx = self.split[split]
+            pred = out[idx] if self.multilabel else out[idx].argmax(-1, keepdim=True)
+            res[split] = self._ogb_eval(y[idx].view(len(idx), -1), pred)
+        return res
+
+
+class OgbGraphTask(Task):
+    family = "ogbg"
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        meta = ogb_master("ogbg").get(self.name, {})
+        self.mol = meta.get("data type") == "mol"
+        ds = load_ogb(self.name, self.root, transform=None if self.mol else self._edge_features)
+        self.ds = ds
+        self.metric = ds.eval_metric
+        self.task_type = ds.task_type
+        self.num_out = int(ds.num_classes) if "multiclass" in ds.task_type else int(ds.num_tasks)
+        self.split = {k: torch.as_tensor(v, dtype=torch.long) for k, v in ds.get_idx_split().items()}
+
+    @staticmethod
+    def _edge_features(data):
+        if getattr(data, "x", None) is None:
+            data.x = _edge_sum_features(data) if data.edge_attr is not None else torch.ones(data.num_nodes, 1)
+        return data
+
+    def data_widths(self) -> dict[str, Any]:
+        d = self.ds[0]
+        ea = d.edge_attr
+        return dict(in_channels=d.x.shape[1], out_channels=self.num_out, mol=self.mol,
+                    edge_channels=0 if ea is None else ea.view(ea.shape[0], -1).shape[1])
+
+    def _loader(self, split: str, shuffle: bool):
+        from torch_geometric.loader import DataLoader
+        return DataLoader(self.ds[self.split[split]], batch_size=int(self.train_cfg.get("batch_size", 32)),
+                          shuffle=shuffle, generator=self.gen if shuffle else None)
+
+    def _run(self, model: nn.Module, batch) -> Tensor:
+        batch = batch.to(self.device)
+        x = batch.x if self.mol else batch.x.float()
+        ea = batch.edge_attr if (self.mol or batch.edge_attr is None) else batch.edge_attr.float()
+        return model(x, batch.edge_index, ea, batch.batch)
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if "multiclass" in self.task_type:
+            return F.cross_entropy(out, y.view(-1).long())
+        y = y.view(out.shape).float()
+        labeled = y == y                                  # NaN = missing label
+        if "regression" in self.task_type:
+            return F.mse_loss(out[labeled], y[labeled])
+        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        model.train()
+        losses = []
+        for batch in self._loader("train", True):
+            if batch.num_graphs < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+                continue                                  # BatchNorm cannot train on one graph of 1 node
+            out = self._run(model, batch)
+            opt.zero_grad()
+            loss = self._loss(out, batch.y.to(self.device))
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return float(np.mean(losses)) if losses else float("nan")
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        res = {}
+        for split in ("train", "valid", "test"):
+            ys, ps = [], []
+            for batch in self._loader(split, False):
+                out = self._run(model, batch).cpu()
+                ps.append(out.argmax(-1, keepdim=True) if "multiclass" in self.task_type else out)
+                ys.append(batch.y.view(len(out), -1))
+            res[split] = self._ogb_eval(torch.cat(ys), torch.cat(ps))
+        return res
+
+
+class LinkModel(nn.Module):
+    """GNN (node embeddings) + link predictor; ``gnn`` alone is what presets count."""
+
+    def __init__(self, gnn: GraphNet, predictor: LinkPredictor) -> None:
+        super().__init__()
+        self.gnn, self.predictor = gnn, predictor
+
+
+class OgbLinkTask(Task):
+    family = "ogbl"
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        ds = load_ogb(self.name, self.root)
+        self.metric = ds.eval_metric
+        self.data = ds[0]
+        if getattr(self.data, "x", None) is None:
+            self.data.x = torch.ones(self.data.num_nodes, 1)
+        self.data.x = self.data.x.float()
+        self.split = ds.get_edge_split()
+
+    def data_widths(self) -> dict[str, Any]:
+        return dict(in_channels=self.data.x.shape[1], out_channels=1, edge_channels=0)
+
+    def build(self, cfg: GraphNetConfig) -> nn.Module:
+        gnn = GraphNet(cfg)
+        return LinkModel(gnn, LinkPredictor(gnn.out_channels, int(self.train_cfg.get("predictor_layers", 3)),
+                                            cfg.dropout))
+
+    def _edges(self, split: str, key: str = "edge") -> Tensor:
+        e = self.split[split][key]
+        return torch.as_tensor(e, dtype=torch.long)
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        model.train()
+        pos = self._edges("train")
+        x, ei = self.data.x.to(self.device), self.data.edge_index.to(self.device)
+        bs = int(self.train_cfg.get("batch_size", 64 * 1024))
+        losses = []
+        for perm in torch.randperm(len(pos), generator=self.gen).split(bs):
+            opt.zero_grad()
+            h = model.gnn(x, ei)
+            e = pos[perm].to(self.device)
+            neg = torch.randint(0, self.data.num_nodes, e.shape, generator=self.gen).to(self.device)
+            p = model.predictor(h[e[:, 0]], h[e[:, 1]])
+            n = model.predictor(h[neg[:, 0]], h[neg[:, 1]])
+            loss = -F.logsigmoid(p).mean() - F.logsigmoid(-n).mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        h = model.gnn(self.data.x.to(self.device), self.data.edge_index.to(self.device))
+
+        def score(e: Tensor) -> Tensor:
+            e = e.to(self.device)
+            return torch.sigmoid(model.predictor(h[e[:, 0]], h[e[:, 1]])).cpu()
+
+        from ogb.linkproppred import Evaluator
+        ev = Evaluator(self.name)
+        res = {}
+        valid_neg = score(self._edges("valid", "edge_neg"))
+        n_valid = len(self._edges("valid"))
+        train_pos = self._edges("train")[torch.randperm(len(self._edges("train")), generator=torch.Generator().manual_seed(0))[:n_valid]]
+        for split, pos, neg in (("train", train_pos, valid_neg),
+                                ("valid", self._edges("valid"), valid_neg),
+                                ("test", self._edges("test"), score(self._edges("test", "edge_neg")))):
+            out = ev.eval({"y_pred_pos": score(pos), "y_pred_neg": neg})
+            res[split] = float(out[ev.eval_metric] if ev.eval_metric in out else next(iter(out.values())))
+        return res
+
+
+TASKS = {"planetoid": PlanetoidTask, "ppi": PPITask, "ogbn": OgbNodeTask, "ogbg": OgbGraphTask, "ogbl": OgbLinkTask}
+
+
+def make_task(name: str, root: str, train: dict[str, Any], device: torch.device) -> Task:
+    family = dataset_family(name)
+    if family == "planetoid":
+        name = name.lower()
+    return TASKS[family](name, root, train, device)

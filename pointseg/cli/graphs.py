@@ -1,0 +1,52 @@
+"""``pointseg graphs {presets,train,evaluate}``: DeepGCNs / DeeperGCN on PPI, Planetoid and OGB."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="graphs_command", metavar="ACTION")
+    sub.add_parser("presets", help="list graph presets: NAME PARAMS ('-' = depends on the dataset)")
+    t = sub.add_parser("train", help="train a preset on a dataset already on disk")
+    t.add_argument("dataset", help="Cora | CiteSeer | PubMed | PPI | any ogbn-/ogbg-/ogbl- dataset")
+    t.add_argument("--preset", required=True, help="a name from `pointseg graphs presets`")
+    t.add_argument("--root", default="data", help="folder holding the dataset (default: data)")
+    t.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    t.add_argument("--runs", type=int, default=1)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--out", default=None, help="output folder (checkpoints run*/best.pt, tb/ logs)")
+    t.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model option (repeatable)")
+    t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
+                   help="override a training option: batch_size, parts, eval_parts, predictor_layers")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-progress", action="store_true")
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset")
+    e.add_argument("checkpoint")
+    e.add_argument("--root", default=None, help="dataset folder (default: the one used for training)")
+    e.add_argument("--device", default="cpu")
+    p.set_defaults(_graphs_parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = getattr(args, "graphs_command", None)
+    if cmd is None:
+        args._graphs_parser.print_help()
+        return 0
+    if cmd == "presets":
+        from graphs.presets import PRESETS, preset_parameter_count
+        for name in PRESETS:
+            n = preset_parameter_count(name)
+            print(f"{name} {n if n is not None else '-'}")
+        return 0
+    if cmd == "train":
+        from graphs.train import parse_overrides, run_training
+        run_training(args.dataset, args.preset, args.root, epochs=args.epochs, runs=args.runs, device=args.device,
+                     out=args.out, overrides=parse_overrides(args.set), lr=args.lr, seed=args.seed,
+                     overwrite=args.overwrite, progress=not args.no_progress,
+                     train_overrides=parse_overrides(args.train_set))
+        return 0
+    from graphs.train import evaluate_checkpoint
+    evaluate_checkpoint(args.checkpoint, args.root, args.device)
+    return 0

@@ -1,0 +1,207 @@
+"""Tiny datasets written in each loader's own public on-disk format (no download, no network).
+
+* Planetoid: the 8 ``ind.<name>.*`` files (pickled scipy / numpy objects + ``test.index`` text).
+* PPI: ``{train,valid,test}_{graph.json,feats.npy,labels.npy,graph_id.npy}`` (networkx node-link json).
+* OGB: written with ``ogb.io.DatasetSaver`` (binary ``raw/data.npz``, ``split/<name>/split_dict.pt``,
+  ``RELEASE_v1.txt``) plus its ``meta_dict.pt``, completed with the fields of ogb's master table
+  that DatasetSaver leaves at defaults (additional node / edge files, inverse edges).
+
+Every graph is class-separable: node features carry the class and edges mostly join nodes of the
+same class, so a model that learns anything beats chance clearly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def _separable(n: int, classes: int, feat: int, rng: np.random.Generator, p_in: float = 0.9, deg: int = 3):
+    y = rng.integers(0, classes, n)
+    x = rng.normal(0, 1.0, (n, feat)).astype(np.float32)
+    x[np.arange(n), y % feat] += 2.5
+    src, dst = [], []
+    for i in range(n):
+        for _ in range(deg):
+            same = rng.random() < p_in
+            pool = np.flatnonzero((y == y[i]) if same else (y != y[i]))
+            j = int(rng.choice(pool))
+            if j != i:
+                src.append(i)
+                dst.append(j)
+    return x, y, np.array([src, dst], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- Planetoid
+def write_planetoid(root: Path, name: str = "cora", classes: int = 3, feat: int = 12, n_train: int = 30,
+                    n_test: int = 60, seed: int = 0) -> Path:
+    """PyG's Planetoid reads train = first ``len(y)`` nodes, valid = the next 500, test = ``test.index``."""
+    rng = np.random.default_rng(seed)
+    n = n_train + 500 + n_test
+    x, y, ei = _separable(n, classes, feat, rng)
+    onehot = np.eye(classes, dtype=np.int64)[y]
+    n_all = n - n_test
+    raw = Path(root) / {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}[name] / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    objs = {"x": sp.csr_matrix(x[:n_train]), "allx": sp.csr_matrix(x[:n_all]), "tx": sp.csr_matrix(x[n_all:]),
+            "y": onehot[:n_train], "ally": onehot[:n_all], "ty": onehot[n_all:]}
+    graph: dict[int, list[int]] = {i: [] for i in range(n)}
+    for s, d in ei.T:
+        graph[int(s)].append(int(d))
+    objs["graph"] = graph
+    for key, obj in objs.items():
+        with open(raw / f"ind.{name}.{key}", "wb") as f:
+            pickle.dump(obj, f)
+    (raw / f"ind.{name}.test.index").write_text("\n".join(str(i) for i in range(n_all, n)) + "\n")
+    return Path(root)
+
+
+# ----------------------------------------------------------------------------- PPI
+def write_ppi(root: Path, graphs=(3, 1, 1), nodes: int = 40, feat: int = 50, labels: int = 121, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    gid = 1
+    for split, count in zip(("train", "valid", "test"), graphs):
+        xs, ys, ids, nodes_json, links = [], [], [], [], []
+        offset = 0
+        for _ in range(count):
+            x, cls, ei = _separable(nodes, 4, feat, rng)
+            # multi-label targets: label k is on for class k % 4 (plus noise-free structure)
+            y = (np.arange(labels)[None, :] % 4 == cls[:, None]).astype(np.float32)
+            xs.append(x)
+            ys.append(y)
+            ids.append(np.full(nodes, gid))
+            nodes_json += [{"id": offset + i} for i in range(nodes)]
+            links += [{"source": int(s) + offset, "target": int(d) + offset} for s, d in ei.T]
+            offset += nodes
+            gid += 1
+        g = {"directed": False, "multigraph": False, "graph": {}, "nodes": nodes_json, "links": links}
+        (raw / f"{split}_graph.json").write_text(json.dumps(g))
+        np.save(raw / f"{split}_feats.npy", np.concatenate(xs))
+        np.save(raw / f"{split}_labels.npy", np.concatenate(ys))
+        np.save(raw / f"{split}_graph_id.npy", np.concatenate(ids))
+    return Path(root)
+
+
+# ----------------------------------------------------------------------------- OGB (DatasetSaver)
+def _split(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    perm = rng.permutation(n)
+    a, b = int(0.6 * n), int(0.8 * n)
+    return {"train": np.sort(perm[:a]), "valid": np.sort(perm[a:b]), "test": np.sort(perm[b:])}
+
+
+def write_ogb(root: Path, name: str, seed: int = 0, **kw) -> Path:
+    """Write a tiny ``name`` (an ogb dataset name) with DatasetSaver; return the ``--root`` to use."""
+    import torch
+    from ogb.io import DatasetSaver
+    rng = np.random.default_rng(seed)
+    family = name.split("-")[0]
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(root)                     # DatasetSaver writes 'submission_<...>/' under the cwd
+    try:
+        saver = DatasetSaver(name, is_hetero=False, version=1, root="submission")
+        extra_meta: dict[str, str] = {}
+        if family == "ogbn":
+            graph, labels, split, task = _ogbn_graph(name, rng, extra_meta, **kw)
+            saver.save_graph_list([graph])
+            saver.save_target_labels(labels)
+        elif family == "ogbg":
+            graphs, labels, task = _ogbg_graphs(name, rng, **kw)
+            saver.save_graph_list(graphs)
+            saver.save_target_labels(labels)
+            split = _split(len(graphs), rng)
+        else:
+            graph, split = _ogbl_graph(name, rng, **kw)
+            saver.save_graph_list([graph])
+            task = ("link prediction", "hits@50", None)
+        split_name = {"ogbn-proteins": "species", "ogbn-arxiv": "time", "ogbn-products": "sales_ranking",
+                      "ogbg-ppa": "species", "ogbl-collab": "time"}.get(name, "scaffold" if family == "ogbg" else "random")
+        saver.save_split(split, split_name)
+        mapping = Path("mapping_src")
+        mapping.mkdir(exist_ok=True)
+        (mapping / "README.md").write_text("tiny test fixture\n")
+        saver.copy_mapping_dir(str(mapping))
+        saver.save_task_info(*task)
+        meta = saver.get_meta_dict()
+        meta.update(extra_meta)
+        torch.save(meta, saver.meta_dict_path)   # DatasetSaver's file, completed with master-table fields
+        return root / saver.submission_dir
+    finally:
+        os.chdir(cwd)
+
+
+def _ogbn_graph(name: str, rng: np.random.Generator, extra_meta: dict, n: int = 90, feat: int = 128,
+                classes: int = 40):
+    if name == "ogbn-proteins":
+        tasks = 112
+        x, cls, ei = _separable(n, 2, 8, rng, deg=4)
+        ei = np.concatenate([ei, ei[::-1]], axis=1)     # undirected, as the release after add_inverse_edge
+        # edge features carry the class of the target node so the edge-sum node features separate
+        edge_feat = (rng.random((ei.shape[1], 8)) * 0.2).astype(np.float32)
+        edge_feat[:, 0] += cls[ei[1]].astype(np.float32)
+        species = rng.choice([3702, 4932, 6239, 7227, 7955, 9606, 10090, 511145], size=(n, 1)).astype(np.int64)
+        y = np.tile(cls[:, None], (1, tasks)).astype(np.int64)
+        y[:, 1::2] = 1 - y[:, 1::2]
+        graph = {"num_nodes": n, "edge_index": ei, "edge_feat": edge_feat, "node_feat": None,
+                 "node_species": species}
+        extra_meta["additional node files"] = "node_species"
+        return graph, y, _split(n, rng), ("binary classification", "rocauc", 2)
+    feat = 100 if name == "ogbn-products" else feat
+    classes = 47 if name == "ogbn-products" else classes
+    x, cls, ei = _separable(n, classes, feat, rng, deg=4)
+    # use only a few classes so the tiny graph has several nodes per class
+    cls = cls % 3
+    x = rng.normal(0, 1, (n, feat)).astype(np.float32)
+    x[np.arange(n), cls] += 2.5
+    graph = {"num_nodes": n, "edge_index": ei, "edge_feat": None, "node_feat": x}
+    return graph, cls[:, None].astype(np.int64), _split(n, rng), ("multiclass classification", "acc", classes)
+
+
+def _ogbg_graphs(name: str, rng: np.random.Generator, count: int = 40):
+    from ogb.utils.features import get_atom_feature_dims, get_bond_feature_dims
+    graphs, labels = [], []
+    for g in range(count):
+        n = int(rng.integers(4, 9))
+        label = g % 2
+        src = np.arange(n - 1)
+        ei = np.stack([np.concatenate([src, src + 1]), np.concatenate([src + 1, src])]).astype(np.int64)
+        if name == "ogbg-ppa":
+            e = ei.shape[1]
+            edge_feat = (rng.random((e, 7)) * 0.1 + (label if g % 2 else 0) * 0.9).astype(np.float32)
+            graphs.append({"num_nodes": n, "edge_index": ei, "edge_feat": edge_feat, "node_feat": None})
+            labels.append([g % 3 if False else label])
+        else:
+            atom = np.stack([rng.integers(0, d, n) for d in get_atom_feature_dims()], 1).astype(np.int64)
+            atom[:, 0] = 5 + label                      # the atom type carries the label
+            bond = np.stack([rng.integers(0, d, ei.shape[1]) for d in get_bond_feature_dims()], 1).astype(np.int64)
+            graphs.append({"num_nodes": n, "edge_index": ei, "edge_feat": bond, "node_feat": atom})
+            labels.append([label])
+    if name == "ogbg-ppa":
+        return graphs, np.array(labels, dtype=np.int64), ("multiclass classification", "acc", 37)
+    return graphs, np.array(labels, dtype=np.int64), ("binary classification", "rocauc", 2)
+
+
+def _ogbl_graph(name: str, rng: np.random.Generator, n: int = 60, feat: int = 128):
+    x, cls, ei = _separable(n, 3, feat, rng, p_in=1.0, deg=4)
+    ei = np.unique(np.sort(ei, axis=0), axis=1)
+    perm = rng.permutation(ei.shape[1])
+    a, b = int(0.7 * len(perm)), int(0.85 * len(perm))
+    tr, va, te = ei[:, perm[:a]], ei[:, perm[a:b]], ei[:, perm[b:]]
+    train_graph = np.concatenate([tr, tr[::-1]], axis=1)
+
+    def neg(k):
+        s = rng.integers(0, n, k)
+        d = rng.integers(0, n, k)
+        keep = cls[s] != cls[d]                         # negatives join different classes
+        return np.stack([s[keep], d[keep]], 1)
+    split = {"train": {"edge": tr.T.copy()}, "valid": {"edge": va.T.copy(), "edge_neg": neg(200)},
+             "test": {"edge": te.T.copy(), "edge_neg": neg(200)}}
+    graph = {"num_nodes": n, "edge_index": train_graph, "edge_feat": None, "node_feat": x}
+    return graph, split
