@@ -166,3 +166,21 @@ def test_make_blocks_never_leaves_half_written_output(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         make_blocks(_prepared(tmp_path / "x"), out, num_points=64, progress=False)
     assert (out / "mine.txt").read_text() == "user file"
+
+
+def test_prepared_rooms_with_bad_labels_or_no_points_are_errors_naming_the_file(tmp_path: Path) -> None:
+    root = tmp_path / "prepared"
+    xyz, rgb = _room(n=500)
+    label = np.zeros(500, dtype=np.uint8)
+    label[7] = 13
+    save_room(root / "Area_1" / "bad_1.npz", Room("bad_1", xyz, rgb, label))
+    with pytest.raises(ValueError, match="bad_1.npz: labels up to 13"):
+        make_blocks(root, tmp_path / "b1", num_points=64, progress=False)
+    (root / "Area_1" / "bad_1.npz").unlink()
+    save_room(root / "Area_1" / "empty_1.npz", Room("empty_1", np.zeros((0, 3), np.float32)))
+    with pytest.raises(ValueError, match="empty_1.npz: empty room"):
+        make_blocks(root, tmp_path / "b2", num_points=64, progress=False)
+    (tmp_path / "not_prepared").mkdir()
+    with pytest.raises(ValueError, match="not_prepared: not a folder of prepared rooms"):
+        make_blocks(tmp_path / "not_prepared", tmp_path / "b3", progress=False)
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b3").exists()

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
-from ..classes import S3DIS, ClassTable
+from ..classes import ClassTable
 from ..io.atomic import atomic_dir
 
 BLOCK_CHANNELS: tuple[str, ...] = ("x", "y", "z", "r", "g", "b", "x_room", "y_room", "z_room")
@@ -165,7 +165,7 @@ def room_to_blocks(xyz: np.ndarray, rgb: np.ndarray | None, block_size: float = 
 class _H5Writer:
     """Buffers blocks and writes ``ply_data_all_{k}.h5`` files of ``per_file`` blocks each."""
 
-    def __init__(self, folder: Path, per_file: int, classes: ClassTable, num_points: int) -> None:
+    def __init__(self, folder: Path, per_file: int, classes: ClassTable) -> None:
         self.folder, self.per_file, self.classes = folder, per_file, classes
         self.data: list[np.ndarray] = []
         self.label: list[np.ndarray] = []
@@ -230,7 +230,7 @@ def make_blocks(prepared_dir: str | Path, out_dir: str | Path, stride: float = 0
         "channels": list(BLOCK_CHANNELS), "classes": rooms.classes.to_dict(), "rooms": [],
     }
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        writer = _H5Writer(tmp, blocks_per_file, rooms.classes, num_points)
+        writer = _H5Writer(tmp, blocks_per_file, rooms.classes)
         room_names: list[str] = []
         for i, entry in enumerate(tqdm(entries, desc="make-blocks", unit="room", disable=not progress)):
             pr = rooms.load(entry)

@@ -110,7 +110,9 @@ class _Scene:
                 self.rect(inst, o, u, v, shade, color)
 
     def sample(self, points: int, pos_noise: float = 0.003) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        total = sum(r.area for r in self.rects)
+        # Holes (openings, occluded wall) are cut after sampling: count only what stays visible.
+        total = sum(r.area * max(1.0 - sum((a1 - a0) * (b1 - b0) for a0, a1, b0, b1 in r.holes), 0.0)
+                    for r in self.rects)
         density = points / max(total, 1e-9)
         per_inst: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.instances]
         for r in self.rects:
