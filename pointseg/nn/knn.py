@@ -68,10 +68,10 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
                       use_native: bool | None = None) -> Tensor:
     """Neighbours ``(B, N, k)`` of ``x (B, C, N)`` at the kept ranks of the ``k*dilation`` nearest.
 
-    One ``baddbmm`` per chunk of query rows gives ``|x_j|^2 - 2 q.x_j`` (the row constant ``|q|^2``
-    does not change the ranking); the point itself is set to ``-inf`` (rank 0). On CPU the
-    compiled kernel of :mod:`.native` then finds exactly the kept ranks per row (multi-rank
-    selection, ties by lower index, no sort); elsewhere ``torch.topk`` of the ``k*dilation``
+    One matrix product per chunk of query rows gives ``|x_j|^2 - 2 q.x_j`` (the row constant
+    ``|q|^2`` does not change the ranking); the point itself counts as ``-inf`` (rank 0). On CPU
+    the compiled kernel of :mod:`.native` forms these values row by row from ``q.x_j`` and finds
+    exactly the kept ranks (multi-rank selection, ties by lower index, no sort); elsewhere ``torch.topk`` of the ``k*dilation``
     nearest, sorted, and the kept ranks are taken. ``use_native=False`` forces the latter
     (benchmarks and tests compare the two).
     """
@@ -82,6 +82,9 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
         use_native = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.available()
     xt = x.transpose(1, 2)                                   # (B, N, C) view, no copy
     sq = (xt * xt).sum(-1).unsqueeze(1)                      # (B, 1, N)
+    if not bool(torch.isfinite(sq).all()):                   # NaN / inf / overflowing features
+        bad = int((~torch.isfinite(sq)).sum())
+        raise ValueError(f"x holds NaN/inf (or overflowing) values at {bad} point(s) (shape {tuple(x.shape)})")
     rows = _chunk_rows(B, N, x.element_size(), memory_budget, 1 if use_native else 3)
     out = torch.empty(B, N, k, dtype=torch.long, device=x.device)
     buf = torch.empty(B * rows * N, dtype=x.dtype, device=x.device)   # reused by every chunk
@@ -89,14 +92,16 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
     for s in range(0, N, rows):
         e = min(N, s + rows)
         m = e - s
-        d = torch.baddbmm(sq, xt[:, s:e], x, alpha=-2.0, out=buf[: B * m * N].view(B, m, N))
-        r = torch.arange(m, device=x.device)
-        d[:, r, r + s] = -math.inf                           # the point itself is rank 0
-        sel = native.rank_select(d, keep) if use_native else None
-        if sel is None:
-            cand = d.topk(kd, dim=-1, largest=False, sorted=True).indices
-            sel = cand if ranks is None and dilation == 1 else cand.index_select(-1, keep_dev)
-        out[:, s:e] = sel
+        chunk = buf[: B * m * N].view(B, m, N)
+        if use_native:
+            # q.x_j only; the kernel forms |x_j|^2 - 2 q.x_j row by row and skips the point itself
+            torch.bmm(xt[:, s:e], x, out=chunk)
+            out[:, s:e] = native.knn_select(chunk, sq, s, keep)
+            continue
+        d = torch.baddbmm(sq, xt[:, s:e], x, alpha=-2.0, out=chunk)
+        d.diagonal(offset=s, dim1=1, dim2=2).fill_(-math.inf)   # (r, s + r): the point itself is rank 0
+        cand = d.topk(kd, dim=-1, largest=False, sorted=True).indices
+        out[:, s:e] = cand if ranks is None and dilation == 1 else cand.index_select(-1, keep_dev)
     return out
 
 
@@ -137,7 +142,7 @@ def dilated_knn(x: Tensor, k: int, dilation: int = 1, *, stochastic: bool = Fals
     Returns:
         neighbour indices ``(B, N, k)``, int64, on ``x.device``.
     """
-    check_features(x, "x", dims=(3,))
+    check_features(x, "x", dims=(3,), finite=False)     # finiteness: checked on |x|^2 below
     _check_knn_args(x.shape[2], k, dilation, f"x with shape {tuple(x.shape)}")
     x = x.detach()
     if backend not in BACKENDS:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -85,6 +85,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     for name in ("f32", "f64"):
         f = getattr(lib, f"ps_rank_select_{name}")
         f.argtypes = [p, i64, i64, i64, p, i64, p, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_knn_select_{name}")
+        f.argtypes = [p, p, i64, i64, i64, i64, p, i64, p, i32]
         f.restype = i32
         f = getattr(lib, f"ps_edge_forward_{name}")
         f.argtypes = [p, p, p, i64, i64, i64, i64, p, i32, f64, i32, p, p, p, i32]
@@ -170,6 +173,27 @@ def rank_select(dist: Tensor, ranks: Tensor) -> Tensor | None:
         out.data_ptr(), torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"rank_select: bad ranks {r.tolist()} for rows of {d2.shape[1]} (code {rc})")
+    return out
+
+
+def knn_select(dot: Tensor, sq: Tensor, self_offset: int, ranks: Tensor) -> Tensor | None:
+    """kNN rank selection on ``v[b, r, j] = sq[b, j] - 2 dot[b, r, j]`` (``|q_r - x_j|^2`` up to the
+    row constant ``|q_r|^2``), the row's own point ``self_offset + r`` counting as ``-inf``.
+
+    ``dot (B, m, N)``, ``sq (B, N)``; returns ``(B, m, len(ranks))`` int64, or None when the kernel
+    cannot be used. Saves the pass that would add ``sq`` to the whole matrix.
+    """
+    if not _usable(dot, sq) or dot.dtype != sq.dtype or dot.shape[-1] >= 2**32:
+        return None
+    B, m, N = dot.shape
+    dot, sq = dot.contiguous(), sq.reshape(B, N).contiguous()
+    r = ranks.to(device="cpu", dtype=torch.int64).contiguous()
+    out = torch.empty(B, m, r.numel(), dtype=torch.int64)
+    rc = getattr(_lib, f"ps_knn_select_{_suffix(dot)}")(
+        dot.data_ptr(), sq.data_ptr(), B, m, N, int(self_offset), r.data_ptr(), r.numel(), out.data_ptr(),
+        torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"knn_select: bad ranks {r.tolist()} for rows of {N} (code {rc})")
     return out
 
 

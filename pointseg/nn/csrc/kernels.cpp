@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -72,18 +73,42 @@ void multi_select(P* buf, int64_t lo, int64_t hi, const int64_t* ranks, int64_t 
     }
 }
 
+// Row r holds the values v_j = dist[r, j] (plain), or v_j = sq[j] - 2 dot[r, j] with the row's own
+// point (column self0 + r % rows_per_batch) set to -inf (kNN: |x_j|^2 - 2 q.x_j ranks like
+// |q - x_j|^2); sq has one row of n per batch of rows_per_batch rows.
 template <typename T>
-void select_rows(const T* dist, int64_t row_begin, int64_t row_end, int64_t n, int64_t stride,
+struct RowValues {
+    const T* base;
+    int64_t stride;
+    const T* sq;          // null: plain rows
+    int64_t rows_per_batch, self0;
+    const T* row(int64_t r) const { return base + r * stride; }
+    const T* sq_row(int64_t r) const { return sq + (r / rows_per_batch) * stride_sq; }
+    int64_t self_of(int64_t r) const { return self0 < 0 ? -1 : self0 + r % rows_per_batch; }
+    int64_t stride_sq;
+};
+
+template <typename T>
+void select_rows(const RowValues<T>& rv, int64_t row_begin, int64_t row_end, int64_t n,
                  const int64_t* ranks, int64_t nranks, int64_t* out) {
     using P = typename Traits<T>::Packed;
     using K = typename Traits<T>::Key;
     const int64_t kmax = ranks[nranks - 1] + 1;
     std::vector<P> buf(n);
+    std::vector<T> vals(rv.sq ? n : 0);
     std::vector<K> sample;
     const int64_t S = std::min<int64_t>(n, 256);
     const bool filter = kmax * 4 < n && S >= 32;
     for (int64_t r = row_begin; r < row_end; ++r) {
-        const T* d = dist + r * stride;
+        const T* d = rv.row(r);
+        if (rv.sq) {             // distances of this row, computed once (vectorisable)
+            const T* q = rv.sq_row(r);
+            T* v = vals.data();
+            for (int64_t j = 0; j < n; ++j) v[j] = q[j] - T(2) * d[j];
+            const int64_t self = rv.self_of(r);
+            if (self >= 0 && self < n) v[self] = -std::numeric_limits<T>::infinity();
+            d = v;
+        }
         int64_t cnt = 0;
         if (filter) {
             // Guess a threshold from a strided sample; keep only the keys below it. Exact: if too
@@ -98,7 +123,6 @@ void select_rows(const T* dist, int64_t row_begin, int64_t row_end, int64_t n, i
                 K key;
                 buf[cnt] = pack(d[j], (uint32_t)j, &key);  // branch-free compaction
                 cnt += (key <= thr);
-                if (cnt == n) break;
             }
         }
         if (cnt < kmax) {
@@ -113,18 +137,17 @@ void select_rows(const T* dist, int64_t row_begin, int64_t row_end, int64_t n, i
 }
 
 template <typename T>
-int run(const T* dist, int64_t rows, int64_t n, int64_t stride, const int64_t* ranks,
-        int64_t nranks, int64_t* out, int nthreads) {
+int run(const RowValues<T>& rv, int64_t rows, int64_t n, const int64_t* ranks, int64_t nranks,
+        int64_t* out, int nthreads) {
     if (rows <= 0 || nranks <= 0) return 0;
     if (n <= 0 || n > 0xFFFFFFFFll || ranks[nranks - 1] >= n || ranks[0] < 0) return 1;
     for (int64_t t = 1; t < nranks; ++t)
         if (ranks[t] <= ranks[t - 1]) return 2;
-    parallel_for(rows, nthreads, [=](int64_t b, int64_t e) {
-        select_rows<T>(dist, b, e, n, stride, ranks, nranks, out);
+    parallel_for(rows, nthreads, [&](int64_t b, int64_t e) {
+        select_rows<T>(rv, b, e, n, ranks, nranks, out);
     });
     return 0;
 }
-
 
 template <typename T>
 void edge_forward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C, int64_t N,
@@ -202,14 +225,20 @@ void edge_backward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_
 }  // namespace
 
 extern "C" {
-int ps_rank_select_f32(const float* dist, int64_t rows, int64_t n, int64_t stride,
-                       const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {
-    return run<float>(dist, rows, n, stride, ranks, nranks, out, nthreads);
+#define PS_SELECT(NAME, T)                                                                        \
+int ps_rank_select_##NAME(const T* dist, int64_t rows, int64_t n, int64_t stride,                   \
+                          const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {       \
+    RowValues<T> rv{dist, stride, nullptr, 1, -1, 0};                                              \
+    return run<T>(rv, rows, n, ranks, nranks, out, nthreads);                                      \
+}                                                                                                   \
+int ps_knn_select_##NAME(const T* dot, const T* sq, int64_t batches, int64_t m, int64_t n,         \
+                         int64_t self0, const int64_t* ranks, int64_t nranks, int64_t* out,        \
+                         int nthreads) {                                                            \
+    RowValues<T> rv{dot, n, sq, m, self0, n};                                                      \
+    return run<T>(rv, batches * m, n, ranks, nranks, out, nthreads);                               \
 }
-int ps_rank_select_f64(const double* dist, int64_t rows, int64_t n, int64_t stride,
-                       const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {
-    return run<double>(dist, rows, n, stride, ranks, nranks, out, nthreads);
-}
+PS_SELECT(f32, float)
+PS_SELECT(f64, double)
 
 #define PS_EDGE(NAME, T)                                                                          \
 int ps_edge_forward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C,      \
@@ -227,5 +256,5 @@ int ps_edge_backward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t 
 }
 PS_EDGE(f32, float)
 PS_EDGE(f64, double)
-int ps_abi_version() { return 1; }
+int ps_abi_version() { return 2; }
 }
