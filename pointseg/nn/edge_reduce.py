@@ -304,9 +304,15 @@ def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Ten
         out = _act(z, spec.slope)
     else:
         h = _act(z, spec.slope) if spec.act_stats else z
-        y = (h - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+        # BatchNorm as one per-channel affine map: y = h * scale + shift (C-sized algebra, a
+        # single pass over the (B, C, N) tensor and its backward)
+        scale = torch.rsqrt(var + bn.eps)
         if gamma is not None:
-            y = y * gamma.view(shape) + beta.view(shape)
+            scale = scale * gamma
+        shift = -mean * scale
+        if beta is not None:
+            shift = shift + beta
+        y = torch.addcmul(shift.view(shape), h, scale.view(shape))
         out = y if spec.act_stats else _act(y, spec.slope)
     if not dense:
         has_edge = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
