@@ -33,6 +33,7 @@ def check_index(idx: Tensor, name: str, num_nodes: int, shape: tuple[int | None,
         if not ok:
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise ValueError(f"{name} must have shape {want}, got {tuple(idx.shape)}")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_nodes):
-        raise ValueError(f"{name} holds indices outside [0, {num_nodes}) "
-                         f"(min {int(idx.min())}, max {int(idx.max())})")
+    if idx.numel():
+        lo, hi = (int(v) for v in torch.aminmax(idx))          # one pass
+        if lo < 0 or hi >= num_nodes:
+            raise ValueError(f"{name} holds indices outside [0, {num_nodes}) (min {lo}, max {hi})")

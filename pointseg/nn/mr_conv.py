@@ -3,7 +3,10 @@ r"""Max-relative graph convolution (DeepGCNs).
 .. math::  h_i = \mathrm{post}\Big(W \big[x_i \,\|\, \max_{j \in \mathcal{N}(i)} (x_j - x_i)\big] + b\Big)
 
 Since :math:`x_i` does not depend on :math:`j`, :math:`\max_j (x_j - x_i) = \max_j x_j - x_i`:
-the relative features are never formed per edge.
+the relative features are never formed per edge. The maximising neighbour of every node and
+channel is found without autograd (:func:`~pointseg.nn.edge_reduce.select_neighbors`, the
+compiled kernel on CPU) and gathered, so backward keeps ``(B, C, N)`` indices instead of the
+``(B, C, N, k)`` gathered features that autograd of ``amax`` would save.
 
 Shapes: dense ``x (B, C, N)``, ``idx (B, N, k)`` -> ``(B, C_out, N)``;
 sparse ``x (N, C)``, ``edge_index (2, E)`` -> ``(N, C_out)``. A node with no in-edges gets
@@ -14,12 +17,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .edge_reduce import select_neighbors
 from .graph import channel_dim, check_graph, gather_neighbors, neighbor_reduce
 from .mlp import ConvNormAct, Order
 
 
 def max_relative(x: Tensor, graph: Tensor) -> Tensor:
     """``max_j (x_j - x_i)`` for every node, in ``x``'s representation."""
+    src = select_neighbors(x, graph)
+    if x.dim() == 3:
+        return x.gather(2, src) - x
+    if graph.shape[1] == 0:
+        return torch.zeros_like(x)
+    has_edge = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    has_edge[graph[1]] = True
+    return torch.where(has_edge[:, None], x.gather(0, src) - x, x.new_zeros(()))
+
+
+def max_relative_reference(x: Tensor, graph: Tensor) -> Tensor:
+    """Straightforward ``max_j (x_j - x_i)`` (per-edge tensor + ``amax``): the oracle of the tests."""
     if x.dim() == 3:
         return gather_neighbors(x, graph).amax(dim=-1) - x
     j, i = graph

@@ -1,0 +1,260 @@
+// Native CPU kernels of pointseg.nn (loaded by pointseg/nn/native.py through ctypes).
+//
+// Plain C ABI, no torch headers: it compiles in about a second. Work is split over std::threads;
+// every thread owns disjoint output rows / channel planes, so there are no atomics.
+//
+// 1. Exact multi-rank selection for dilated kNN. For every row of a (rows x n) distance matrix, return the column indices of the elements at
+// the given ascending ranks (ties broken by the lower column index, i.e. the order a stable
+// sort would give). Only the ranks asked for are located: no full sort of the row and no
+// sorted top-(k*d) list.
+//
+// 2. The EdgeConv edge pass (see pointseg/nn/edge_reduce.py). Node terms a, b are (B, C, N)
+// planes; edge (j -> i) has z = a_i + b_j. Forward: per node and channel the neighbour j with the
+// largest s_c * b_j (s_c = +-1) and, optionally, per-plane sums of h and h^2 over all edges
+// (h = z, or act(z) with act(z) = z for z > 0 else slope * z). Backward: the gradient of a
+// per-channel function of those sums, dL/dh_e = p_c + q_c h_e, pushed to a and b.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// Order-preserving map of an IEEE float to an unsigned integer, packed with the column index
+// in the low 32 bits so that one integer comparison orders by (value, index).
+inline uint64_t pack(float v, uint32_t j, uint32_t* key_out = nullptr) {
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    u = (u >> 31) ? ~u : (u | 0x80000000u);
+    if (key_out) *key_out = u;
+    return (uint64_t(u) << 32) | j;
+}
+inline unsigned __int128 pack(double v, uint32_t j, uint64_t* key_out = nullptr) {
+    uint64_t u;
+    std::memcpy(&u, &v, 8);
+    u = (u >> 63) ? ~u : (u | 0x8000000000000000ull);
+    if (key_out) *key_out = u;
+    return ((unsigned __int128)u << 32) | j;
+}
+template <typename T> struct Traits;
+template <> struct Traits<float> { using Packed = uint64_t; using Key = uint32_t; };
+template <> struct Traits<double> { using Packed = unsigned __int128; using Key = uint64_t; };
+
+template <typename F>
+void parallel_for(int64_t count, int nthreads, F fn) {
+    nthreads = (int)std::max<int64_t>(1, std::min<int64_t>(nthreads, count));
+    if (nthreads == 1) { fn(0, count); return; }
+    std::vector<std::thread> pool;
+    const int64_t per = (count + nthreads - 1) / nthreads;
+    for (int t = 0; t < nthreads; ++t) {
+        int64_t b = t * per, e = std::min(count, b + per);
+        if (b >= e) break;
+        pool.emplace_back(fn, b, e);
+    }
+    for (auto& th : pool) th.join();
+}
+
+// Place the elements of ranks[rlo:rhi] (absolute positions in buf) correctly, recursively.
+template <typename P>
+void multi_select(P* buf, int64_t lo, int64_t hi, const int64_t* ranks, int64_t rlo, int64_t rhi) {
+    while (rlo < rhi) {
+        if (hi - lo <= 64 || rhi - rlo == hi - lo) {
+            std::sort(buf + lo, buf + hi);
+            return;
+        }
+        int64_t mid = rlo + (rhi - rlo) / 2;
+        int64_t r = ranks[mid];
+        std::nth_element(buf + lo, buf + r, buf + hi);
+        multi_select(buf, r + 1, hi, ranks, mid + 1, rhi);
+        hi = r;
+        rhi = mid;
+    }
+}
+
+// Row r holds the values v_j = dist[r, j] (plain), or v_j = sq[j] - 2 dot[r, j] with the row's own
+// point (column self0 + r % rows_per_batch) set to -inf (kNN: |x_j|^2 - 2 q.x_j ranks like
+// |q - x_j|^2); sq has one row of n per batch of rows_per_batch rows.
+template <typename T>
+struct RowValues {
+    const T* base;
+    int64_t stride;
+    const T* sq;          // null: plain rows
+    int64_t rows_per_batch, self0;
+    const T* row(int64_t r) const { return base + r * stride; }
+    const T* sq_row(int64_t r) const { return sq + (r / rows_per_batch) * stride_sq; }
+    int64_t self_of(int64_t r) const { return self0 < 0 ? -1 : self0 + r % rows_per_batch; }
+    int64_t stride_sq;
+};
+
+template <typename T>
+void select_rows(const RowValues<T>& rv, int64_t row_begin, int64_t row_end, int64_t n,
+                 const int64_t* ranks, int64_t nranks, int64_t* out) {
+    using P = typename Traits<T>::Packed;
+    using K = typename Traits<T>::Key;
+    const int64_t kmax = ranks[nranks - 1] + 1;
+    std::vector<P> buf(n);
+    std::vector<T> vals(rv.sq ? n : 0);
+    std::vector<K> sample;
+    const int64_t S = std::min<int64_t>(n, 256);
+    const bool filter = kmax * 4 < n && S >= 32;
+    for (int64_t r = row_begin; r < row_end; ++r) {
+        const T* d = rv.row(r);
+        if (rv.sq) {             // distances of this row, computed once (vectorisable)
+            const T* q = rv.sq_row(r);
+            T* v = vals.data();
+            for (int64_t j = 0; j < n; ++j) v[j] = q[j] - T(2) * d[j];
+            const int64_t self = rv.self_of(r);
+            if (self >= 0 && self < n) v[self] = -std::numeric_limits<T>::infinity();
+            d = v;
+        }
+        int64_t cnt = 0;
+        if (filter) {
+            // Guess a threshold from a strided sample; keep only the keys below it. Exact: if too
+            // few survive, the full row is used instead.
+            sample.resize(S);
+            const int64_t step = n / S;
+            for (int64_t s = 0; s < S; ++s) pack(d[s * step], 0, &sample[s]);
+            int64_t t = std::min<int64_t>(S - 1, (kmax * S * 3) / (2 * n) + 8);
+            std::nth_element(sample.begin(), sample.begin() + t, sample.end());
+            const K thr = sample[t];
+            for (int64_t j = 0; j < n; ++j) {
+                K key;
+                buf[cnt] = pack(d[j], (uint32_t)j, &key);  // branch-free compaction
+                cnt += (key <= thr);
+            }
+        }
+        if (cnt < kmax) {
+            for (int64_t j = 0; j < n; ++j) buf[j] = pack(d[j], (uint32_t)j);
+            cnt = n;
+        }
+        if (cnt > kmax) std::nth_element(buf.data(), buf.data() + (kmax - 1), buf.data() + cnt);
+        multi_select(buf.data(), 0, kmax, ranks, 0, nranks);
+        int64_t* o = out + r * nranks;
+        for (int64_t t = 0; t < nranks; ++t) o[t] = (int64_t)(uint32_t)buf[ranks[t]];
+    }
+}
+
+template <typename T>
+int run(const RowValues<T>& rv, int64_t rows, int64_t n, const int64_t* ranks, int64_t nranks,
+        int64_t* out, int nthreads) {
+    if (rows <= 0 || nranks <= 0) return 0;
+    if (n <= 0 || n > 0xFFFFFFFFll || ranks[nranks - 1] >= n || ranks[0] < 0) return 1;
+    for (int64_t t = 1; t < nranks; ++t)
+        if (ranks[t] <= ranks[t - 1]) return 2;
+    parallel_for(rows, nthreads, [&](int64_t b, int64_t e) {
+        select_rows<T>(rv, b, e, n, ranks, nranks, out);
+    });
+    return 0;
+}
+
+template <typename T>
+void edge_forward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C, int64_t N,
+                  int64_t k, const T* sgn, int act_stats, double slope, int want_stats,
+                  int64_t* src, double* s1, double* s2, int nthreads) {
+    parallel_for(B * C, nthreads, [=](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t bb = p / C, c = p % C;
+            const T* bp = b + p * N;
+            const T* ap = a ? a + p * N : nullptr;
+            const int64_t* ib = idx + bb * N * k;
+            const T sg = sgn ? sgn[c] : T(1);
+            int64_t* sp = src + p * N;
+            double acc1 = 0.0, acc2 = 0.0;
+            for (int64_t i = 0; i < N; ++i) {
+                const int64_t* nb = ib + i * k;
+                int64_t arg = nb[0];
+                T best = sg * bp[arg];
+                for (int64_t t = 1; t < k; ++t) {
+                    const T v = sg * bp[nb[t]];
+                    if (v > best) { best = v; arg = nb[t]; }
+                }
+                sp[i] = arg;
+                if (want_stats) {
+                    const T ai = ap[i];
+                    double r1 = 0.0, r2 = 0.0;
+                    for (int64_t t = 0; t < k; ++t) {
+                        T z = ai + bp[nb[t]];
+                        if (act_stats && !(z > T(0))) z = T(slope) * z;
+                        const double h = z;
+                        r1 += h;
+                        r2 += h * h;
+                    }
+                    acc1 += r1;
+                    acc2 += r2;
+                }
+            }
+            if (want_stats) { s1[p] = acc1; s2[p] = acc2; }
+        }
+    });
+}
+
+template <typename T>
+void edge_backward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C, int64_t N,
+                   int64_t k, int act_stats, double slope, const double* pc, const double* qc,
+                   T* grad_a, T* grad_b, int nthreads) {
+    parallel_for(B * C, nthreads, [=](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t bb = p / C, c = p % C;
+            const T* ap = a + p * N;
+            const T* bp = b + p * N;
+            const int64_t* ib = idx + bb * N * k;
+            const double P = pc[c], Q = qc[c];
+            T* ga = grad_a + p * N;
+            T* gb = grad_b + p * N;
+            for (int64_t i = 0; i < N; ++i) {
+                const int64_t* nb = ib + i * k;
+                const T ai = ap[i];
+                double acc = 0.0;
+                for (int64_t t = 0; t < k; ++t) {
+                    const int64_t j = nb[t];
+                    const T z = ai + bp[j];
+                    double g;
+                    if (!act_stats || z > T(0)) g = P + Q * (double)z;
+                    else g = slope * (P + Q * (double)(T(slope) * z));
+                    acc += g;
+                    gb[j] += (T)g;
+                }
+                ga[i] += (T)acc;
+            }
+        }
+    });
+}
+
+}  // namespace
+
+extern "C" {
+#define PS_SELECT(NAME, T)                                                                        \
+int ps_rank_select_##NAME(const T* dist, int64_t rows, int64_t n, int64_t stride,                   \
+                          const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {       \
+    RowValues<T> rv{dist, stride, nullptr, 1, -1, 0};                                              \
+    return run<T>(rv, rows, n, ranks, nranks, out, nthreads);                                      \
+}                                                                                                   \
+int ps_knn_select_##NAME(const T* dot, const T* sq, int64_t batches, int64_t m, int64_t n,         \
+                         int64_t self0, const int64_t* ranks, int64_t nranks, int64_t* out,        \
+                         int nthreads) {                                                            \
+    RowValues<T> rv{dot, n, sq, m, self0, n};                                                      \
+    return run<T>(rv, batches * m, n, ranks, nranks, out, nthreads);                               \
+}
+PS_SELECT(f32, float)
+PS_SELECT(f64, double)
+
+#define PS_EDGE(NAME, T)                                                                          \
+int ps_edge_forward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C,      \
+                           int64_t N, int64_t k, const T* sgn, int act_stats, double slope,       \
+                           int want_stats, int64_t* src, double* s1, double* s2, int nthreads) {  \
+    edge_forward<T>(a, b, idx, B, C, N, k, sgn, act_stats, slope, want_stats, src, s1, s2,        \
+                    nthreads);                                                                    \
+    return 0;                                                                                     \
+}                                                                                                 \
+int ps_edge_backward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C,     \
+                            int64_t N, int64_t k, int act_stats, double slope, const double* pc,  \
+                            const double* qc, T* grad_a, T* grad_b, int nthreads) {               \
+    edge_backward<T>(a, b, idx, B, C, N, k, act_stats, slope, pc, qc, grad_a, grad_b, nthreads);  \
+    return 0;                                                                                     \
+}
+PS_EDGE(f32, float)
+PS_EDGE(f64, double)
+int ps_abi_version() { return 2; }
+}

@@ -1,0 +1,239 @@
+r"""Optional compiled CPU kernels (``csrc/kernels.cpp``): exact rank selection for dilated kNN and
+the fused EdgeConv edge pass.
+
+The source is plain C++ with a C ABI, called through :mod:`ctypes` (which releases the GIL),
+so it needs no torch headers and compiles in about one second with the system ``g++``. It is
+compiled on first use into a per-user cache (``$POINTSEG_CACHE_DIR``, else
+``$XDG_CACHE_HOME/pointseg`` or ``~/.cache/pointseg``), keyed by a hash of the source, the
+compiler and its flags; the file is written to a temporary name and renamed, so concurrent
+processes never load a half-written library. When no compiler is available, the build fails,
+or ``POINTSEG_NATIVE=0`` is set, every caller falls back to its pure-torch path (same results)
+after a single warning. CUDA tensors always take the torch path.
+
+Every wrapper returns ``None`` when the kernel cannot serve the request, so callers read
+``out = native.f(...); if out is None: <torch path>``.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
+FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
+ABI_VERSION = 2
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_failure: str | None = None
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("POINTSEG_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pointseg"
+
+
+def _compiler() -> str | None:
+    cxx = os.environ.get("CXX") or "g++"
+    return shutil.which(cxx)
+
+
+def _library_path(cxx: str) -> Path:
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), cxx.encode(), version.encode(), " ".join(FLAGS).encode(),
+                 platform.machine().encode(), str(ABI_VERSION).encode()):
+        h.update(part)
+        h.update(b"\0")
+    return cache_dir() / f"pointseg_kernels_{h.hexdigest()[:16]}.so"
+
+
+def _build(cxx: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".so.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cxx} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
+    for name in ("f32", "f64"):
+        f = getattr(lib, f"ps_rank_select_{name}")
+        f.argtypes = [p, i64, i64, i64, p, i64, p, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_knn_select_{name}")
+        f.argtypes = [p, p, i64, i64, i64, i64, p, i64, p, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_edge_forward_{name}")
+        f.argtypes = [p, p, p, i64, i64, i64, i64, p, i32, f64, i32, p, p, p, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_edge_backward_{name}")
+        f.argtypes = [p, p, p, i64, i64, i64, i64, i32, f64, p, p, p, p, i32]
+        f.restype = i32
+    lib.ps_abi_version.restype = i32
+    if lib.ps_abi_version() != ABI_VERSION:
+        raise RuntimeError(f"kernel ABI {lib.ps_abi_version()} != expected {ABI_VERSION}")
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled library, building it on first use; None (after one warning) when unavailable."""
+    global _lib, _tried, _failure
+    if _tried:
+        return _lib
+    with _lock:
+        if _tried:
+            return _lib
+        try:
+            if os.environ.get("POINTSEG_NATIVE", "1") == "0":
+                raise RuntimeError("disabled by POINTSEG_NATIVE=0")
+            cxx = _compiler()
+            if cxx is None:
+                raise RuntimeError("no C++ compiler found (set CXX or install g++)")
+            path = _library_path(cxx)
+            if not path.exists():
+                _build(cxx, path)
+            lib = ctypes.CDLL(str(path))
+            _declare(lib)
+            _lib = lib
+        except Exception as exc:  # any failure means: use the torch path
+            _failure = str(exc)
+            if os.environ.get("POINTSEG_NATIVE", "1") != "0":
+                warnings.warn(f"pointseg native CPU kernels unavailable ({_failure}); "
+                              "using the slower pure-torch kNN selection and EdgeConv edge pass",
+                              RuntimeWarning, stacklevel=2)
+        _tried = True
+        return _lib
+
+
+def available() -> bool:
+    return load() is not None
+
+
+def failure() -> str | None:
+    """Why the kernels are unavailable (None when loaded or not tried yet)."""
+    return _failure
+
+
+def _usable(*tensors: Tensor) -> bool:
+    t0 = tensors[0]
+    if t0.device.type != "cpu" or t0.dtype not in (torch.float32, torch.float64):
+        return False
+    return all(t.device.type == "cpu" for t in tensors) and load() is not None
+
+
+def _suffix(t: Tensor) -> str:
+    return "f32" if t.dtype == torch.float32 else "f64"
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def rank_select(dist: Tensor, ranks: Tensor) -> Tensor | None:
+    """Column indices of the elements at ``ranks`` (ascending) of every row of ``dist (..., n)``.
+
+    Ties are ordered by column index (as a stable sort). Returns ``(..., len(ranks))`` int64, or
+    None when the kernel cannot be used.
+    """
+    if not _usable(dist) or dist.shape[-1] >= 2**32:
+        return None
+    d = dist if dist.stride(-1) == 1 else dist.contiguous()
+    d2 = d.reshape(-1, d.shape[-1])
+    if d2.shape[0] > 1 and d2.stride(0) < d2.shape[1]:
+        d2 = d2.contiguous()
+    r = ranks.to(device="cpu", dtype=torch.int64).contiguous()
+    out = torch.empty(*dist.shape[:-1], r.numel(), dtype=torch.int64)
+    rc = getattr(_lib, f"ps_rank_select_{_suffix(d2)}")(
+        d2.data_ptr(), d2.shape[0], d2.shape[1], d2.stride(0), r.data_ptr(), r.numel(),
+        out.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"rank_select: bad ranks {r.tolist()} for rows of {d2.shape[1]} (code {rc})")
+    return out
+
+
+def knn_select(dot: Tensor, sq: Tensor, self_offset: int, ranks: Tensor) -> Tensor | None:
+    """kNN rank selection on ``v[b, r, j] = sq[b, j] - 2 dot[b, r, j]`` (``|q_r - x_j|^2`` up to the
+    row constant ``|q_r|^2``), the row's own point ``self_offset + r`` counting as ``-inf``.
+
+    ``dot (B, m, N)``, ``sq (B, N)``; returns ``(B, m, len(ranks))`` int64, or None when the kernel
+    cannot be used. Saves the pass that would add ``sq`` to the whole matrix.
+    """
+    if not _usable(dot, sq) or dot.dtype != sq.dtype or dot.shape[-1] >= 2**32:
+        return None
+    B, m, N = dot.shape
+    dot, sq = dot.contiguous(), sq.reshape(B, N).contiguous()
+    r = ranks.to(device="cpu", dtype=torch.int64).contiguous()
+    out = torch.empty(B, m, r.numel(), dtype=torch.int64)
+    rc = getattr(_lib, f"ps_knn_select_{_suffix(dot)}")(
+        dot.data_ptr(), sq.data_ptr(), B, m, N, int(self_offset), r.data_ptr(), r.numel(), out.data_ptr(),
+        torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"knn_select: bad ranks {r.tolist()} for rows of {N} (code {rc})")
+    return out
+
+
+def edge_forward(a: Tensor | None, b: Tensor, idx: Tensor, sgn: Tensor | None, act_stats: bool,
+                 slope: float, want_stats: bool) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
+    """Dense edge pass: ``src (B, C, N)`` = argmax_j sgn_c b_j over the neighbours of each node and,
+    with ``want_stats``, per-channel float64 sums of ``h`` and ``h^2`` over all ``B N k`` edges
+    (``h = z`` or ``act(z)``, ``z = a_i + b_j``). None when the kernel cannot be used."""
+    tensors = [b, idx] + ([a] if a is not None else [])
+    if not _usable(*tensors) or (a is not None and a.dtype != b.dtype):
+        return None
+    B, C, N = b.shape
+    k = idx.shape[-1]
+    b = b.contiguous()
+    a = a.contiguous() if a is not None else None
+    idx = idx.to(torch.int64).contiguous()
+    s = sgn.to(b.dtype).contiguous() if sgn is not None else None
+    src = torch.empty(B, C, N, dtype=torch.int64)
+    s1 = torch.empty(B, C, dtype=torch.float64) if want_stats else None
+    s2 = torch.empty(B, C, dtype=torch.float64) if want_stats else None
+    getattr(_lib, f"ps_edge_forward_{_suffix(b)}")(
+        _ptr(a), b.data_ptr(), idx.data_ptr(), B, C, N, k, _ptr(s), int(act_stats), float(slope),
+        int(want_stats), src.data_ptr(), _ptr(s1), _ptr(s2), torch.get_num_threads())
+    if want_stats:
+        return src, s1.sum(0), s2.sum(0)
+    return src, None, None
+
+
+def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: float, p: Tensor,
+                  q: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Gradients of a and b for ``dL/dh_e = p_c + q_c h_e`` on every edge (see ``edge_forward``)."""
+    if not _usable(a, b, idx) or a.dtype != b.dtype:
+        return None
+    B, C, N = b.shape
+    a, b = a.contiguous(), b.contiguous()
+    idx = idx.to(torch.int64).contiguous()
+    pc = p.to(torch.float64).contiguous()
+    qc = q.to(torch.float64).contiguous()
+    ga, gb = torch.zeros_like(a), torch.zeros_like(b)
+    getattr(_lib, f"ps_edge_backward_{_suffix(b)}")(
+        a.data_ptr(), b.data_ptr(), idx.data_ptr(), B, C, N, idx.shape[-1], int(act_stats), float(slope),
+        pc.data_ptr(), qc.data_ptr(), ga.data_ptr(), gb.data_ptr(), torch.get_num_threads())
+    return ga, gb

@@ -1,0 +1,140 @@
+"""The fast dilated kNN (chunked matmul + compiled multi-rank selection) gives the neighbours of
+the straightforward full-matrix top-k formulation."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pointseg.nn import native  # noqa: E402
+from pointseg.nn.knn import _knn_select_torch, dilated_knn, dilated_knn_graph  # noqa: E402
+from tools.reference_gcn import reference_knn  # noqa: E402
+
+
+def stable_ranks(dist: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """Oracle: full stable sort (ties by lower index), then the kept ranks."""
+    return torch.argsort(dist, dim=-1, stable=True).index_select(-1, ranks)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rank_select_equals_stable_sort_with_many_ties(dtype):
+    if not native.available():
+        pytest.skip(f"compiled kernels unavailable: {native.failure()}")
+    g = torch.Generator().manual_seed(0)
+    dist = torch.randint(0, 50, (37, 300), generator=g).to(dtype)     # heavy exact ties
+    dist[:, 5] = -torch.inf
+    dist[3] = 7.0                                                     # a constant row
+    dist[4, :] = -dist[4, :]                                          # negative values
+    for ranks in (torch.arange(16), torch.arange(0, 16 * 9, 9), torch.tensor([0, 1, 2, 150, 299]),
+                  torch.randperm(300, generator=g)[:16].sort().values):
+        assert torch.equal(native.rank_select(dist, ranks), stable_ranks(dist, ranks))
+
+
+def test_rank_select_exact_when_sampled_threshold_is_too_low():
+    """Rows built so that the strided sample holds the smallest values: the filtered pass keeps
+    too few candidates and the kernel must fall back to the full row."""
+    if not native.available():
+        pytest.skip(f"compiled kernels unavailable: {native.failure()}")
+    n = 4096
+    dist = torch.rand(8, n) + 10.0
+    dist[:, :: n // 256] = torch.rand(8, 256) * 1e-3
+    ranks = torch.arange(0, 400, 4)
+    assert torch.equal(native.rank_select(dist, ranks), stable_ranks(dist, ranks))
+
+
+def test_rank_select_rejects_bad_ranks():
+    if not native.available():
+        pytest.skip(f"compiled kernels unavailable: {native.failure()}")
+    with pytest.raises(ValueError, match="bad ranks"):
+        native.rank_select(torch.rand(2, 10), torch.tensor([3, 2]))
+    with pytest.raises(ValueError, match="bad ranks"):
+        native.rank_select(torch.rand(2, 10), torch.tensor([0, 10]))
+
+
+@pytest.mark.parametrize("k,dilation", [(4, 1), (5, 3), (8, 8), (10, 20)])
+def test_dilated_knn_equals_full_matrix_topk(k, dilation):
+    torch.manual_seed(1)
+    x = torch.randn(2, 6, 200, dtype=torch.float64)    # float64: no rounding near-ties
+    got = dilated_knn(x, k, dilation)
+    want = reference_knn(x, k, dilation)
+    assert got.shape == (2, 200, k)
+    assert torch.equal(got[..., 0], torch.arange(200).expand(2, 200))    # self at rank 0
+    assert torch.equal(got, want)
+
+
+def test_float32_neighbours_equal_up_to_ties():
+    torch.manual_seed(2)
+    x = torch.randn(2, 16, 500)
+    got, want = dilated_knn(x, 16, 4), reference_knn(x, 16, 4)
+    xt = x.transpose(1, 2).double()
+    d = torch.cdist(xt, xt) ** 2
+    dg, dw = d.gather(2, got), d.gather(2, want)
+    # same rank by rank up to float32 round-off of the distances
+    torch.testing.assert_close(dg, dw, rtol=1e-4, atol=1e-4)
+    assert (got == want).float().mean() > 0.99
+
+
+def test_topk_selection_path_equals_compiled_path_and_chunking_is_invisible():
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, 300, dtype=torch.float64)
+    a = _knn_select_torch(x, 6, 4, None, 2**30, use_native=False)
+    b = _knn_select_torch(x, 6, 4, None, 2**30)
+    c = _knn_select_torch(x, 6, 4, None, 30_000)                 # ~ a dozen rows per chunk
+    assert torch.equal(a, b) and torch.equal(b, c)
+
+
+def test_stochastic_dilation_draws_the_same_ranks_as_the_reference():
+    x = torch.randn(1, 3, 200, dtype=torch.float64)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        got = dilated_knn(x, 5, 4, stochastic=True, epsilon=0.5, training=True)
+        torch.manual_seed(seed)
+        want = reference_knn(x, 5, 4, stochastic=True, epsilon=0.5, training=True)
+        assert torch.equal(got, want)
+
+
+def test_sparse_knn_graph_equals_per_cloud_reference():
+    torch.manual_seed(4)
+    pos = torch.randn(90, 3, dtype=torch.float64)
+    batch = torch.tensor([1] * 40 + [0] * 50)[torch.randperm(90)]
+    ei = dilated_knn_graph(pos, 4, batch, dilation=2)
+    for c in (0, 1):
+        members = (batch == c).nonzero().squeeze(1)
+        want = members[reference_knn(pos[members].t().unsqueeze(0), 4, 2)[0]]
+        got = ei[0].view(90, 4)[members]
+        assert torch.equal(got, want)
+
+
+def test_missing_compiler_falls_back_with_one_warning(tmp_path):
+    code = (
+        "import warnings, torch\n"
+        "warnings.simplefilter('always')\n"
+        "from pointseg.nn import native\n"
+        "from pointseg.nn.knn import dilated_knn\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    x = torch.randn(1, 3, 64)\n"
+        "    a = dilated_knn(x, 4, 2); b = dilated_knn(x, 4, 2)\n"
+        "    assert not native.available()\n"
+        "    assert sum('native CPU kernels unavailable' in str(m.message) for m in w) == 1, [str(m.message) for m in w]\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "POINTSEG_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_knn_equals_reference():
+    torch.manual_seed(5)
+    x = torch.randn(2, 6, 300, dtype=torch.float64, device="cuda")
+    assert torch.equal(dilated_knn(x, 8, 3).cpu(), reference_knn(x.cpu(), 8, 3))
