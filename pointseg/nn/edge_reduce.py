@@ -25,7 +25,8 @@ On CPU with float32/float64 the edge pass runs in the compiled kernel of :mod:`.
 (CUDA, other dtypes, no compiler) in chunks of at most ``EDGE_CHUNK_BYTES`` with torch ops.
 
 Fallback (documented): ``aggr`` sum/mean, non-monotone or learnable activations (GELU, PReLU),
-LayerNorm / InstanceNorm, or a single edge in training mode use :func:`edge_reduce_reference`,
+LayerNorm / InstanceNorm, BatchNorm synchronised over processes (multi-process training), or a
+single edge in training mode use :func:`edge_reduce_reference`,
 which materialises the ``(B, C, N, k)`` edge tensor. At exact ties between neighbours the fast
 path sends the whole gradient to the first neighbour where autograd of ``amax`` would split it;
 both are valid subgradients and the forward values are equal.
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 from . import native
 from .graph import gather_neighbors, neighbor_reduce
 from .mlp import ChannelNorm, ConvNormAct
+from .sync_batch_norm import is_synced
 
 EDGE_CHUNK_BYTES = 64 * 2**20   # workspace of one chunk of edges on the torch path
 
@@ -340,6 +342,8 @@ def edge_reduce(a: Tensor, b: Tensor, graph: Tensor, layer: ConvNormAct, aggr: s
             spec = None               # BatchNorm's own error for a single value per channel
     if spec is not None and a.dim() == 2 and graph.shape[1] == 0:
         spec = None
+    if spec is not None and spec.bn is not None and is_synced(spec.bn):
+        spec = None                   # statistics shared across processes: ChannelNorm does the sync
     if spec is None:
         return edge_reduce_reference(a, b, graph, layer, aggr)
     return edge_reduce_fast(a, b, graph, spec)
