@@ -88,22 +88,26 @@ def test_sparse_knn_handles_unsorted_variable_size_clouds():
         assert bool((batch[got] == b).all())                             # never across clouds
 
 
-def test_large_cloud_is_processed_in_bounded_chunks(monkeypatch):
-    # A cloud whose full distance matrix would exceed the budget is done in row chunks.
+@pytest.mark.parametrize("native", [True, False])
+def test_large_cloud_is_processed_in_bounded_chunks(monkeypatch, native):
+    # A cloud whose full distance matrix would exceed the budget is done in row chunks:
+    # every distance product the search makes stays within the budget.
     import pointseg.nn.knn as knn_mod
-    calls = []
-    real = torch.Tensor.topk
+    shapes = []
+    for name in ("bmm", "baddbmm"):
+        real = getattr(torch, name)
 
-    def spy(self, *a, **kw):
-        calls.append(tuple(self.shape))
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(torch.Tensor, "topk", spy)
+        def spy(*a, _real=real, **kw):
+            r = _real(*a, **kw)
+            shapes.append(tuple(r.shape))
+            return r
+        monkeypatch.setattr(torch, name, spy)
     n = 2000
     x = torch.randn(1, 3, n)
     budget = 4 * n * 4 * 3 * 100                  # ~100 rows of n floats x 3 buffers
-    knn_mod.dilated_knn(x, 8, memory_budget=budget)
-    assert len(calls) > 1 and all(s[1] * s[2] * 4 * 3 <= budget for s in calls)
+    idx = knn_mod._knn_select_torch(x, 8, 1, None, budget, use_native=native)
+    assert len(shapes) > 1 and all(s[1] * s[2] * 4 <= budget for s in shapes)
+    assert torch.equal(idx, dilated_knn(x, 8))
 
 
 @pytest.mark.parametrize("bad, msg", [
