@@ -115,7 +115,7 @@ def _knn_candidates_cluster(x: Tensor, kd: int) -> Tensor:
     flat = x.transpose(1, 2).reshape(B * N, C).contiguous()
     batch = torch.arange(B, device=x.device).repeat_interleave(N)
     row, col = torch_cluster.knn(flat, flat, kd, batch, batch)      # row: query, col: neighbour
-    order = torch.argsort(row * (B * N) + 0, stable=True)
+    order = torch.argsort(row, stable=True)
     row, col = row[order], col[order]
     if row.numel() != B * N * kd:
         raise ValueError(f"torch-cluster returned {row.numel()} pairs, expected {B * N * kd}")
