@@ -96,8 +96,8 @@ class SharedDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if self._store is None:
-            return nn.functional.dropout(x, self.p, True)
+        if self._store is None:     # a fresh mask, drawn exactly as a stack would draw it
+            return x * torch.empty_like(x).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
         key = (self._group, tuple(x.shape), x.dtype, x.device, self.p)
         return x * self._store.mask(key, x.detach(), self.p)
 
@@ -323,9 +323,11 @@ class _ReversibleFunction(torch.autograd.Function):
                     inp = inp.detach().requires_grad_(True)
                     local = [p for p in layer.branches[i].parameters() if id(p) in slot]
                     targets = [inp] + local + [t for t in arg_in if t.requires_grad]
-                    with torch.enable_grad(), stack._bn_guard(layer.branches[i]):
-                        out = run(i, layer.branches[i], inp)
-                    got = torch.autograd.grad(out, targets, gys[i], allow_unused=True)
+                    # BatchNorm saves its running statistics for the backward: restore them only after
+                    with stack._bn_guard(layer.branches[i]):
+                        with torch.enable_grad():
+                            out = run(i, layer.branches[i], inp)
+                        got = torch.autograd.grad(out, targets, gys[i], allow_unused=True)
                     for t, g in zip(targets[1:], got[1:]):
                         if g is not None:
                             n = slot[id(t)]
