@@ -25,7 +25,7 @@ def contractive_cell(conv, scale=0.05, **branch_kw):
     return cell
 
 
-def unrolled(cell, x, *args, iters=300):
+def unrolled(cell, x, *args, iters=80):
     h = torch.zeros_like(x)
     for _ in range(iters):
         h = cell(h, x, *args)
@@ -71,7 +71,7 @@ def test_deq_gradient_matches_unrolled_solve_on_a_point_block_with_the_dropout_m
             torch.manual_seed(seed)
             return cell(h, x, idx)
     h = torch.zeros_like(x)
-    for _ in range(300):
+    for _ in range(80):                            # the forward needs ~25 plain iterations to 1e-12
         h = f(h)
     assert torch.allclose(z, h, atol=1e-10)
     g_ref = torch.autograd.grad(h.sum(), [x, *cell.parameters()])
