@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from pointseg.nn import DilatedKnn, EdgeConv, GINConv, SAGEConv
 from pointseg.nn.deq import DEQ, DEQCell, DEQConvergenceError

@@ -11,7 +11,7 @@ from torch import nn
 from pointseg.models import build_model, count_parameters
 from pointseg.nn import DilatedKnn, EdgeConv, GINConv, MRConv, SAGEConv
 from pointseg.nn.reversible import (
-    ReversibleLayer, ReversibleStack, RevBranch, SharedDropout, reversible_stack,
+    ReversibleLayer, ReversibleStack, RevBranch, reversible_stack,
 )
 
 DT = torch.float64
@@ -279,3 +279,13 @@ def test_reversible_seggcn_presets_count_and_train():
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
     with pytest.raises(ValueError, match="BatchNorm"):
         build_model("revgcn-28", rev_norm="batch")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_memory_saving_gradients_equal_plain_autograd_on_cuda_with_stochastic_dilation():
+    torch.manual_seed(14)
+    x = torch.randn(2, 8, 40, dtype=DT, device="cuda", requires_grad=True)
+    stack = reversible_stack(lambda l, c: RevBranch(EdgeConv(c, c, norm="layer"),
+                                                    knn=DilatedKnn(4, 2, stochastic=True, epsilon=1.0), dropout=0.3),
+                             depth=3, channels=8, groups=2).to(device="cuda", dtype=DT).train()
+    assert_same(grads_both_ways(stack, x))
