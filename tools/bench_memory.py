@@ -4,7 +4,8 @@ Every (graph, backbone, depth) runs in a fresh Python process so one run's alloc
 inflate another's peak. One training step = forward, loss, backward, Adam step.
 
 * CPU: the worker is started with ``MALLOC_MMAP_THRESHOLD_=131072`` (design.md §5: otherwise glibc
-  keeps freed blocks and resident-memory peaks grow with work done); it reports the process's peak
+  keeps freed blocks and resident-memory peaks grow with work done; ``--mmap-threshold`` lowers it
+  further, which also keeps the fragmentation of small freed blocks out of the peak); it reports the process's peak
   resident set (``ru_maxrss``) and the step's increment over the resident set just before the step.
 * CUDA (``--device cuda``): ``torch.cuda.max_memory_allocated`` during the step, and its increment over
   the allocation before the step.
@@ -164,8 +165,8 @@ def worker(spec: dict) -> dict:
 # driver
 
 
-def run_one(spec: dict, timeout: float) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+def run_one(spec: dict, timeout: float, mmap_threshold: int) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(mmap_threshold))
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     try:
@@ -245,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
     ap.add_argument("--max-gb", type=float, default=4.0,
                     help="skip a run whose memory, extrapolated linearly from the two previous depths, exceeds this")
+    ap.add_argument("--mmap-threshold", type=int, default=131072,
+                    help="MALLOC_MMAP_THRESHOLD_ of the CPU workers (design.md: 131072; lower it to keep glibc "
+                         "heap fragmentation from small freed blocks out of the resident-set peak)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     ap.add_argument("--out", default=None, help="write OUT.md (table) and OUT.png (plot); print only if omitted")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -286,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             if est > args.max_gb * 1024:
                 results.append(dict(spec, skipped=f"skipped: extrapolated {est / 1024:.1f} GB > --max-gb"))
                 continue
-        results.append(run_one(spec, args.timeout))
+        results.append(run_one(spec, args.timeout, args.mmap_threshold))
     text = table(results, args.device)
-    header = (f"device {args.device}; sparse graph {args.nodes} nodes x {args.degree} edges/node, "
+    header = (f"device {args.device}, MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}; sparse graph {args.nodes} nodes x {args.degree} edges/node, "
               f"point block {args.points} points, k={args.k}; {args.channels} channels, {args.groups} groups; "
               f"one step = forward + backward + Adam")
     print(header)

@@ -108,12 +108,16 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: in
         # bordered normal equations of the constrained least squares, solved in float64
         H = torch.zeros(n_hist + 1, n_hist + 1, dtype=torch.float64, device=z.device)
         H[0, 1:] = H[1:, 0] = 1.0
-        GG = (G @ G.T).double()
-        H[1:, 1:] = GG + lam * (GG.diagonal().mean() + 1e-30) * torch.eye(n_hist, dtype=torch.float64,
-                                                                           device=z.device)
+        GG = (G.double() @ G.double().T)
+        # the floor keeps H regular once the residuals reach round-off (e.g. tol=0)
+        reg = lam * float(GG.diagonal().mean()) + 1e-12 * float(fz.double().norm()) ** 2 + 1e-300
+        H[1:, 1:] = GG + reg * torch.eye(n_hist, dtype=torch.float64, device=z.device)
         rhs = torch.zeros(n_hist + 1, dtype=torch.float64, device=z.device)
         rhs[0] = 1.0
         alpha = torch.linalg.solve(H, rhs)[1:].to(z.dtype)
+        if not torch.isfinite(alpha).all():       # degenerate history: take a plain step
+            z = fz.clone()
+            continue
         z = beta * (alpha @ FZ[:n_hist]) + (1.0 - beta) * (alpha @ Z[:n_hist])
     return best, SolverInfo(best_res, max_iter, False)
 
