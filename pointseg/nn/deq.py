@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_features
-from .reversible import SharedDropout, _MaskStore, _seeded
+from .reversible import SharedDropout, _AutocastState, _MaskStore, _seeded
 
 SOLVERS = ("anderson", "picard")
 ON_FAIL = ("raise", "warn")
@@ -142,6 +142,7 @@ class _Run:
     def __init__(self, deq: "DEQ", args: tuple, kwargs: dict, seed: int | None, store: _MaskStore,
                  device: torch.device) -> None:
         self.deq, self.seed, self.store, self.device = deq, seed, store, device
+        self.autocast = _AutocastState(device)
         self.arg_slots = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
         self.kw_slots = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
         self.args, self.kwargs = list(args), dict(kwargs)
@@ -182,7 +183,7 @@ class _DEQFunction(torch.autograd.Function):
         z, x, *arg_tensors = ctx.saved_tensors
         xx = x.detach().requires_grad_(x.requires_grad)
         arg_in = [t.detach().requires_grad_(t.requires_grad) for t in arg_tensors]
-        with deq._attached(run.store), torch.enable_grad():
+        with deq._attached(run.store), torch.enable_grad(), run.autocast():
             zz = z.detach().requires_grad_(True)
             fz = run.f(xx, arg_in)(zz)
 

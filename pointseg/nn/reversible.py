@@ -120,6 +120,21 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
+class _AutocastState:
+    """The autocast setting of a forward, re-entered around recomputations in the backward
+    (otherwise a bf16 / fp16 forward would be recomputed in float32 and not invert exactly)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device_type = device.type
+        self.enabled = torch.is_autocast_enabled(self.device_type)
+        self.dtype = torch.get_autocast_dtype(self.device_type) if self.enabled else None
+
+    def __call__(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # branch and layer
 
@@ -253,6 +268,7 @@ class _Call:
     def __init__(self, stack: "ReversibleStack", args: tuple, kwargs: dict, seed: int | None,
                  store: _MaskStore, device: torch.device) -> None:
         self.stack, self.seed, self.store, self.device = stack, seed, store, device
+        self.autocast = _AutocastState(device)
         # tensors among args / kwargs travel through autograd; remember where they go back
         self.arg_slots = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
         self.kw_slots = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
@@ -326,7 +342,7 @@ class _ReversibleFunction(torch.autograd.Function):
                     targets = [inp] + local + [t for t in arg_in if t.requires_grad]
                     # BatchNorm saves its running statistics for the backward: restore them only after
                     with stack._bn_guard(layer.branches[i]):
-                        with torch.enable_grad():
+                        with torch.enable_grad(), call.autocast():
                             out = run(i, layer.branches[i], inp)
                         got = torch.autograd.grad(out, targets, gys[i], allow_unused=True)
                     for t, g in zip(targets[1:], got[1:]):
