@@ -138,7 +138,10 @@ def worker(spec: dict) -> dict:
     dev = torch.device(spec["device"])
     model = _build(spec).to(dev).train()
     x, ei, y = (t.to(dev) if t is not None else None for t in _data(spec))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if spec.get("optimizer", "adam") == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    else:                                   # plain SGD keeps no per-parameter state
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss() if spec["graph"] == "sparse" else torch.nn.CrossEntropyLoss()
     params = sum(p.numel() for p in model.parameters())
     if dev.type == "cuda":
@@ -181,13 +184,13 @@ def run_one(spec: dict, timeout: float, mmap_threshold: int) -> dict:
 
 
 def _opt_mb(r: dict) -> float:
-    """Gradients + Adam's two moments, allocated during the step: 12 bytes per (float32) parameter."""
-    return 12 * r["params"] / 2**20
+    """Gradients (+ Adam's two moments), allocated during the step: 4 (12) bytes per float32 parameter."""
+    return (12 if r.get("optimizer", "adam") == "adam" else 4) * r["params"] / 2**20
 
 
 def table(results: list[dict], device: str) -> str:
     what = "peak RSS" if device == "cpu" else "max allocated"
-    lines = [f"| graph | backbone | depth | params | {what} (MB) | step increment (MB) | grads+Adam (MB) | "
+    lines = [f"| graph | backbone | depth | params | {what} (MB) | step increment (MB) | grads (+Adam) (MB) | "
              f"rest: activations + workspace (MB) | rest / shallowest | time (s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     first: dict[tuple, float] = {}
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups", type=int, default=2)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                    help="adam (default) or plain SGD, which keeps no per-parameter state")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
     ap.add_argument("--max-gb", type=float, default=4.0,
                     help="skip a run whose memory, extrapolated linearly from the two previous depths, exceeds this")
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     for g, b, d in tqdm(jobs, desc="bench_memory", unit="run"):
         spec = dict(graph=g, backbone=b, depth=d, nodes=args.nodes, degree=args.degree, points=args.points,
                     channels=args.channels, groups=args.groups, k=args.k, device=args.device,
-                    threads=args.threads)
+                    threads=args.threads, optimizer=args.optimizer)
         done = [r for r in results if r["graph"] == g and r["backbone"] == b and "peak_mb" in r]
         if len(done) >= 2:
             (d0, m0), (d1, m1) = [(r["depth"], r["peak_mb"]) for r in done[-2:]]
@@ -294,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results, args.device)
     header = (f"device {args.device}, MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}; sparse graph {args.nodes} nodes x {args.degree} edges/node, "
               f"point block {args.points} points, k={args.k}; {args.channels} channels, {args.groups} groups; "
-              f"one step = forward + backward + Adam")
+              f"one step = forward + backward + {args.optimizer}")
     print(header)
     print(text)
     if args.out:

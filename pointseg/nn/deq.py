@@ -108,7 +108,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: in
         # bordered normal equations of the constrained least squares, solved in float64
         H = torch.zeros(n_hist + 1, n_hist + 1, dtype=torch.float64, device=z.device)
         H[0, 1:] = H[1:, 0] = 1.0
-        GG = (G.double() @ G.double().T)
+        GG = (G @ G.T).double()                                        # (n_hist, n_hist): cheap to upcast
         # the floor keeps H regular once the residuals reach round-off (e.g. tol=0)
         reg = lam * float(GG.diagonal().mean()) + 1e-12 * float(fz.double().norm()) ** 2 + 1e-300
         H[1:, 1:] = GG + reg * torch.eye(n_hist, dtype=torch.float64, device=z.device)
