@@ -15,6 +15,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "resgcn-14": dict(block="res", n_blocks=14),
     "resgcn-56": dict(block="res", n_blocks=56),
     "resmrgcn-28": dict(block="res", n_blocks=28, conv="mr"),
+    # reversible (RevGNN coupling, 2 groups of 32 channels, LayerNorm in the branches, "rev fusion")
+    "revgcn-28": dict(block="rev", n_blocks=28, groups=2),
+    "revgcn-112": dict(block="rev", n_blocks=112, groups=2),
 }
 
 

@@ -8,7 +8,8 @@ uses), output per-point logits ``(B, num_classes, N)``:
    dilation ``1 + i`` for ``res`` / ``dense`` (and reversible) blocks, 1 for ``plain``;
    stochastic dilation with probability ``epsilon`` during training;
 3. fusion: 1x1 conv of the concatenated features of every block to 1024 channels, global max
-   over points, repeated per point;
+   over points, repeated per point (reversible backbones, ``block="rev"``: of the head's and the last
+   block's features only -- the "rev fusion" deviation, so no block output but the last stays alive);
 4. prediction on ``[fusion, features]``: 512 -> 256 -> dropout -> classes.
 
 Every layer is conv -> ReLU -> BatchNorm as in the reference (``order="conv-norm-act"`` selects
@@ -47,6 +48,8 @@ class SegGCNConfig:
     fusion_channels: int = 1024
     knn_backend: str = "torch"
     groups: int = 2               # channel groups of reversible blocks
+    rev_norm: str = "layer"       # norm inside reversible branches (BatchNorm is refused there)
+    rev_tied: bool = False        # weight-tied reversible backbone (one set of branch weights)
 
 
 class SegGCN(nn.Module):
@@ -69,8 +72,11 @@ class SegGCN(nn.Module):
         feat_dims = [c]
         if cfg.block == "rev":
             from ..nn.reversible import build_reversible_point_backbone  # optional family
-            self.backbone = build_reversible_point_backbone(cfg)
-            feat_dims += [c] * (cfg.n_blocks - 1)
+            if cfg.n_blocks > 1:
+                self.backbone = build_reversible_point_backbone(cfg)
+            # Deviation (named "rev fusion"): the fusion sees the head's and the last block's features
+            # only; concatenating every block's output would keep all activations alive.
+            feat_dims += [c] if cfg.n_blocks > 1 else []
         else:
             for i in range(cfg.n_blocks - 1):
                 dilation = 1 if cfg.block == "plain" else 1 + i
@@ -95,7 +101,8 @@ class SegGCN(nn.Module):
         """Per-block features ``[(B, C_l, N)]``: the head's output then each block's."""
         feats = [self.head(x, self.knn(x[:, : self.cfg.knn_channels]))]
         if self.cfg.block == "rev":
-            feats += self.backbone(feats[-1])
+            if self.cfg.n_blocks > 1:
+                feats.append(self.backbone(feats[-1]))
         else:
             for blk in self.backbone:
                 feats.append(blk(feats[-1]))

@@ -9,9 +9,13 @@ from .knn import DilatedKnn, dilated_knn, dilated_knn_graph
 from .mlp import MLP, ConvNormAct, Pointwise, act_layer, norm_layer
 from .mr_conv import MRConv
 from .sage_conv import SAGEConv
+from .reversible import ReversibleLayer, ReversibleStack, RevBranch, SharedDropout, reversible_stack
+from .deq import DEQ, DEQCell, DEQConvergenceError
 
 __all__ = [
     "BLOCK_KINDS", "CONVS", "GCNBlock", "make_conv", "EdgeConv", "GINConv", "GENConv", "MsgNorm", "MRConv", "SAGEConv",
     "DilatedKnn", "dilated_knn", "dilated_knn_graph", "MLP", "ConvNormAct", "Pointwise",
     "act_layer", "norm_layer", "gather_neighbors", "neighbor_reduce",
+    "ReversibleLayer", "ReversibleStack", "RevBranch", "SharedDropout", "reversible_stack",
+    "DEQ", "DEQCell", "DEQConvergenceError",
 ]
