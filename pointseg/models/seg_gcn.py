@@ -66,7 +66,7 @@ class SegGCN(nn.Module):
         c = cfg.channels
         conv_kw = dict(act=cfg.act, norm=cfg.norm, bias=cfg.bias, order=cfg.order)
         self.knn = DilatedKnn(cfg.k, 1, cfg.stochastic, cfg.epsilon, backend=cfg.knn_backend)
-        self.head = make_conv("edge" if cfg.conv in ("edge",) else cfg.conv, cfg.in_channels, c, **conv_kw)
+        self.head = make_conv(cfg.conv, cfg.in_channels, c, **conv_kw)
         self.backbone = nn.ModuleList()
         width = c
         feat_dims = [c]
@@ -81,8 +81,7 @@ class SegGCN(nn.Module):
             for i in range(cfg.n_blocks - 1):
                 dilation = 1 if cfg.block == "plain" else 1 + i
                 knn = DilatedKnn(cfg.k, dilation, cfg.stochastic, cfg.epsilon, backend=cfg.knn_backend)
-                out = c
-                blk = GCNBlock(make_conv(cfg.conv, width, out, **conv_kw), kind=cfg.block, knn=knn)
+                blk = GCNBlock(make_conv(cfg.conv, width, c, **conv_kw), kind=cfg.block, knn=knn)
                 self.backbone.append(blk)
                 width = blk.out_channels
                 feat_dims.append(width)
