@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
         print(f"pointseg {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:          # e.g. `pointseg models | head`
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
