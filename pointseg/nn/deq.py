@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_features
-from .reversible import SharedDropout, _AutocastState, _MaskStore, _seeded
+from .reversible import SharedDropout, _CallArgs, _MaskStore, _seeded
 
 SOLVERS = ("anderson", "picard")
 ON_FAIL = ("raise", "warn")
@@ -138,25 +138,14 @@ class DEQCell(nn.Module):
         return x + self.branch(z, *args, **kwargs)
 
 
-class _Run:
+class _Run(_CallArgs):
     def __init__(self, deq: "DEQ", args: tuple, kwargs: dict, seed: int | None, store: _MaskStore,
                  device: torch.device) -> None:
-        self.deq, self.seed, self.store, self.device = deq, seed, store, device
-        self.autocast = _AutocastState(device)
-        self.arg_slots = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
-        self.kw_slots = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
-        self.args, self.kwargs = list(args), dict(kwargs)
-
-    def tensors(self) -> list[Tensor]:
-        return [self.args[i] for i in self.arg_slots] + [self.kwargs[k] for k in self.kw_slots]
+        super().__init__(args, kwargs, seed, store, device)
+        self.deq = deq
 
     def f(self, x: Tensor, tensors: list[Tensor]) -> Callable[[Tensor], Tensor]:
-        args, kwargs = list(self.args), dict(self.kwargs)
-        n = len(self.arg_slots)
-        for i, t in zip(self.arg_slots, tensors[:n]):
-            args[i] = t
-        for k, t in zip(self.kw_slots, tensors[n:]):
-            kwargs[k] = t
+        args, kwargs = self.bind(tensors)
 
         def fz(z: Tensor) -> Tensor:
             with _seeded(self.seed, self.device):

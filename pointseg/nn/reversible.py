@@ -262,14 +262,14 @@ class ReversibleLayer(nn.Module):
 # the stack and its memory-saving autograd function
 
 
-class _Call:
-    """Everything one stack call needs besides the tensors autograd tracks."""
+class _CallArgs:
+    """The non-tensor state of one call (seed, mask store, autocast) and where the tensors among
+    its ``args`` / ``kwargs`` go back: those travel through autograd separately."""
 
-    def __init__(self, stack: "ReversibleStack", args: tuple, kwargs: dict, seed: int | None,
-                 store: _MaskStore, device: torch.device) -> None:
-        self.stack, self.seed, self.store, self.device = stack, seed, store, device
+    def __init__(self, args: tuple, kwargs: dict, seed: int | None, store: _MaskStore,
+                 device: torch.device) -> None:
+        self.seed, self.store, self.device = seed, store, device
         self.autocast = _AutocastState(device)
-        # tensors among args / kwargs travel through autograd; remember where they go back
         self.arg_slots = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
         self.kw_slots = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
         self.args, self.kwargs = list(args), dict(kwargs)
@@ -285,6 +285,15 @@ class _Call:
         for k, t in zip(self.kw_slots, tensors[n:]):
             kwargs[k] = t
         return args, kwargs
+
+
+class _Call(_CallArgs):
+    """Everything one stack call needs besides the tensors autograd tracks."""
+
+    def __init__(self, stack: "ReversibleStack", args: tuple, kwargs: dict, seed: int | None,
+                 store: _MaskStore, device: torch.device) -> None:
+        super().__init__(args, kwargs, seed, store, device)
+        self.stack = stack
 
     def seed_of(self, layer: int, group: int) -> int | None:
         return None if self.seed is None else self.seed + layer * 1024 + group
