@@ -66,6 +66,8 @@ def test_a_few_epochs_reduce_the_loss_and_write_checkpoints(tmp_path, blocks):
         assert ck["classes"]["names"][0] == "ceiling" and len(ck["classes"]["palette"]) == 13
         assert ck["preset"] == "resgcn-7" and ck["model_config"]["n_blocks"] == 3
     assert load_checkpoint(out / "last.pt")["epoch"] == 4
+    assert "optimizer" in load_checkpoint(out / "last.pt")              # what --resume needs
+    assert "optimizer" not in load_checkpoint(out / "best.pt")          # the model only
     assert (out / "config.yaml").exists()
 
 

@@ -218,6 +218,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
               f"{len(train_ds)} training blocks, {len(val_ds)} validation blocks; out {out}")
 
     def snapshot(tag: str, metrics: dict[str, Any] | None = None) -> None:
+        """``last``: everything --resume needs; ``best``: the model without training state."""
         states = [rng_state()]
         if world_size > 1:
             gathered: list[Any] = [None] * world_size
@@ -226,11 +227,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if rank != 0:
             return
         payload = model_payload(preset, model, classes, _input_spec(cfg))
-        payload.update(train_config=to_dict(cfg), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
-                       epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step, best_miou=best,
-                       rng=states if world_size > 1 else states[0], metrics=metrics or {})
-        if scaler.is_enabled():
-            payload["scaler"] = scaler.state_dict()
+        payload.update(train_config=to_dict(cfg), epoch=epoch, step_in_epoch=step_in_epoch,
+                       global_step=global_step, best_miou=best, metrics=metrics or {})
+        if tag == "last":
+            payload.update(optimizer=optim.state_dict(), scheduler=sched.state_dict(),
+                           rng=states if world_size > 1 else states[0])
+            if scaler.is_enabled():
+                payload["scaler"] = scaler.state_dict()
         save_checkpoint(out / f"{tag}.pt", payload)
 
     stop = False
