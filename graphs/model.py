@@ -4,7 +4,7 @@ r"""One graph network builder for every task: encoder -> backbone -> head, all l
   columns first mapped by their own ``Linear``, as DeeperGCN does with the ogbn-proteins species),
   ``atom`` (OGB ``AtomEncoder``) or ``none`` (the first convolution takes ``C_in``). Edge features
   get a model-level encoder (``linear`` / ``bond`` / ``none``) and / or a per-conv one (``conv_edge``).
-* **backbone**: looked up by name in :data:`BACKBONES` (``res+``, ``res``, ``plain``, ``dense``).
+* **backbone**: looked up by name in :data:`BACKBONES` (``res+``, ``res``, ``plain``, ``dense``, ``rev``).
   A backbone is built as ``BACKBONES[name](cfg, make_conv, in_channels)`` where ``make_conv(c_in, c_out)``
   builds one configured convolution; it returns a module with ``out_channels`` and
   ``forward(x, edge_index, batch=None, **conv_kwargs) -> list[Tensor]`` (per-layer features, last =
@@ -19,6 +19,11 @@ for ``l >= 1``; then ``dropout(ReLU(norm(h)))`` (ReLU dropped with ``final_act=F
 molecule / ppa reference models). ``res`` / ``plain`` / ``dense`` follow DeepGCNs: each GENConv is
 followed by norm -> ReLU -> dropout; convolutions that carry their own norm and activation
 (``mr``, ``edge``, ``sage``, ``gin``) are used as they are.
+
+The ``rev`` backbone is RevGNN's (:mod:`pointseg.nn.reversible`): ``layers`` grouped reversible layers
+on the encoded features (no separate first conv), each group branch ``conv(drop(ReLU(norm(h))))`` with
+``C/G -> C/G`` GENConvs and one dropout mask per forward shared by all layers, then the ``res+``
+ending ``dropout(ReLU(norm(h)))``. Activation memory does not grow with depth; it returns only its output.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 
 from pointseg.nn import GCNBlock, MLP, make_conv
 from pointseg.nn.mlp import act_layer, norm_layer
+from pointseg.nn.reversible import RevBranch, reversible_stack
 
 
 @dataclass
@@ -59,6 +65,9 @@ class GraphNetConfig:
     act: str = "relu"
     dropout: float = 0.5
     final_act: bool = True          # res+: ReLU after the final norm
+    # rev (RevGNN): channel groups of the reversible coupling; one set of branch weights for all layers
+    groups: int = 2
+    weight_tied: bool = False
     # encoders
     node_encoder: str = "linear"    # linear | atom | none
     onehot_channels: int = 0        # trailing one-hot input columns with their own Linear (ogbn-proteins)
@@ -187,6 +196,54 @@ class StackBackbone(nn.Module):
 register_backbone("res+")(ResPlusBackbone)
 for _kind in ("res", "plain", "dense"):
     register_backbone(_kind)(lambda cfg, conv, cin, _k=_kind: StackBackbone(cfg, conv, cin, _k))
+
+
+class RevBackbone(nn.Module):
+    r"""RevGNN: ``cfg.layers`` grouped reversible layers of width ``C = cfg.channels`` (``G = cfg.groups``).
+
+    Layer ``l``: split ``h`` into ``G`` groups, :math:`Y_0 = \sum_{i\ge2} X_i`,
+    :math:`Y_i = X_i + F_{l,i}(Y_{i-1})` with :math:`F(y) = \mathrm{conv}(\mathrm{drop}(\mathrm{ReLU}(\mathrm{norm}(y))))`
+    and ``conv`` a ``C/G -> C/G`` convolution from ``make_conv`` (GENConv edge encoders map the
+    full-width edge embedding to ``C/G``, as in the reference). Output: ``dropout(act(norm(h)))``.
+    BatchNorm in the branches runs in the stack's ``batchnorm="once"`` mode (running statistics updated
+    once per step despite the backward's recomputation). ``weight_tied`` shares one layer's branches
+    across all layers (WT-RevGNN).
+
+    Shapes: ``x (N, C)`` -> ``[h (N, C)]`` (only the output: intermediate features are never stored).
+    """
+
+    def __init__(self, cfg: GraphNetConfig, conv: ConvFactory, in_channels: int) -> None:
+        super().__init__()
+        c, g = cfg.channels, cfg.groups
+        if in_channels != c:
+            raise ValueError(f"the rev backbone keeps its width: it needs a node encoder to {c} channels "
+                             f"(got {in_channels} input channels with node_encoder={cfg.node_encoder!r})")
+        if g < 2 or c % g:
+            raise ValueError(f"rev backbone: channels={c} must be divisible by groups={g} (>= 2)")
+        if cfg.virtual_node or cfg.head == "fusion":
+            raise ValueError("the rev backbone supports neither virtual_node nor the fusion head "
+                             "(it keeps only its output features)")
+        own_post = _has_own_post(cfg)
+
+        def branch(layer: int, gc: int) -> nn.Module:
+            if own_post:        # mr / edge / sage / gin carry their own norm and activation
+                return RevBranch(conv(gc, gc), dropout=cfg.dropout)
+            return RevBranch(conv(gc, gc), norm=cfg.norm, act=cfg.act, dropout=cfg.dropout)
+
+        has_bn = cfg.norm == "batch"
+        self.stack = reversible_stack(branch, cfg.layers, c, g, weight_tied=cfg.weight_tied,
+                                      batchnorm="once" if has_bn else "error")
+        self.final_norm = norm_layer(cfg.norm, c)
+        self.final_act = act_layer(cfg.act if cfg.final_act else None)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.first, self.blocks, self.out_channels = None, nn.ModuleList(), c
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: Any) -> list[Tensor]:
+        h = self.stack(x, edge_index, **kw)
+        return [self.dropout(self.final_act(self.final_norm(h)))]
+
+
+register_backbone("rev")(RevBackbone)
 
 
 class FusionHead(nn.Module):

@@ -57,11 +57,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         model=dict(backbone="dense", conv="mr", layers=14, channels=256, norm="batch", node_encoder="none",
                    in_channels=50, out_channels=121, head="fusion", head_dropout=0.2),
         train=dict(lr=2e-3, epochs=2000, batch_size=1)),
+    # RevGNN (grouped reversible GENConv stacks, activation memory independent of depth).
+    "revgnn-deep-ogbn-proteins": dict(
+        dataset="ogbn-proteins", params=20_031_384,
+        model=dict(backbone="rev", layers=1001, channels=80, groups=2, aggr="max", mlp_layers=2, norm="layer",
+                   conv_edge="linear", edge_encoder="linear", edge_channels=8, node_encoder="linear",
+                   in_channels=16, onehot_channels=8, out_channels=112, dropout=0.1),
+        train=dict(lr=0.001, epochs=2000, parts=10, eval_parts=5)),
+    "revgnn-wide-ogbn-proteins": dict(
+        dataset="ogbn-proteins", params=68_471_608,
+        model=dict(backbone="rev", layers=448, channels=224, groups=2, aggr="max", mlp_layers=2, norm="layer",
+                   conv_edge="linear", edge_encoder="linear", edge_channels=8, node_encoder="linear",
+                   in_channels=16, onehot_channels=8, out_channels=112, dropout=0.2),
+        train=dict(lr=0.001, epochs=2000, parts=10, eval_parts=5)),
+    "revgcn-ogbn-arxiv": dict(
+        dataset="ogbn-arxiv", params=262_056,
+        model=dict(backbone="rev", layers=28, channels=128, groups=2, aggr="softmax_sg", t=0.1, mlp_layers=1,
+                   norm="batch", in_channels=128, out_channels=40, dropout=0.5),
+        train=dict(lr=0.01, epochs=500)),
     # Generic presets: widths (and encoders) come from the dataset (graphs.tasks.adapt_model).
     "deepergcn": dict(
         dataset=None, params=None,
         model=dict(backbone="res+", layers=7, channels=128, aggr="softmax", learn_t=True, mlp_layers=1,
                    norm="batch", dropout=0.5),
+        train=dict(lr=0.01, epochs=200, batch_size=32, parts=10, eval_parts=10)),
+    "revgnn": dict(
+        dataset=None, params=None,
+        model=dict(backbone="rev", layers=7, channels=64, groups=2, aggr="softmax", learn_t=True, mlp_layers=1,
+                   norm="layer", dropout=0.1),
         train=dict(lr=0.01, epochs=200, batch_size=32, parts=10, eval_parts=10)),
     "resgcn-7": dict(
         dataset=None, params=None,
