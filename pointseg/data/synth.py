@@ -217,6 +217,21 @@ class _Layout:
         a, b = w.at(s0), w.at(s1, depth)
         return (min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
 
+    def reserve_against_wall(self, length: float, depth: float
+                             ) -> tuple[_Wall, float, float, tuple[float, float, float, float]] | None:
+        """A free wall span of ``length`` whose ``depth``-deep footprint clears the others, reserved."""
+        slot = self.wall_slot(length)
+        if slot is None:
+            return None
+        w, s0 = slot
+        s1 = s0 + length
+        fp = self.wall_footprint(w, s0, s1, depth)
+        if not self.fp_free(fp, 0.05):
+            w.used.pop()
+            return None
+        self.footprints.append(fp)
+        return w, s0, s1, fp
+
     def floor_hole(self, fp: tuple[float, float, float, float], ceiling: bool = False) -> None:
         x0, y0, x1, y1 = fp
         hole = (x0 / self.L, x1 / self.L, y0 / self.W, y1 / self.W)
@@ -301,16 +316,10 @@ def _add_board(sc: _Scene, lay: _Layout) -> bool:
 
 def _add_column(sc: _Scene, lay: _Layout) -> bool:
     width, depth = lay.rng.uniform(0.35, 0.7), lay.rng.uniform(0.25, 0.6)
-    slot = lay.wall_slot(width)
-    if slot is None:
+    placed = lay.reserve_against_wall(width, depth)
+    if placed is None:
         return False
-    w, s0 = slot
-    s1 = s0 + width
-    fp = lay.wall_footprint(w, s0, s1, depth)
-    if not lay.fp_free(fp, 0.05):
-        w.used.pop()
-        return False
-    lay.footprints.append(fp)
+    w, s0, s1, fp = placed
     inst = sc.instance("column")
     _wall_panel(sc, inst, w, s0, s1, 0.0, lay.H, depth, 0.92)
     for s in (s0, s1):
@@ -343,16 +352,10 @@ def _add_beam(sc: _Scene, lay: _Layout) -> None:
 
 def _add_bookcase(sc: _Scene, lay: _Layout, clutter: list) -> bool:
     width, depth, height = lay.rng.uniform(0.8, 1.3), lay.rng.uniform(0.3, 0.42), lay.rng.uniform(1.7, 2.2)
-    slot = lay.wall_slot(width)
-    if slot is None:
+    placed = lay.reserve_against_wall(width, depth)
+    if placed is None:
         return False
-    w, s0 = slot
-    s1 = s0 + width
-    fp = lay.wall_footprint(w, s0, s1, depth)
-    if not lay.fp_free(fp, 0.05):
-        w.used.pop()
-        return False
-    lay.footprints.append(fp)
+    w, s0, s1, fp = placed
     inst = sc.instance("bookcase")
     t = 0.03
     for s in (s0, s1):   # outer sides
@@ -382,16 +385,10 @@ def _add_bookcase(sc: _Scene, lay: _Layout, clutter: list) -> bool:
 
 def _add_sofa(sc: _Scene, lay: _Layout) -> bool:
     length, depth = lay.rng.uniform(1.5, 2.3), lay.rng.uniform(0.8, 0.95)
-    slot = lay.wall_slot(length)
-    if slot is None:
+    placed = lay.reserve_against_wall(length, depth)
+    if placed is None:
         return False
-    w, s0 = slot
-    s1 = s0 + length
-    fp = lay.wall_footprint(w, s0, s1, depth)
-    if not lay.fp_free(fp, 0.05):
-        w.used.pop()
-        return False
-    lay.footprints.append(fp)
+    w, s0, s1, fp = placed
     inst = sc.instance("sofa")
     seat, back_h, arm_h, back_d, arm_w = 0.42, lay.rng.uniform(0.75, 0.9), 0.6, 0.22, 0.16
     # Seat cushion top and front.
