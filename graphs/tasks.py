@@ -14,6 +14,7 @@ Metrics of OGB datasets come from ogb's ``Evaluator``.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ def _edge_sum_features(data) -> Tensor:
     return scatter(data.edge_attr.float(), data.edge_index[1], dim=0, dim_size=data.num_nodes, reduce="sum")
 
 
-class Task:
+class Task(ABC):
     family = ""
     metric = ""
     higher_is_better = True
@@ -43,9 +44,9 @@ class Task:
         self.gen = torch.Generator().manual_seed(0)
 
     # ---- model
+    @abstractmethod
     def data_widths(self) -> dict[str, Any]:
         """``in_channels``, ``out_channels``, ``edge_channels`` (0 = no edge features), ``mol``."""
-        raise NotImplementedError
 
     def model_config(self, preset: dict[str, Any], overrides: dict[str, Any]) -> GraphNetConfig:
         """The preset's model adapted to (generic) or checked against (fixed) this dataset."""
@@ -86,11 +87,13 @@ class Task:
     def build(self, cfg: GraphNetConfig) -> nn.Module:
         return GraphNet(cfg)
 
+    @abstractmethod
     def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        raise NotImplementedError
+        """One epoch of training; returns the mean loss."""
 
+    @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        raise NotImplementedError
+        """Metric per split (``train`` / ``valid`` / ``test``)."""
 
     def _ogb_eval(self, y_true: Tensor, y_pred: Tensor) -> float:
         from ogb.graphproppred import Evaluator as GE
