@@ -127,3 +127,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_pa
     init = load_checkpoint(train(tiny_config(tmp_path / "zero", blocks, max_steps=1, **{**det, "optim": {"name": "sgd", "lr": 0.0}}),
                                  progress=False) / "last.pt")["model"]
     assert (a["head.mlp.lin.weight"] - init["head.mlp.lin.weight"]).abs().max() > 1e-2
+
+
+def test_resume_with_another_preset_is_refused(tmp_path, blocks):
+    train(tiny_config(tmp_path / "run", blocks, max_steps=1), progress=False)
+    with pytest.raises(ValueError, match="was trained as 'resgcn-7'"):
+        train(tiny_config(tmp_path / "run", blocks, max_steps=2, model="plaingcn-28"), resume=True, progress=False)
