@@ -28,3 +28,18 @@ def test_unknown_model_is_a_clear_error_with_nonzero_exit():
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "unknown model preset 'resnet-50'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_overrides_may_follow_options(monkeypatch):
+    import pointseg.cli.train as train_cli
+    seen = {}
+    monkeypatch.setattr(train_cli, "run", lambda args: seen.update(vars(args)) or 0)  # bound at parse time
+    assert main(["train", "configs/densegcn28_synthetic.yaml", "epochs=2", "--device", "cpu", "amp=bf16"]) == 0
+    assert seen["overrides"] == ["epochs=2", "amp=bf16"] and seen["device"] == "cpu"
+
+
+def test_unknown_option_is_still_an_error(capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        main(["models", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
