@@ -163,8 +163,13 @@ def test_user_palette_overrides_the_file_table(tmp_path, room):
     colours = [[(37 * i) % 256, (91 * i + 40) % 256, (53 * i + 120) % 256] for i in range(13)]
     pal = tmp_path / "pal.json"
     pal.write_text(json.dumps({"name": "mine", "names": list(S3DIS.names), "palette": colours}))
-    img = read_png(render_png(room, tmp_path / "a.png", mode="gt", size=(W, H), palette=pal))
+    out = render_png(room, tmp_path / "a.png", mode="gt", size=(W, H), palette=pal)
+    img = read_png(out)
     assert_colours(img, [tuple(colours[i]) for i in np.unique(room.label)], [tuple(colours[FLOOR])])
+    # the PNG carries the class table it was drawn with
+    from PIL import Image
+    carried = json.loads(Image.open(out).text["pointseg_classes"])
+    assert carried["name"] == "mine" and carried["palette"] == colours
 
 
 def test_existing_png_is_not_overwritten_silently(tmp_path, room):

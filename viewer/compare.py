@@ -96,4 +96,4 @@ def render_compare(scan: Scan, sources: Sequence[str | Path], out_path: str | Pa
     images = render_images(scan, table, modes, size, view, max_points, hide, point_size,
                            extra=[p.labels for p in preds])
     entries: list[LegendEntry] = legend_entries(table, _present(table, scan.label, *[p.labels for p in preds]))
-    return save_png(compose(images, titles, entries), out, overwrite)
+    return save_png(compose(images, titles, entries), out, overwrite, table)

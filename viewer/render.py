@@ -299,15 +299,22 @@ def compose(panels: Sequence[np.ndarray], titles: Sequence[str] | None,
     return img
 
 
-def save_png(img: np.ndarray, out_path: str | Path, overwrite: bool = False) -> Path:
+def save_png(img: np.ndarray, out_path: str | Path, overwrite: bool = False,
+             classes: ClassTable | None = None) -> Path:
+    """Write atomically; the class table used goes into a ``pointseg_classes`` text chunk (JSON)."""
+    import json
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
     out = Path(out_path)
     if out.suffix.lower() != ".png":
         raise ValueError(f"{out}: the screenshot must be a .png file")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    info = PngInfo()
+    if classes is not None:
+        info.add_text("pointseg_classes", json.dumps(classes.to_dict()))
     with atomic_path(out) as tmp:
-        Image.fromarray(img).save(tmp, format="PNG")
+        Image.fromarray(img).save(tmp, format="PNG", pnginfo=info)
     return out
 
 
@@ -383,7 +390,7 @@ def render_png(scan_or_arrays: Scan | str | Path | Mapping, out_path: str | Path
         raise ValueError(f"unknown mode '{mode}' (choose from {', '.join(MODES + ('panels',))})")
     images = render_images(scan, table, modes, size, view, max_points, hide, point_size)
     if mode != "panels":
-        return save_png(images[0], out, overwrite)
+        return save_png(images[0], out, overwrite, table)
     titles = [MODE_TITLES[m] for m in modes]
     iou = None
     if scan.label is not None and scan.pred is not None:
@@ -396,7 +403,7 @@ def render_png(scan_or_arrays: Scan | str | Path | Mapping, out_path: str | Path
     entries = legend_entries(table, present, iou)
     if "error" in modes:
         entries += [LegendEntry(CORRECT_COLOUR, "correct"), LegendEntry(WRONG_COLOUR, "wrong")]
-    return save_png(compose(images, titles, entries), out, overwrite)
+    return save_png(compose(images, titles, entries), out, overwrite, table)
 
 
 def _present(classes: ClassTable, *labels: np.ndarray | None) -> list[int]:
