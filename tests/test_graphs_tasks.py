@@ -152,6 +152,18 @@ def test_ogbg_molhiv_atom_bond_encoders_mean_pooling(roots, tmp_path, capsys, mo
     assert all(s["y_true"][1] == 1 and s["y_pred"] == s["y_true"] for _, s in spy.calls)
 
 
+def test_ogbg_molpcba_generic_preset_with_virtual_node_from_cli(tmp_path, capsys, monkeypatch):
+    root = write_ogb(tmp_path / "pcba", "ogbg-molpcba")
+    spy = EvalSpy(monkeypatch)
+    m, first, last = train_cli(capsys, "ogbg-molpcba", "deepergcn", root, tmp_path / "m",
+                               "--epochs", "4", "--set", "layers=2", "--set", "channels=32")
+    assert m.group(1) == "ap" and last < first
+    assert all(s["y_true"][1] == 128 and s["y_pred"] == s["y_true"] for _, s in spy.calls)
+    ck = load_checkpoint(tmp_path / "m" / "run0" / "best.pt")
+    assert ck["model_config"]["virtual_node"] is True and ck["model_config"]["node_encoder"] == "atom"
+    assert any(".vn_mlps." in k for k in ck["state_dict"])   # the virtual node's per-layer MLPs were saved
+
+
 def test_ogbg_ppa_node_features_from_edges(roots, tmp_path, capsys):
     m, first, last = train_cli(capsys, "ogbg-ppa", "deepergcn-ogbg-ppa", roots["ogbg-ppa"], tmp_path / "ppa",
                                "--epochs", "4", "--set", "layers=2", "--set", "channels=32")
