@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from graph_fixtures import write_ogb, write_planetoid, write_ppi
+from graphs.presets import get_preset
+from graphs.tasks import OgbNodeTask, make_task
 from graphs.train import load_checkpoint, run_training
 from pointseg.cli import main
 
@@ -16,7 +18,7 @@ FINAL = re.compile(r"^test (\S+) (\d\.\d+) ± (\d\.\d+) \| valid (\d\.\d+) ± (\
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("graphs")
     out = {"planetoid": write_planetoid(base / "planetoid"), "ppi": write_ppi(base / "ppi")}
-    for name in ("ogbn-arxiv", "ogbn-proteins", "ogbg-molhiv", "ogbg-ppa", "ogbl-collab"):
+    for name in ("ogbn-arxiv", "ogbn-proteins", "ogbn-products", "ogbg-molhiv", "ogbg-ppa", "ogbl-collab"):
         out[name] = write_ogb(base / name, name)
     return out
 
@@ -82,12 +84,84 @@ def test_ogbn_proteins_partitions_with_edge_features_and_rocauc(roots, tmp_path,
     assert all(s["y_true"][1] == 112 and s["y_true"] == s["y_pred"] for _, s in spy.calls)
 
 
+def test_ogbn_products_partitioned_training_and_inference_from_cli(roots, tmp_path, capsys, monkeypatch):
+    EPOCHS = 15
+    spy = EvalSpy(monkeypatch)
+    parts_seen = []
+    orig = OgbNodeTask._parts
+
+    def parts(task, k, gen):
+        out = orig(task, k, gen)
+        parts_seen.append((k, sum(len(p) for p in out), max(len(p) for p in out)))
+        return out
+    monkeypatch.setattr(OgbNodeTask, "_parts", parts)
+    m, first, last = train_cli(capsys, "ogbn-products", "deepergcn-ogbn-products", roots["ogbn-products"],
+                               tmp_path / "prod", "--epochs", str(EPOCHS), "--set", "layers=2", "--set", "channels=32",
+                               "--train-set", "parts=2", "--train-set", "eval_parts=2",
+                               "--train-set", "eval_repeats=2")
+    assert m.group(1) == "acc" and last < first
+    assert float(m.group(2)) > 0.5                      # 3 used classes out of 47 outputs: chance ~1/3
+    # training (k=2) and inference (k=2, twice per evaluation) both saw partitions that cover all 90 nodes
+    # while no part holds the whole graph
+    assert {k for k, _, _ in parts_seen} == {2}
+    assert all(total == 90 and biggest < 90 for _, total, biggest in parts_seen)
+    assert len(parts_seen) == EPOCHS * (1 + 2)
+    name, shapes = spy.calls[0]
+    assert name == "ogbn-products" and len(spy.calls) == EPOCHS * 3
+    assert all(s["y_true"][1] == 1 and s["y_true"] == s["y_pred"] for _, s in spy.calls)
+    assert sorted(s["y_true"][0] for _, s in spy.calls[:3]) == [18, 18, 54]
+
+
+def _products_task(roots, **train):
+    preset = get_preset("deepergcn-ogbn-products")
+    task = make_task("ogbn-products", str(roots["ogbn-products"]), {**preset["train"], **train}, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = task.build(task.model_config({**preset, "name": "deepergcn-ogbn-products"},
+                                         dict(layers=2, channels=16)))
+    return task, model
+
+
+def test_partitioned_evaluation_averages_fixed_partitions_deterministically(roots, monkeypatch):
+    task, model = _products_task(roots, eval_parts=3, eval_repeats=3)
+    seeds = []
+    orig = OgbNodeTask._parts
+    monkeypatch.setattr(OgbNodeTask, "_parts", lambda t, k, gen: seeds.append(gen.initial_seed()) or orig(t, k, gen))
+    a = task.predict(model)
+    b = task.predict(model)
+    assert torch.equal(a, b)                            # fixed partitions: the same every evaluation
+    assert len(set(seeds)) == 3 and seeds[:3] == seeds[3:]
+    assert torch.allclose(a.sum(-1), torch.ones(len(a)), atol=1e-5)  # mean of per-partition probabilities
+    # the average is over the partitions: each repeat alone differs from it, their mean equals it
+    singles = []
+    for s in sorted(set(seeds)):
+        monkeypatch.setattr(OgbNodeTask, "_parts", lambda t, k, gen, s=s: orig(t, k, torch.Generator().manual_seed(s)))
+        task.train_cfg["eval_repeats"] = 1
+        singles.append(task.predict(model))
+    assert not torch.allclose(singles[0], singles[1])
+    assert torch.allclose(torch.stack(singles).mean(0), a, atol=1e-6)
+    task.train_cfg["eval_repeats"] = 0
+    with pytest.raises(ValueError, match="eval_repeats"):
+        task.predict(model)
+
+
 def test_ogbg_molhiv_atom_bond_encoders_mean_pooling(roots, tmp_path, capsys, monkeypatch):
     spy = EvalSpy(monkeypatch)
     m, first, last = train_cli(capsys, "ogbg-molhiv", "deepergcn-ogbg-molhiv", roots["ogbg-molhiv"], tmp_path / "m",
                                "--epochs", "4", "--set", "layers=2", "--set", "channels=32")
     assert m.group(1) == "rocauc" and last < first and float(m.group(2)) > 0.7
     assert all(s["y_true"][1] == 1 and s["y_pred"] == s["y_true"] for _, s in spy.calls)
+
+
+def test_ogbg_molpcba_generic_preset_with_virtual_node_from_cli(tmp_path, capsys, monkeypatch):
+    root = write_ogb(tmp_path / "pcba", "ogbg-molpcba")
+    spy = EvalSpy(monkeypatch)
+    m, first, last = train_cli(capsys, "ogbg-molpcba", "deepergcn", root, tmp_path / "m",
+                               "--epochs", "4", "--set", "layers=2", "--set", "channels=32")
+    assert m.group(1) == "ap" and last < first
+    assert all(s["y_true"][1] == 128 and s["y_pred"] == s["y_true"] for _, s in spy.calls)
+    ck = load_checkpoint(tmp_path / "m" / "run0" / "best.pt")
+    assert ck["model_config"]["virtual_node"] is True and ck["model_config"]["node_encoder"] == "atom"
+    assert any(".vn_mlps." in k for k in ck["state_dict"])   # the virtual node's per-layer MLPs were saved
 
 
 def test_ogbg_ppa_node_features_from_edges(roots, tmp_path, capsys):
