@@ -12,6 +12,13 @@ from typing import Any
 
 from .model import GraphNet, GraphNetConfig, count_parameters
 
+# RevGNN-Deep and -Wide on ogbn-proteins differ only in depth, width and dropout.
+_REV_PROTEINS = dict(backbone="rev", groups=2, aggr="max", mlp_layers=2, norm="layer", conv_edge="linear",
+                     edge_encoder="linear", edge_channels=8, node_encoder="linear", in_channels=16,
+                     onehot_channels=8, out_channels=112)
+_REV_PROTEINS_TRAIN = dict(lr=0.001, epochs=2000, parts=10, eval_parts=5)
+
+
 # name -> {"dataset": str | None, "model": {...}, "train": {...}, "params": int | None}
 PRESETS: dict[str, dict[str, Any]] = {
     "deepergcn-ogbn-proteins": dict(
@@ -60,16 +67,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # RevGNN (grouped reversible GENConv stacks, activation memory independent of depth).
     "revgnn-deep-ogbn-proteins": dict(
         dataset="ogbn-proteins", params=20_031_384,
-        model=dict(backbone="rev", layers=1001, channels=80, groups=2, aggr="max", mlp_layers=2, norm="layer",
-                   conv_edge="linear", edge_encoder="linear", edge_channels=8, node_encoder="linear",
-                   in_channels=16, onehot_channels=8, out_channels=112, dropout=0.1),
-        train=dict(lr=0.001, epochs=2000, parts=10, eval_parts=5)),
+        model=dict(_REV_PROTEINS, layers=1001, channels=80, dropout=0.1), train=dict(_REV_PROTEINS_TRAIN)),
     "revgnn-wide-ogbn-proteins": dict(
         dataset="ogbn-proteins", params=68_471_608,
-        model=dict(backbone="rev", layers=448, channels=224, groups=2, aggr="max", mlp_layers=2, norm="layer",
-                   conv_edge="linear", edge_encoder="linear", edge_channels=8, node_encoder="linear",
-                   in_channels=16, onehot_channels=8, out_channels=112, dropout=0.2),
-        train=dict(lr=0.001, epochs=2000, parts=10, eval_parts=5)),
+        model=dict(_REV_PROTEINS, layers=448, channels=224, dropout=0.2), train=dict(_REV_PROTEINS_TRAIN)),
     "revgcn-ogbn-arxiv": dict(
         dataset="ogbn-arxiv", params=262_056,
         model=dict(backbone="rev", layers=28, channels=128, groups=2, aggr="softmax_sg", t=0.1, mlp_layers=1,

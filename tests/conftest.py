@@ -16,3 +16,15 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of every tensor autograd saves for the backward while ``fn`` runs."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]

@@ -7,6 +7,7 @@ import torch
 from pointseg.nn import DilatedKnn, EdgeConv, GINConv, SAGEConv
 from pointseg.nn.deq import DEQ, DEQCell, DEQConvergenceError
 from pointseg.nn.reversible import RevBranch
+from conftest import saved_bytes
 
 DT = torch.float64
 
@@ -78,22 +79,13 @@ def test_deq_gradient_matches_unrolled_solve_on_a_point_block_with_the_dropout_m
         assert torch.allclose(a, b, atol=1e-8, rtol=1e-8)
 
 
-def _saved_bytes(fn):
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total[0]
 
 
 def test_deq_memory_does_not_depend_on_iterations():
     x = torch.randn(20, 6, dtype=DT, requires_grad=True)
     ei = graph()
     cell = contractive_cell(SAGEConv(6, 6, norm=None), norm="layer", act="relu")
-    sizes = {n: _saved_bytes(lambda: DEQ(cell, tol=0.0, max_iter=n, on_fail="warn")(x, ei)) for n in (3, 40)}
+    sizes = {n: saved_bytes(lambda: DEQ(cell, tol=0.0, max_iter=n, on_fail="warn")(x, ei)) for n in (3, 40)}
     assert sizes[3] == sizes[40] == 2 * x.numel() * 8 + ei.numel() * 8   # z*, x, the graph: nothing per iteration
 
 

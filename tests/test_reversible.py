@@ -13,6 +13,7 @@ from pointseg.nn import DilatedKnn, EdgeConv, GINConv, MRConv, SAGEConv
 from pointseg.nn.reversible import (
     ReversibleLayer, ReversibleStack, RevBranch, reversible_stack,
 )
+from conftest import saved_bytes
 
 DT = torch.float64
 
@@ -128,16 +129,6 @@ def test_weight_tied_stack_gradients_and_parameter_count_independent_of_depth():
     assert_same(grads_both_ways(stack, x, sparse_graph()))
 
 
-def _saved_bytes(fn):
-    """Bytes of every tensor autograd saves for the backward while ``fn`` runs."""
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total[0]
 
 
 def test_saved_activations_do_not_grow_with_depth():
@@ -147,7 +138,7 @@ def test_saved_activations_do_not_grow_with_depth():
     def saved(depth, saving):
         stack = reversible_stack(lambda l, c: RevBranch(GINConv(c, c, norm="layer"), norm="layer", act="relu"),
                                  depth, 8, 2, memory_saving=saving).to(DT).train()
-        return _saved_bytes(lambda: stack(x, ei))
+        return saved_bytes(lambda: stack(x, ei))
     # only the stack's output (and the graph it was given)
     assert saved(2, True) == saved(16, True) == x.numel() * 8 + ei.numel() * 8
     assert saved(16, False) > 4 * saved(2, False)                       # plain autograd keeps every layer

@@ -53,8 +53,8 @@ def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, devic
         cm = confusion_matrix(room.label, pred, k)
         full += cm
         n_points += room.num_points
-        per_room[pr.entry.full_name] = {"points": room.num_points, "oa": SegMetrics(cm, classes.names).oa,
-                                        "miou": SegMetrics(cm, classes.names).miou, **stats}
+        m = SegMetrics(cm, classes.names)
+        per_room[pr.entry.full_name] = {"points": room.num_points, "oa": m.oa, "miou": m.miou, **stats}
         if block_level:
             blocks += block_level_confusion(model, room.xyz, room.rgb, room.label, k, dev, sliding.batch_size,
                                             num_points=sliding.num_points)
