@@ -31,6 +31,10 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
+# Preferred: OpenMP, so the kernels run on the thread pool of the OpenMP runtime torch has loaded
+# (libgomp, shared by soname) instead of competing with its spinning workers; plain threads if
+# the compiler cannot build it.
+FLAG_SETS = (FLAGS + ["-fopenmp"], FLAGS)
 ABI_VERSION = 2
 
 _lock = threading.Lock()
@@ -52,25 +56,25 @@ def _compiler() -> str | None:
     return shutil.which(cxx)
 
 
-def _library_path(cxx: str) -> Path:
+def _library_path(cxx: str, flags: list[str]) -> Path:
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = ""
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cxx.encode(), version.encode(), " ".join(FLAGS).encode(),
+    for part in (SOURCE.read_bytes(), cxx.encode(), version.encode(), " ".join(flags).encode(),
                  platform.machine().encode(), str(ABI_VERSION).encode()):
         h.update(part)
         h.update(b"\0")
     return cache_dir() / f"pointseg_kernels_{h.hexdigest()[:16]}.so"
 
 
-def _build(cxx: str, target: Path) -> None:
+def _build(cxx: str, flags: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".so.tmp", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+        proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{cxx} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -100,6 +104,22 @@ def _declare(lib: ctypes.CDLL) -> None:
         raise RuntimeError(f"kernel ABI {lib.ps_abi_version()} != expected {ABI_VERSION}")
 
 
+def _load_first(cxx: str) -> ctypes.CDLL:
+    """The library of the first flag set that builds and loads."""
+    errors = []
+    for flags in FLAG_SETS:
+        path = _library_path(cxx, flags)
+        try:
+            if not path.exists():
+                _build(cxx, flags, path)
+            lib = ctypes.CDLL(str(path))
+            _declare(lib)
+            return lib
+        except Exception as exc:
+            errors.append(str(exc))
+    raise RuntimeError("; ".join(errors))
+
+
 def load() -> ctypes.CDLL | None:
     """The compiled library, building it on first use; None (after one warning) when unavailable."""
     global _lib, _tried, _failure
@@ -114,12 +134,7 @@ def load() -> ctypes.CDLL | None:
             cxx = _compiler()
             if cxx is None:
                 raise RuntimeError("no C++ compiler found (set CXX or install g++)")
-            path = _library_path(cxx)
-            if not path.exists():
-                _build(cxx, path)
-            lib = ctypes.CDLL(str(path))
-            _declare(lib)
-            _lib = lib
+            _lib = _load_first(cxx)
         except Exception as exc:  # any failure means: use the torch path
             _failure = str(exc)
             if os.environ.get("POINTSEG_NATIVE", "1") != "0":
