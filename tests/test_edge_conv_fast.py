@@ -79,13 +79,14 @@ def assert_same_bn_state(c1, c2):
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("training", [True, False])
-def test_dense_edge_conv_matches_edgewise_formulation(dtype, order, act, training):
+@pytest.mark.parametrize("cout", [8, 40])     # the kernel's 16-channel blocks: partial only; full + partial
+def test_dense_edge_conv_matches_edgewise_formulation(dtype, order, act, training, cout):
     torch.manual_seed(1)
-    conv = randomise_bn(EdgeConv(6, 8, act=act, order=order)).to(dtype).train(training)
+    conv = randomise_bn(EdgeConv(6, cout, act=act, order=order)).to(dtype).train(training)
     ref = copy.deepcopy(conv)
     x = torch.randn(2, 6, 48, dtype=dtype)
     idx = dilated_knn(x, 5, 2)
-    w = torch.randn(2, 8, 48, dtype=dtype)
+    w = torch.randn(2, cout, 48, dtype=dtype)
     assert er.fast_post(conv.mlp) is not None
     for _ in range(2):                       # two steps: running stats compound
         assert_same(run(conv, x, idx, w), run(ReferenceEdgeConv(ref), x, idx, w), dtype)

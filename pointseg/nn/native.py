@@ -31,11 +31,13 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
-# Preferred: OpenMP, so the kernels run on the thread pool of the OpenMP runtime torch has loaded
-# (libgomp, shared by soname) instead of competing with its spinning workers; plain threads if
-# the compiler cannot build it.
-FLAG_SETS = (FLAGS + ["-fopenmp"], FLAGS)
-ABI_VERSION = 2
+# Tried in order. -march=native: the edge kernels are written as wide vector operations (4x
+# faster backward with AVX-512 than with baseline SSE2); the library is keyed by this CPU's
+# identity, so a cache shared between machines never loads a build for another CPU. OpenMP: the
+# kernels run on the thread pool of the OpenMP runtime torch has loaded (libgomp, shared by
+# soname) instead of competing with its spinning workers.
+FLAG_SETS = (FLAGS + ["-march=native", "-fopenmp"], FLAGS + ["-fopenmp"], FLAGS)
+ABI_VERSION = 3
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -56,14 +58,25 @@ def _compiler() -> str | None:
     return shutil.which(cxx)
 
 
+def _cpu_identity() -> str:
+    """Model and feature flags of this CPU (what ``-march=native`` compiles for)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
 def _library_path(cxx: str, flags: list[str]) -> Path:
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = ""
     h = hashlib.sha256()
+    cpu = _cpu_identity() if "-march=native" in flags else ""
     for part in (SOURCE.read_bytes(), cxx.encode(), version.encode(), " ".join(flags).encode(),
-                 platform.machine().encode(), str(ABI_VERSION).encode()):
+                 platform.machine().encode(), str(ABI_VERSION).encode(), cpu.encode()):
         h.update(part)
         h.update(b"\0")
     return cache_dir() / f"pointseg_kernels_{h.hexdigest()[:16]}.so"
@@ -212,6 +225,11 @@ def knn_select(dot: Tensor, sq: Tensor, self_offset: int, ranks: Tensor) -> Tens
     return out
 
 
+def _channel_last(t: Tensor) -> Tensor:
+    """``(B, C, N)`` -> contiguous ``(B, N, C)``: the kernels read one neighbour's channels at once."""
+    return t.transpose(1, 2).contiguous()
+
+
 def edge_forward(a: Tensor | None, b: Tensor, idx: Tensor, sgn: Tensor | None, act_stats: bool,
                  slope: float, want_stats: bool) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """Dense edge pass: ``src (B, C, N)`` = argmax_j sgn_c b_j over the neighbours of each node and,
@@ -222,8 +240,8 @@ def edge_forward(a: Tensor | None, b: Tensor, idx: Tensor, sgn: Tensor | None, a
         return None
     B, C, N = b.shape
     k = idx.shape[-1]
-    b = b.contiguous()
-    a = a.contiguous() if a is not None else None
+    b = _channel_last(b)
+    a = _channel_last(a) if a is not None else None
     idx = idx.to(torch.int64).contiguous()
     s = sgn.to(b.dtype).contiguous() if sgn is not None else None
     src = torch.empty(B, C, N, dtype=torch.int64)
@@ -243,7 +261,7 @@ def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: flo
     if not _usable(a, b, idx) or a.dtype != b.dtype:
         return None
     B, C, N = b.shape
-    a, b = a.contiguous(), b.contiguous()
+    a, b = _channel_last(a), _channel_last(b)
     idx = idx.to(torch.int64).contiguous()
     pc = p.to(torch.float64).contiguous()
     qc = q.to(torch.float64).contiguous()
@@ -251,4 +269,4 @@ def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: flo
     getattr(_lib, f"ps_edge_backward_{_suffix(b)}")(
         a.data_ptr(), b.data_ptr(), idx.data_ptr(), B, C, N, idx.shape[-1], int(act_stats), float(slope),
         pc.data_ptr(), qc.data_ptr(), ga.data_ptr(), gb.data_ptr(), torch.get_num_threads())
-    return ga, gb
+    return ga.transpose(1, 2), gb.transpose(1, 2)
