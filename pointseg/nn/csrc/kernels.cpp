@@ -25,6 +25,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -110,27 +113,66 @@ void radix_sort(P* a, P* tmp, int64_t m) {
     }
 }
 
+// The filter pass of a kNN row: v_j = sq_j - 2 dot_j, packed (v_j, j) appended to buf for every
+// v_j <= thr, in column order; returns the new count. The point itself is handled by the caller.
+template <typename T, typename P>
+int64_t keep_below_scalar(const T* sq, const T* dot, int64_t j0, int64_t j1, T thr, P* buf, int64_t cnt) {
+    for (int64_t j = j0; j < j1; ++j) {
+        const T v = sq[j] - T(2) * dot[j];
+        buf[cnt] = pack(v, (uint32_t)j);                      // branch-free compaction
+        cnt += (v <= thr);
+    }
+    return cnt;
+}
+template <typename T, typename P>
+int64_t keep_below(const T* sq, const T* dot, int64_t j0, int64_t j1, T thr, P* buf, int64_t cnt) {
+    return keep_below_scalar(sq, dot, j0, j1, thr, buf, cnt);
+}
+#ifdef __AVX512F__
+// 16 columns per step: compare, compress the survivors into registers (not the microcoded
+// compress-to-memory), then pack only those.
+template <>
+int64_t keep_below<float, uint64_t>(const float* sq, const float* dot, int64_t j0, int64_t j1,
+                                    float thr, uint64_t* buf, int64_t cnt) {
+    const __m512 t = _mm512_set1_ps(thr), two = _mm512_set1_ps(2.0f);
+    __m512i jv = _mm512_add_epi32(_mm512_set1_epi32((int)j0),
+                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i inc = _mm512_set1_epi32(16);
+    alignas(64) float vv[16];
+    alignas(64) uint32_t jj[16];
+    int64_t j = j0;
+    for (; j + 16 <= j1; j += 16, jv = _mm512_add_epi32(jv, inc)) {
+        const __m512 v = _mm512_fnmadd_ps(two, _mm512_loadu_ps(dot + j), _mm512_loadu_ps(sq + j));
+        const __mmask16 m = _mm512_cmp_ps_mask(v, t, _CMP_LE_OQ);
+        if (!m) continue;
+        _mm512_store_ps(vv, _mm512_maskz_compress_ps(m, v));
+        _mm512_store_si512((void*)jj, _mm512_maskz_compress_epi32(m, jv));
+        const int c = __builtin_popcount((unsigned)m);
+        for (int u = 0; u < c; ++u) buf[cnt + u] = pack(vv[u], jj[u]);
+        cnt += c;
+    }
+    return keep_below_scalar(sq, dot, j, j1, thr, buf, cnt);
+}
+#endif
+
 template <typename T>
 void select_rows(const RowValues<T>& rv, int64_t row_begin, int64_t row_end, int64_t n,
                  const int64_t* ranks, int64_t nranks, int64_t* out) {
     using P = typename Traits<T>::Packed;
     constexpr int KEY_BYTES = sizeof(typename Traits<T>::Key);
+    constexpr T NEG_INF = -std::numeric_limits<T>::infinity();
     const int64_t kmax = ranks[nranks - 1] + 1;
     std::vector<P> buf(n), tmp(n);
-    std::vector<T> vals(rv.sq ? n : 0);
     std::vector<T> sample;
     const int64_t S = std::min<int64_t>(n, 256);
     const bool filter = kmax * 4 < n && S >= 32;
     for (int64_t r = row_begin; r < row_end; ++r) {
         const T* d = rv.row(r);
-        if (rv.sq) {             // distances of this row, computed once (vectorisable)
-            const T* q = rv.sq_row(r);
-            T* v = vals.data();
-            for (int64_t j = 0; j < n; ++j) v[j] = q[j] - T(2) * d[j];
-            const int64_t self = rv.self_of(r);
-            if (self >= 0 && self < n) v[self] = -std::numeric_limits<T>::infinity();
-            d = v;
-        }
+        const T* q = rv.sq ? rv.sq_row(r) : nullptr;
+        const int64_t self = q ? rv.self_of(r) : -1;
+        const bool has_self = self >= 0 && self < n;
+        // v_j: the row's value (kNN: |x_j|^2 - 2 q.x_j, the point itself -inf), formed on the fly
+        auto value = [&](int64_t j) { return q ? (j == self ? NEG_INF : q[j] - T(2) * d[j]) : d[j]; };
         int64_t cnt = 0;
         if (filter) {
             // Guess a threshold from a strided sample (about 3 standard deviations above the
@@ -138,18 +180,26 @@ void select_rows(const RowValues<T>& rv, int64_t row_begin, int64_t row_end, int
             // the survivors are every value <= thr; if fewer than kmax survive, the whole row.
             sample.resize(S);
             const int64_t step = n / S;
-            for (int64_t s = 0; s < S; ++s) sample[s] = d[s * step];
+            for (int64_t s = 0; s < S; ++s) sample[s] = value(s * step);
             const double t0 = double(kmax) * S / n;
             const int64_t t = std::min<int64_t>(S - 1, int64_t(t0 + 3.0 * std::sqrt(t0) + 3.0));
             std::nth_element(sample.begin(), sample.begin() + t, sample.end());
             const T thr = sample[t];
-            for (int64_t j = 0; j < n; ++j) {
-                buf[cnt] = pack(d[j], (uint32_t)j);          // branch-free compaction
-                cnt += (d[j] <= thr);
+            if (!q) {
+                for (int64_t j = 0; j < n; ++j) {
+                    buf[cnt] = pack(d[j], (uint32_t)j);      // branch-free compaction
+                    cnt += (d[j] <= thr);
+                }
+            } else if (has_self) {                           // the point itself (-inf) first
+                buf[cnt++] = pack(NEG_INF, (uint32_t)self);
+                cnt = keep_below(q, d, 0, self, thr, buf.data(), cnt);
+                cnt = keep_below(q, d, self + 1, n, thr, buf.data(), cnt);
+            } else {
+                cnt = keep_below(q, d, 0, n, thr, buf.data(), cnt);
             }
         }
         if (cnt < kmax) {
-            for (int64_t j = 0; j < n; ++j) buf[j] = pack(d[j], (uint32_t)j);
+            for (int64_t j = 0; j < n; ++j) buf[j] = pack(value(j), (uint32_t)j);
             cnt = n;
         }
         if (cnt > 4 * kmax + 64) {                           // radix-sort only what can matter
