@@ -238,7 +238,7 @@ void edge_forward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, in
                        int64_t c0, int64_t cw_rt, const T* sgn, int act_stats, T slope,
                        int want_stats, int64_t* src, double* s1, double* s2) {
     const int64_t cw = W > 0 ? W : cw_rt;
-    T sg[EW], best[EW], r1[EW], r2[EW];
+    T sg[EW], best[EW];
     int64_t arg[EW];
     double acc1[EW] = {0}, acc2[EW] = {0};
     for (int64_t c = 0; c < cw; ++c) sg[c] = sgn ? sgn[c0 + c] : T(1);
@@ -259,19 +259,16 @@ void edge_forward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, in
         for (int64_t c = 0; c < cw; ++c) src[(c0 + c) * N + i] = arg[c];   // (C, N) planes
         if (!want_stats) continue;
         const T* ai = a + i * C + c0;
-        for (int64_t c = 0; c < cw; ++c) { r1[c] = T(0); r2[c] = T(0); }
         const T slope_s = act_stats ? slope : T(1);     // h = z when the norm sees z
         for (int64_t t = 0; t < k; ++t) {
             const T* bj = b + nb[t] * C + c0;
             for (int64_t c = 0; c < cw; ++c) {
                 const T z = ai[c] + bj[c];
                 const T h = std::max(z, T(0)) + slope_s * std::min(z, T(0));   // branch-free
-                r1[c] += h;
-                r2[c] += h * h;
+                acc1[c] += double(h);            // every edge in double: E[h^2] - E[h]^2
+                acc2[c] += double(h) * double(h);  // must not cancel
             }
         }
-        // k terms per node in T, nodes summed in double: E[h^2] - E[h]^2 must not cancel
-        for (int64_t c = 0; c < cw; ++c) { acc1[c] += r1[c]; acc2[c] += r2[c]; }
     }
     if (want_stats)
         for (int64_t c = 0; c < cw; ++c) { s1[c0 + c] = acc1[c]; s2[c0 + c] = acc2[c]; }
