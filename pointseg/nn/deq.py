@@ -267,8 +267,8 @@ class DEQ(nn.Module):
             raise ValueError("BatchNorm inside a DEQ cell: every solver iteration would update its running "
                              "statistics and the batch statistics change the map being solved; use LayerNorm "
                              "/ GroupNorm / no norm")
-        store = _MaskStore()
         seed = int(torch.randint(0, 2**62, (1,))) if self.training else None
+        store = _MaskStore(seed)
         run = _Run(self, args, kwargs, seed, store, x.device)
         with self._attached(store):
             arg_tensors = run.tensors()

@@ -65,15 +65,29 @@ BATCHNORM_MODES = ("error", "once", "freeze")
 
 
 class _MaskStore:
-    """Dropout masks of one stack call: one mask per (group, shape, p), drawn on first use."""
+    """Dropout masks of one stack call: one mask per (group, shape, p), drawn on first use.
 
-    def __init__(self) -> None:
+    With a ``seed`` the masks come from their own generator: they are drawn inside the first
+    layer's seeded branch call, and drawing them from that call's stream would shift every later
+    draw of the branch (an edge drop, say) when the backward recomputes it with the mask stored.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
         self.masks: dict[tuple, Tensor] = {}
+        self.seed = seed
+        self.generators: dict[torch.device, torch.Generator] = {}
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        if device not in self.generators:
+            self.generators[device] = torch.Generator(device).manual_seed((self.seed + 0x9E3779B97F4A7C15) % 2**63)
+        return self.generators[device]
 
     def mask(self, key: tuple, like: Tensor, p: float) -> Tensor:
         m = self.masks.get(key)
         if m is None:
-            m = torch.empty_like(like).bernoulli_(1.0 - p).div_(1.0 - p)
+            m = torch.empty_like(like).bernoulli_(1.0 - p, generator=self._generator(like.device)).div_(1.0 - p)
             self.masks[key] = m
         return m
 
@@ -486,9 +500,9 @@ class ReversibleStack(nn.Module):
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         check_features(x, "x", dims=(2, 3), finite=False)
-        store = _MaskStore()
         # one base seed per forward (training only: eval-mode branches draw no random numbers)
         seed = int(torch.randint(0, 2**62, (1,))) if self.training else None
+        store = _MaskStore(seed)
         call = _Call(self, args, kwargs, seed, store, x.device)
         with self._attached(store):
             if not self.memory_saving:
