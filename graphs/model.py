@@ -9,7 +9,8 @@ r"""One graph network builder for every task: encoder -> backbone -> head, all l
   builds one configured convolution; it returns a module with ``out_channels`` and
   ``forward(x, edge_index, batch=None, **conv_kwargs) -> list[Tensor]`` (per-layer features, last =
   output). New backbones (e.g. a reversible one) plug in with :func:`register_backbone`.
-* **head**: ``linear`` (optionally after graph ``pool``ing), ``fusion`` (the DeepGCNs PPI head: a 1x1
+* **head**: ``linear`` (optionally after graph ``pool``ing), ``conv`` (one more convolution to the
+  outputs on the graph, RevGAT's last GAT layer), ``fusion`` (the DeepGCNs PPI head: a 1x1
   fusion of all layer features to 1024 channels, max over *channels* — one scalar per node, the
   reference quirk — concatenated to the features, then 512 -> 256 -> classes), or ``none``
   (node embeddings, for link prediction).
@@ -22,8 +23,9 @@ followed by norm -> ReLU -> dropout; convolutions that carry their own norm and 
 
 The ``rev`` backbone is RevGNN's (:mod:`pointseg.nn.reversible`): ``layers`` grouped reversible layers
 on the encoded features (no separate first conv), each group branch ``conv(drop(ReLU(norm(h))))`` with
-``C/G -> C/G`` GENConvs and one dropout mask per forward shared by all layers, then the ``res+``
-ending ``dropout(ReLU(norm(h)))``. Activation memory does not grow with depth; it returns only its output.
+``C/G -> C/G`` convolutions and one dropout mask per forward shared by all layers, then the ``res+``
+ending ``dropout(ReLU(norm(h)))``. With ``node_encoder="none"`` a first bare convolution maps the
+input to ``C`` (RevGAT: GAT, reversible GAT layers, ``head="conv"``). Activation memory does not grow with depth; it returns only its output.
 """
 from __future__ import annotations
 
@@ -60,6 +62,14 @@ class GraphNetConfig:
     learn_msg_scale: bool = False
     mlp_layers: int = 1
     conv_edge: str | None = None    # per-conv edge encoder of GENConv: linear | bond | None
+    # GATConv (conv="gat"): heads share the layer's channels; RevGAT: no target attention, residual, no bias
+    heads: int = 1
+    attn_dst: bool = True
+    gat_residual: bool = False
+    gat_bias: bool = True
+    sym_norm: bool = False
+    attn_dropout: float = 0.0
+    edge_drop: float = 0.0
     # blocks
     norm: str = "batch"
     act: str = "relu"
@@ -70,11 +80,12 @@ class GraphNetConfig:
     weight_tied: bool = False
     # encoders
     node_encoder: str = "linear"    # linear | atom | none
+    input_dropout: float = 0.0      # dropout on the raw node features
     onehot_channels: int = 0        # trailing one-hot input columns with their own Linear (ogbn-proteins)
     edge_encoder: str = "none"      # model-level edge encoder: linear | bond | none
     edge_channels: int = 0          # raw edge feature width (linear edge encoders)
     # head
-    head: str = "linear"            # linear | fusion | none
+    head: str = "linear"            # linear | fusion | conv | none
     pool: str | None = None         # mean | sum | max (graph-level tasks)
     virtual_node: bool = False
     fusion_channels: int = 1024
@@ -123,7 +134,7 @@ class ConvPost(nn.Module):
 
 
 def _has_own_post(cfg: GraphNetConfig) -> bool:
-    return cfg.conv != "gen"       # mr / edge / sage / gin carry their own norm and activation
+    return cfg.conv not in ("gen", "gat")    # mr / edge / sage / gin carry their own norm and activation
 
 
 class ResPlusBackbone(nn.Module):
@@ -215,9 +226,6 @@ class RevBackbone(nn.Module):
     def __init__(self, cfg: GraphNetConfig, conv: ConvFactory, in_channels: int) -> None:
         super().__init__()
         c, g = cfg.channels, cfg.groups
-        if in_channels != c:
-            raise ValueError(f"the rev backbone keeps its width: it needs a node encoder to {c} channels "
-                             f"(got {in_channels} input channels with node_encoder={cfg.node_encoder!r})")
         if g < 2 or c % g:
             raise ValueError(f"rev backbone: channels={c} must be divisible by groups={g} (>= 2)")
         if cfg.virtual_node or cfg.head == "fusion":
@@ -236,9 +244,13 @@ class RevBackbone(nn.Module):
         self.final_norm = norm_layer(cfg.norm, c)
         self.final_act = act_layer(cfg.act if cfg.final_act else None)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.first, self.blocks, self.out_channels = None, nn.ModuleList(), c
+        # node_encoder="none" (RevGAT): a first bare convolution to C, as the reference's first GAT layer
+        self.first = conv(in_channels, c) if cfg.node_encoder == "none" else None
+        self.blocks, self.out_channels = nn.ModuleList(), c
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: Any) -> list[Tensor]:
+        if self.first is not None:
+            x = self.first(x, edge_index, **kw)
         h = self.stack(x, edge_index, **kw)
         return [self.dropout(self.final_act(self.final_norm(h)))]
 
@@ -319,14 +331,22 @@ class GraphNet(nn.Module):
         elif cfg.head == "fusion":
             layers = [self.backbone.first.out_channels] + [b.out_channels for b in self.backbone.blocks]
             self.head = FusionHead(sum(layers), cfg.out_channels, cfg.fusion_channels, cfg.norm, cfg.head_dropout)
+        elif cfg.head == "conv":
+            self.head = self.make_conv(width, cfg.out_channels, head=True)
         elif cfg.head == "none":
             self.head = nn.Identity()
         else:
-            raise ValueError(f"head must be linear/fusion/none, got {cfg.head!r}")
+            raise ValueError(f"head must be linear/fusion/conv/none, got {cfg.head!r}")
         self.out_channels = width if cfg.head == "none" else cfg.out_channels
 
-    def make_conv(self, cin: int, cout: int) -> nn.Module:
+    def make_conv(self, cin: int, cout: int, head: bool = False) -> nn.Module:
+        """One configured convolution; ``head``: the output convolution of ``head="conv"`` (a GAT head
+        has one attention head and a bias, RevGAT's last layer with its separate output bias)."""
         cfg = self.cfg
+        if cfg.conv == "gat":
+            return make_conv("gat", cin, cout, heads=1 if head else cfg.heads, attn_dst=cfg.attn_dst,
+                             residual=cfg.gat_residual, bias=head or cfg.gat_bias, sym_norm=cfg.sym_norm,
+                             attn_dropout=cfg.attn_dropout, edge_drop=cfg.edge_drop)
         if cfg.conv == "gen":
             edge_dim = cfg.channels if cfg.edge_encoder != "none" else (cfg.edge_channels or cin)
             return make_conv("gen", cin, cout, aggr=cfg.aggr, t=cfg.t, learn_t=cfg.learn_t, p=cfg.p,
@@ -336,6 +356,7 @@ class GraphNet(nn.Module):
         return make_conv(cfg.conv, cin, cout, act=cfg.act, norm=cfg.norm)
 
     def encode(self, x: Tensor) -> Tensor:
+        x = F.dropout(x, self.cfg.input_dropout, self.training)
         if self.onehot is not None:
             k = self.cfg.onehot_channels
             x = torch.cat([x[:, :-k], self.onehot(x[:, -k:])], dim=1)
@@ -354,6 +375,8 @@ class GraphNet(nn.Module):
         if cfg.head == "fusion":
             return self.head(torch.cat(feats, dim=1))
         h = feats[-1]
+        if cfg.head == "conv":
+            return self.head(h, edge_index, **kw)
         if cfg.pool is not None:
             if batch is None:
                 batch = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)

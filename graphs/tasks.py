@@ -203,6 +203,14 @@ class OgbNodeTask(Task):
                 _, ids = torch.unique(species.view(-1), return_inverse=True)
                 data.x = torch.cat([data.x, F.one_hot(ids, 8 if int(ids.max()) < 8 else int(ids.max()) + 1).float()], 1)
         data.x = data.x.float()
+        # Label reuse (the arXiv GAT / RevGAT input trick): the one-hot training labels of some nodes are
+        # extra input channels. Training feeds a random half of the training nodes' labels and learns on the
+        # other half; evaluation feeds every training label. No label-reuse iterations.
+        self.use_labels = bool(self.train_cfg.get("use_labels", False))
+        self.label_rate = float(self.train_cfg.get("label_rate", 0.5))
+        if self.use_labels and (self.multilabel or not 0.0 < self.label_rate < 1.0):
+            raise ValueError(f"use_labels needs a multi-class task and 0 < label_rate < 1 ({self.name}: "
+                             f"{'multi-label' if self.multilabel else 'multi-class'}, label_rate={self.label_rate})")
         self.partitioned = self.name in PARTITIONED
         if not self.partitioned:
             ei = to_undirected(data.edge_index, num_nodes=data.num_nodes)
@@ -213,10 +221,19 @@ class OgbNodeTask(Task):
 
     def data_widths(self) -> dict[str, Any]:
         ea = self.data.edge_attr
-        return dict(in_channels=self.data.x.shape[1], out_channels=self.num_out,
+        return dict(in_channels=self.data.x.shape[1] + (self.num_out if self.use_labels else 0),
+                    out_channels=self.num_out,
                     edge_channels=0 if ea is None else ea.view(ea.shape[0], -1).shape[1])
 
-    def _forward(self, model: nn.Module, nodes: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inputs(self, label_nodes: Tensor | None) -> Tensor:
+        """Node inputs: the features, and with ``use_labels`` the one-hot labels of ``label_nodes``."""
+        if not self.use_labels:
+            return self.data.x
+        onehot = torch.zeros(self.data.num_nodes, self.num_out)
+        onehot[label_nodes] = F.one_hot(self.data.y.view(-1)[label_nodes], self.num_out).float()
+        return torch.cat([self.data.x, onehot], dim=1)
+
+    def _forward(self, model: nn.Module, nodes: Tensor | None, x_all: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Model output on the subgraph induced by ``nodes`` (all nodes if None) and the node ids."""
         d = self.data
         if nodes is None:
@@ -224,7 +241,7 @@ class OgbNodeTask(Task):
             ei, ea = d.edge_index, d.edge_attr
         else:
             ei, ea = subgraph(nodes, d.edge_index, d.edge_attr, relabel_nodes=True, num_nodes=d.num_nodes)
-        x = d.x[nodes].to(self.device)
+        x = (d.x if x_all is None else x_all)[nodes].to(self.device)
         ea = ea.float().to(self.device) if ea is not None else None
         return model(x, ei.to(self.device), ea), nodes
 
@@ -240,10 +257,16 @@ class OgbNodeTask(Task):
         model.train()
         train_mask = torch.zeros(self.data.num_nodes, dtype=torch.bool)
         train_mask[self.split["train"]] = True
+        x_all = None
+        if self.use_labels:                      # a fresh random half of the training labels as input
+            train = self.split["train"]
+            fed = train[torch.randperm(len(train), generator=self.gen)[: int(len(train) * self.label_rate)]]
+            train_mask[fed] = False
+            x_all = self._inputs(fed)
         parts = self._parts(int(self.train_cfg.get("parts", 10)), self.gen) if self.partitioned else [None]
         losses = []
         for nodes in parts:
-            out, ids = self._forward(model, nodes)
+            out, ids = self._forward(model, nodes, x_all)
             mask = train_mask[ids].to(self.device)
             if not mask.any():
                 continue
@@ -257,8 +280,9 @@ class OgbNodeTask(Task):
     @torch.no_grad()
     def predict(self, model: nn.Module) -> Tensor:
         model.eval()
+        x_all = self._inputs(self.split["train"]) if self.use_labels else None
         if not self.partitioned:
-            return self._forward(model, None)[0].cpu()
+            return self._forward(model, None, x_all)[0].cpu()
         # ``eval_repeats`` fixed partitions (seeds 12345, 12346, ...: the same every call, so evaluations are
         # comparable); each node's prediction is the mean over them, which evens out the edges a single
         # partition cuts. Multi-label outputs are averaged as probabilities, multi-class ones as softmax.
@@ -268,7 +292,7 @@ class OgbNodeTask(Task):
         out = torch.zeros(self.data.num_nodes, self.num_out)
         for r in range(repeats):
             for nodes in self._parts(int(self.train_cfg.get("eval_parts", 5)), torch.Generator().manual_seed(12345 + r)):
-                logits = self._forward(model, nodes)[0].cpu()
+                logits = self._forward(model, nodes, x_all)[0].cpu()
                 out[nodes] += torch.sigmoid(logits) if self.multilabel else logits.softmax(-1)
         return out / repeats
 

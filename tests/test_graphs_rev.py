@@ -12,7 +12,7 @@ from pointseg.cli import main
 
 # Targets from design.md §4 / issue 8 (RevGNN reference models), not from this implementation.
 REV_COUNTS = {"revgnn-deep-ogbn-proteins": 20_031_384, "revgnn-wide-ogbn-proteins": 68_471_608,
-              "revgcn-ogbn-arxiv": 262_056}
+              "revgcn-ogbn-arxiv": 262_056, "revgat-ogbn-arxiv": 2_098_256}
 FINAL = re.compile(r"^test (\S+) (\d\.\d+) ± (\d\.\d+) \| valid (\d\.\d+) ± (\d\.\d+)", re.M)
 
 
@@ -55,6 +55,17 @@ def test_arxiv_revgcn_builds_with_the_reference_count_and_formula():
     assert rest + 28 * 2 * branch == REV_COUNTS["revgcn-ogbn-arxiv"]
 
 
+def test_revgat_count_follows_the_reference_layer_shapes():
+    """RevGAT (arXiv): GAT(168 -> 3x256, residual, no target attention, no bias), 3 reversible layers
+    of 2 branches BatchNorm(384) + GAT(384 -> 3x128, residual), BatchNorm(768), GAT(768 -> 40, one
+    head, residual) + output bias."""
+    def gat(cin, heads, c, residual=True, bias=False):   # W, a_src, W_res, b
+        return cin * heads * c + heads * c + (cin * heads * c if residual else 0) + (heads * c if bias else 0)
+    total = gat(168, 3, 256) + 3 * 2 * (2 * 384 + gat(384, 3, 128)) + 2 * 768 + gat(768, 1, 40, bias=True)
+    assert total == REV_COUNTS["revgat-ogbn-arxiv"]
+    assert count_parameters(build_preset("revgat-ogbn-arxiv")) == total
+
+
 def test_weight_tied_rev_backbone_count_does_not_depend_on_depth():
     base = dict(backbone="rev", channels=8, in_channels=5, out_channels=3, weight_tied=True, norm="layer")
     n3 = count_parameters(GraphNet(GraphNetConfig(layers=3, **base)))
@@ -66,8 +77,9 @@ def test_weight_tied_rev_backbone_count_does_not_depend_on_depth():
 def test_rev_backbone_refuses_bad_widths():
     with pytest.raises(ValueError, match="divisible by groups"):
         GraphNet(GraphNetConfig(backbone="rev", channels=9, groups=2, in_channels=4, out_channels=2))
-    with pytest.raises(ValueError, match="node encoder"):
-        GraphNet(GraphNetConfig(backbone="rev", channels=8, in_channels=4, out_channels=2, node_encoder="none"))
+    # without a node encoder a first convolution maps the input to the stack's width (RevGAT)
+    net = GraphNet(GraphNetConfig(backbone="rev", channels=8, in_channels=4, out_channels=2, node_encoder="none"))
+    assert net.backbone.first.in_channels == 4 and net.backbone.first.out_channels == 8
 
 
 def _tiny_graph(n=12, e=30, seed=0):
@@ -106,6 +118,30 @@ def test_memory_saving_gradients_equal_plain_autograd_for_the_graph_model(norm):
             torch.testing.assert_close(bufs[0][k], bufs[1][k], rtol=1e-9, atol=0)
 
 
+def test_reversible_gat_gradients_equal_plain_autograd_with_edge_drop():
+    """RevGAT in float64, training mode, with every random draw the layers make (edge drop, attention
+    dropout, shared dropout): the memory-saving backward replays them and equals plain autograd."""
+    torch.manual_seed(0)
+    cfg = GraphNetConfig(backbone="rev", conv="gat", layers=3, channels=12, groups=2, heads=3, attn_dst=False,
+                         gat_residual=True, gat_bias=False, sym_norm=True, edge_drop=0.3, attn_dropout=0.2,
+                         norm="batch", node_encoder="none", in_channels=6, out_channels=3, head="conv",
+                         dropout=0.3, input_dropout=0.1)
+    fast = GraphNet(cfg).double().train()
+    plain = copy.deepcopy(fast)
+    plain.backbone.stack.memory_saving = False
+    x, ei, _ = _tiny_graph()
+    grads = []
+    for net in (fast, plain):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(1)
+        out = net(xi, ei)
+        (out.sin() * torch.arange(out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append([xi.grad] + [p.grad for p in net.parameters()])
+    assert all(a is not None for a in grads[0])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("revgraphs")
@@ -137,6 +173,32 @@ def test_revgcn_arxiv_preset_with_batchnorm_trains_from_cli(roots, tmp_path, cap
     m, first, last = _train(capsys, "ogbn-arxiv", "revgcn-ogbn-arxiv", roots["ogbn-arxiv"], tmp_path / "a",
                             "--epochs", "5", "--set", "layers=3", "--set", "channels=16")
     assert m.group(1) == "acc" and last < first and float(m.group(2)) > 0.4
+
+
+def test_revgat_arxiv_preset_trains_from_cli_with_label_inputs(roots, tmp_path, capsys):
+    m, first, last = _train(capsys, "ogbn-arxiv", "revgat-ogbn-arxiv", roots["ogbn-arxiv"], tmp_path / "g",
+                            "--epochs", "8", "--set", "layers=2", "--set", "channels=24", "--set", "dropout=0.1",
+                            "--train-set", "lr=0.01")
+    assert m.group(1) == "acc" and last < first and float(m.group(2)) > 0.4   # 3 classes used: chance 1/3
+    ck = torch.load(tmp_path / "g" / "run0" / "best.pt", weights_only=True)
+    assert ck["model_config"]["conv"] == "gat" and ck["model_config"]["in_channels"] == 128 + 40
+
+
+def test_label_inputs_feed_half_the_training_labels_in_training_and_all_in_evaluation(roots):
+    from graphs.tasks import make_task
+    task = make_task("ogbn-arxiv", str(roots["ogbn-arxiv"]), {"use_labels": True}, torch.device("cpu"))
+    assert task.data_widths()["in_channels"] == 128 + 40
+    seen = []
+    task._forward = lambda model, nodes, x_all=None: seen.append(x_all) or (torch.zeros(90, 40, requires_grad=True), torch.arange(90))
+    model = torch.nn.Linear(1, 1)
+    task.train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    task.predict(model)
+    train = task.split["train"]
+    fed_train, fed_eval = (x[:, 128:].sum(1) > 0 for x in seen)
+    assert int(fed_train.sum()) == len(train) // 2 and bool(fed_train[train].sum() == len(train) // 2)
+    assert torch.equal(fed_eval.nonzero().view(-1), train.sort().values)
+    y = task.data.y.view(-1)
+    assert torch.equal(seen[1][train, 128:].argmax(1), y[train])
 
 
 def test_generic_weight_tied_revgnn_trains_on_cora_and_checkpoint_evaluates(roots, tmp_path, capsys):

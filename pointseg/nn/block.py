@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .edge_conv import EdgeConv
+from .gat_conv import GATConv
 from .gen_conv import GENConv
 from .gin_conv import GINConv
 from .graph import channel_dim
@@ -29,15 +30,24 @@ from .sage_conv import SAGEConv
 
 BLOCK_KINDS = ("plain", "res", "dense", "res+")
 CONVS: dict[str, type[nn.Module]] = {
-    "edge": EdgeConv, "mr": MRConv, "sage": SAGEConv, "gin": GINConv, "gen": GENConv,
+    "edge": EdgeConv, "mr": MRConv, "sage": SAGEConv, "gin": GINConv, "gen": GENConv, "gat": GATConv,
 }
 
 
 def make_conv(kind: str, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
-    """Build a convolution by name: ``edge`` | ``mr`` | ``sage`` | ``rsage`` | ``gin`` | ``gen``."""
+    """Build a convolution by name: ``edge`` | ``mr`` | ``sage`` | ``rsage`` | ``gin`` | ``gen`` | ``gat``.
+
+    ``out_channels`` is always the output width: a ``gat`` with ``heads=H`` (concatenated) gets
+    ``out_channels / H`` channels per head.
+    """
     kind = kind.lower()
     if kind == "rsage":
         return SAGEConv(in_channels, out_channels, relative=True, **kwargs)
+    if kind == "gat" and kwargs.get("concat", True):
+        heads = int(kwargs.get("heads", 1))
+        if heads < 1 or out_channels % heads:
+            raise ValueError(f"gat: out_channels={out_channels} must be divisible by heads={heads}")
+        return GATConv(in_channels, out_channels // heads, **kwargs)
     if kind not in CONVS:
         raise ValueError(f"conv must be one of {sorted(CONVS) + ['rsage']}, got {kind!r}")
     return CONVS[kind](in_channels, out_channels, **kwargs)
