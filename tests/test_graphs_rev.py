@@ -88,29 +88,36 @@ def _tiny_graph(n=12, e=30, seed=0):
     return torch.randn(n, 6, generator=g, dtype=torch.float64), ei, torch.randn(e, 3, generator=g, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("norm", ["layer", "batch"])
-def test_memory_saving_gradients_equal_plain_autograd_for_the_graph_model(norm):
-    """Full GraphNet (edge encoders, learnable softmax t, shared dropout, training mode) in float64:
-    the reversible backward equals plain autograd; with BatchNorm the running statistics are
-    updated exactly once (same as plain autograd) despite the recomputation."""
+def _assert_memory_saving_grads_equal_plain(cfg: GraphNetConfig, edge_attr: bool) -> tuple[GraphNet, GraphNet]:
+    """Train-mode float64 GraphNet with its rev stack memory-saving and a plain-autograd copy: the same
+    random draws (seeded alike), equal gradients for the inputs and every parameter."""
     torch.manual_seed(0)
-    cfg = GraphNetConfig(backbone="rev", layers=4, channels=8, groups=2, in_channels=6, out_channels=3,
-                         aggr="softmax", learn_t=True, mlp_layers=2, norm=norm, conv_edge="linear",
-                         edge_encoder="linear", edge_channels=3, dropout=0.3)
     fast = GraphNet(cfg).double().train()
     plain = copy.deepcopy(fast)
     plain.backbone.stack.memory_saving = False
     x, ei, ea = _tiny_graph()
     grads = []
     for net in (fast, plain):
-        xi, eai = x.clone().requires_grad_(), ea.clone().requires_grad_()
+        inputs = [x.clone().requires_grad_()] + ([ea.clone().requires_grad_()] if edge_attr else [])
         torch.manual_seed(1)
-        out = net(xi, ei, eai)
+        out = net(inputs[0], ei, *inputs[1:])
         (out.sin() * torch.arange(out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
-        grads.append([xi.grad, eai.grad] + [p.grad for p in net.parameters()])
+        grads.append([t.grad for t in inputs] + [p.grad for p in net.parameters()])
     assert all(a is not None for a in grads[0])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    return fast, plain
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_memory_saving_gradients_equal_plain_autograd_for_the_graph_model(norm):
+    """Full GraphNet (edge encoders, learnable softmax t, shared dropout, training mode) in float64:
+    the reversible backward equals plain autograd; with BatchNorm the running statistics are
+    updated exactly once (same as plain autograd) despite the recomputation."""
+    cfg = GraphNetConfig(backbone="rev", layers=4, channels=8, groups=2, in_channels=6, out_channels=3,
+                         aggr="softmax", learn_t=True, mlp_layers=2, norm=norm, conv_edge="linear",
+                         edge_encoder="linear", edge_channels=3, dropout=0.3)
+    fast, plain = _assert_memory_saving_grads_equal_plain(cfg, edge_attr=True)
     if norm == "batch":
         bufs = [dict(m.named_buffers()) for m in (fast, plain)]
         assert any("running_mean" in k for k in bufs[0])
@@ -121,25 +128,11 @@ def test_memory_saving_gradients_equal_plain_autograd_for_the_graph_model(norm):
 def test_reversible_gat_gradients_equal_plain_autograd_with_edge_drop():
     """RevGAT in float64, training mode, with every random draw the layers make (edge drop, attention
     dropout, shared dropout): the memory-saving backward replays them and equals plain autograd."""
-    torch.manual_seed(0)
     cfg = GraphNetConfig(backbone="rev", conv="gat", layers=3, channels=12, groups=2, heads=3, attn_dst=False,
                          gat_residual=True, gat_bias=False, sym_norm=True, edge_drop=0.3, attn_dropout=0.2,
                          norm="batch", node_encoder="none", in_channels=6, out_channels=3, head="conv",
                          dropout=0.3, input_dropout=0.1)
-    fast = GraphNet(cfg).double().train()
-    plain = copy.deepcopy(fast)
-    plain.backbone.stack.memory_saving = False
-    x, ei, _ = _tiny_graph()
-    grads = []
-    for net in (fast, plain):
-        xi = x.clone().requires_grad_()
-        torch.manual_seed(1)
-        out = net(xi, ei)
-        (out.sin() * torch.arange(out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
-        grads.append([xi.grad] + [p.grad for p in net.parameters()])
-    assert all(a is not None for a in grads[0])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    _assert_memory_saving_grads_equal_plain(cfg, edge_attr=False)
 
 
 @pytest.fixture(scope="module")
