@@ -18,9 +18,15 @@ features = mean of incoming edge features, 112 binary tasks, BCE loss), backbone
 (dilation 1), backbones built from ``EdgeConv``, 13-class cross-entropy. For the DEQ the "depth" is the
 number of solver iterations (tolerance 0, so it runs them all, forward and backward).
 
-Usage (a smoke run by default; the numbers in docs/reversible.md come from the second line):
+With ``--train-epochs E`` each model is also trained for ``E`` full-batch epochs on data with a
+signal (see ``_learnable_data``) and its validation metric is reported and plotted against memory,
+as in the RevGNN figure.
+
+Usage (a smoke run by default; the numbers in docs/reversible.md come from the last two lines):
     PYTHONPATH=$PWD python tools/bench_memory.py
     PYTHONPATH=$PWD python tools/bench_memory.py --depths 8,64,256,1001 --out runs/bench_memory
+    PYTHONPATH=$PWD python tools/bench_memory.py --depths 2,8,32 --nodes 4000 --points 512 \
+        --train-epochs 40 --out runs/bench_memory_metric
 """
 from __future__ import annotations
 
@@ -34,6 +40,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 BACKBONES = ("residual", "reversible", "weight-tied", "deq")
 GRAPHS = ("sparse", "points")
@@ -164,6 +173,52 @@ def _build(spec: dict):
     return Net()
 
 
+def _learnable_data(spec: dict):
+    """Data with a signal, for ``--train-epochs``: ``(x, edge_index, y)`` for training and for validation.
+
+    sparse: a planted-partition graph (8 communities, 90% of edges inside one), every edge carries the
+    one-hot community of its source plus noise, node features = mean of incoming edge features (as
+    ogbn-proteins builds them); task t is positive for the communities in a fixed random subset, so the
+    112 labels follow the community, which a node's own noisy features only hint at. Validation: a
+    random 20% of the nodes (same graph, transductive). points: a block whose 13 classes are slabs along
+    x; the features are the coordinates with noise (sigma 0.3 of a slab), so neighbours help. Validation:
+    a second block drawn the same way."""
+    import torch
+    g = torch.Generator().manual_seed(1)
+    if spec["graph"] == "sparse":
+        n, e, comms = spec["nodes"], spec["nodes"] * spec["degree"], 8
+        comm = torch.randint(0, comms, (n,), generator=g)
+        dst = torch.randint(0, n, (e,), generator=g)
+        members = [torch.nonzero(comm == c).view(-1) for c in range(comms)]
+        inside = torch.rand(e, generator=g) < 0.9
+        src = torch.randint(0, n, (e,), generator=g)
+        for c in range(comms):
+            sel = inside & (comm[dst] == c)
+            src[sel] = members[c][torch.randint(0, len(members[c]), (int(sel.sum()),), generator=g)]
+        ei = torch.stack([src, dst])
+        edge_attr = torch.nn.functional.one_hot(comm[src], comms).float() + 1.5 * torch.rand(e, comms, generator=g)
+        deg = torch.zeros(n).index_add_(0, dst, torch.ones(e)).clamp_(min=1)
+        x = torch.zeros(n, comms).index_add_(0, dst, edge_attr) / deg[:, None]
+        y = (torch.rand(comms, 112, generator=g) < 0.5).float()[comm]
+        valid = torch.rand(n, generator=g) < 0.2
+        return (x, ei, y, ~valid), (x, ei, y, valid)
+
+    def block():
+        pos = torch.rand(1, 3, spec["points"], generator=g)
+        y = (pos[:, 0] * 13).long().clamp_(max=12)
+        x = torch.cat([pos + torch.randn(pos.shape, generator=g) * 0.3 / 13, torch.zeros(1, 6, pos.shape[2])], 1)
+        return x, None, y, None
+    return block(), block()
+
+
+def _metric(spec: dict, out, y, mask) -> float:
+    """sparse: ROC-AUC averaged over the tasks (validation nodes); points: overall accuracy."""
+    if spec["graph"] == "sparse":
+        from sklearn.metrics import roc_auc_score
+        return float(roc_auc_score(y[mask].cpu().numpy(), out[mask].detach().cpu().numpy(), average="macro"))
+    return float((out.argmax(1) == y).float().mean())
+
+
 def _data(spec: dict):
     import torch
     g = torch.Generator().manual_seed(1)
@@ -187,11 +242,16 @@ def worker(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     dev = torch.device(spec["device"])
     model = _build(spec).to(dev).train()
-    x, ei, y = (t.to(dev) if t is not None else None for t in _data(spec))
+    epochs = spec.get("train_epochs", 0)
+    if epochs:
+        (x, ei, y, mask), valid = ([t.to(dev) if t is not None else None for t in part] for part in _learnable_data(spec))
+    else:
+        x, ei, y = (t.to(dev) if t is not None else None for t in _data(spec))
+        mask = None
     if spec.get("optimizer", "adam") == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=spec.get("lr", 1e-3))
     else:                                   # plain SGD keeps no per-parameter state
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        opt = torch.optim.SGD(model.parameters(), lr=spec.get("lr", 1e-3))
     loss_fn = torch.nn.BCEWithLogitsLoss() if spec["graph"] == "sparse" else torch.nn.CrossEntropyLoss()
     params = sum(p.numel() for p in model.parameters())
     if dev.type == "cuda":
@@ -201,19 +261,33 @@ def worker(spec: dict) -> dict:
     else:
         base = _rss_mb()
     t0 = time.perf_counter()
-    with _LiveSampler() if dev.type == "cpu" else contextlib.nullcontext() as live:
+    def step():
         opt.zero_grad()
-        loss = loss_fn(model(x, ei), y)
+        out = model(x, ei)
+        loss = loss_fn(out if mask is None else out[mask], y if mask is None else y[mask])
         loss.backward()
         opt.step()
+        return loss
+
+    with _LiveSampler() if dev.type == "cpu" else contextlib.nullcontext() as live:
+        loss = step()
     if dev.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     live_mb = live.increment_mb() if live is not None else None
-    return dict(spec, params=params, base_mb=base, peak_mb=peak, step_mb=peak - base, live_mb=live_mb,
-                seconds=time.perf_counter() - t0, loss=float(loss))
+    res = dict(spec, params=params, base_mb=base, peak_mb=peak, step_mb=peak - base, live_mb=live_mb,
+               seconds=time.perf_counter() - t0, loss=float(loss))
+    if epochs:                                  # memory is that of the first step, measured above
+        for _ in range(epochs - 1):
+            loss = step()
+        model.eval()
+        with torch.no_grad():
+            vx, vei, vy, vmask = valid
+            res["valid_metric"] = _metric(spec, model(vx, vei), vy, vmask)
+        res["final_loss"] = float(loss)
+    return res
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,8 +296,7 @@ def worker(spec: dict) -> dict:
 
 def run_one(spec: dict, timeout: float, mmap_threshold: int) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(mmap_threshold))
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     try:
         p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
                            capture_output=True, text=True, timeout=timeout)
@@ -241,11 +314,12 @@ def _opt_mb(r: dict) -> float:
 
 
 def table(results: list[dict], device: str) -> str:
+    metric = any("valid_metric" in r for r in results)
     what = "peak RSS" if device == "cpu" else "max allocated"
     lines = [f"| graph | backbone | depth | params | {what} (MB) | step increment (MB) | grads (+Adam) (MB) | "
              f"rest: activations + workspace (MB) | rest / shallowest | live malloc peak (MB) | "
-             f"live / shallowest | time (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"live / shallowest | time (s) |" + (" validation metric |" if metric else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if metric else "")]
     first_live: dict[tuple, float] = {}
     first: dict[tuple, float] = {}
     for r in results:
@@ -265,7 +339,7 @@ def table(results: list[dict], device: str) -> str:
             live_s = "n/a | "
         lines.append(f"| {r['graph']} | {r['backbone']} | {r['depth']} | {r['params']:,} | {r['peak_mb']:.0f} | "
                      f"{r['step_mb']:.1f} | {_opt_mb(r):.1f} | {rest:.1f} | {ratio:.2f}x | {live_s} | "
-                     f"{r['seconds']:.1f} |")
+                     f"{r['seconds']:.1f} |" + (f" {r['valid_metric']:.4f} |" if metric else ""))
     return "\n".join(lines)
 
 
@@ -273,10 +347,30 @@ def plot(results: list[dict], path: Path, device: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from pointseg.io.atomic import atomic_path
     graphs = [g for g in GRAPHS if any(r["graph"] == g for r in results)]
-    fig, axes = plt.subplots(1, len(graphs), figsize=(6 * len(graphs), 4.5), squeeze=False)
+    metric = any("valid_metric" in r for r in results)
+    fig, axes = plt.subplots(2 if metric else 1, len(graphs), figsize=(6 * len(graphs), 9 if metric else 4.5),
+                             squeeze=False)
+    if metric:           # memory against validation metric, one marker per run (the RevGNN figure)
+        for ax, g in zip(axes[1], graphs):
+            for b in BACKBONES:
+                pts = [(r["step_mb"], r["valid_metric"], r["depth"]) for r in results
+                       if r["graph"] == g and r["backbone"] == b and "valid_metric" in r]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=b)
+                    for mem, val, d in pts:
+                        ax.annotate(str(d), (mem, val), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel("step memory increment (MB)")
+            ax.set_ylabel("validation ROC-AUC" if g == "sparse" else "validation accuracy")
+            ax.set_title(f"{g}: memory against validation metric (labels: depth)")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
     for ax, g in zip(axes[0], graphs):
         for b in BACKBONES:
             pts = [(r["depth"], r["step_mb"]) for r in results
@@ -315,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mmap-threshold", type=int, default=131072,
                     help="MALLOC_MMAP_THRESHOLD_ of the CPU workers (design.md: 131072; lower it to keep glibc "
                          "heap fragmentation from small freed blocks out of the resident-set peak)")
+    ap.add_argument("--train-epochs", type=int, default=0,
+                    help="also train each model this many full-batch epochs on data with a signal and report a "
+                         "validation metric (plotted against memory); memory is still that of the first step")
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate (matters with --train-epochs)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     ap.add_argument("--out", default=None, help="write OUT.md (table) and OUT.png (plot); print only if omitted")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -348,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     for g, b, d in tqdm(jobs, desc="bench_memory", unit="run"):
         spec = dict(graph=g, backbone=b, depth=d, nodes=args.nodes, degree=args.degree, points=args.points,
                     channels=args.channels, groups=args.groups, k=args.k, device=args.device,
-                    threads=args.threads, optimizer=args.optimizer)
+                    threads=args.threads, optimizer=args.optimizer, train_epochs=args.train_epochs, lr=args.lr)
         done = [r for r in results if r["graph"] == g and r["backbone"] == b and "peak_mb" in r]
         if len(done) >= 2:
             (d0, m0), (d1, m1) = [(r["depth"], r["peak_mb"]) for r in done[-2:]]
