@@ -212,10 +212,13 @@ def _learnable_data(spec: dict):
 
 
 def _metric(spec: dict, out, y, mask) -> float:
-    """sparse: ROC-AUC averaged over the tasks (validation nodes); points: overall accuracy."""
+    """sparse: ROC-AUC averaged over the tasks with both classes among the validation nodes (as OGB's
+    ogbn-proteins evaluator does); points: overall accuracy."""
     if spec["graph"] == "sparse":
         from sklearn.metrics import roc_auc_score
-        return float(roc_auc_score(y[mask].cpu().numpy(), out[mask].detach().cpu().numpy(), average="macro"))
+        yt, yp = y[mask].cpu().numpy(), out[mask].detach().cpu().numpy()
+        both = [t for t in range(yt.shape[1]) if 0 < yt[:, t].sum() < yt.shape[0]]
+        return float(sum(roc_auc_score(yt[:, t], yp[:, t]) for t in both) / max(1, len(both)))
     return float((out.argmax(1) == y).float().mean())
 
 
