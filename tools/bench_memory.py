@@ -366,9 +366,6 @@ def plot(results: list[dict], path: Path, device: str) -> None:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=b)
                     for mem, val, d in pts:
                         ax.annotate(str(d), (mem, val), textcoords="offset points", xytext=(4, 4), fontsize=8)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("step memory increment (MB)")
             ax.set_ylabel("validation ROC-AUC" if g == "sparse" else "validation accuracy")
             ax.set_title(f"{g}: memory against validation metric (labels: depth)")
@@ -381,6 +378,9 @@ def plot(results: list[dict], path: Path, device: str) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=b)
         ax.set_xscale("log")
+        ax.set_xticks(sorted({r["depth"] for r in results if r["graph"] == g}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("layers (DEQ: solver iterations)")
         ax.set_ylabel(f"step memory increment (MB, {'CPU RSS' if device == 'cpu' else 'CUDA allocated'})")
         ax.set_title(f"{g}: peak memory of one training step")
