@@ -175,6 +175,7 @@ def test_revgat_arxiv_preset_trains_from_cli_with_label_inputs(roots, tmp_path, 
     assert m.group(1) == "acc" and last < first and float(m.group(2)) > 0.4   # 3 classes used: chance 1/3
     ck = torch.load(tmp_path / "g" / "run0" / "best.pt", weights_only=True)
     assert ck["model_config"]["conv"] == "gat" and ck["model_config"]["in_channels"] == 128 + 40
+    assert main(["graphs", "evaluate", str(tmp_path / "g" / "run0" / "best.pt")]) == 0   # label inputs again
 
 
 def test_label_inputs_feed_half_the_training_labels_in_training_and_all_in_evaluation(roots):
