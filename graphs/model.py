@@ -25,7 +25,8 @@ The ``rev`` backbone is RevGNN's (:mod:`pointseg.nn.reversible`): ``layers`` gro
 on the encoded features (no separate first conv), each group branch ``conv(drop(ReLU(norm(h))))`` with
 ``C/G -> C/G`` convolutions and one dropout mask per forward shared by all layers, then the ``res+``
 ending ``dropout(ReLU(norm(h)))``. With ``node_encoder="none"`` a first bare convolution maps the
-input to ``C`` (RevGAT: GAT, reversible GAT layers, ``head="conv"``). Activation memory does not grow with depth; it returns only its output.
+input to ``C`` (RevGAT: GAT, reversible GAT layers, ``head="conv"``). Activation memory does not
+grow with depth; it returns only its output.
 """
 from __future__ import annotations
 
