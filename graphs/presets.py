@@ -78,14 +78,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         train=dict(lr=0.01, epochs=500)),
     # RevGAT (ogbn-arxiv): GAT 168 -> 3 x 256, 3 reversible GAT layers (2 groups), GAT -> 40. The
     # 168 inputs are the 128 features + the 40-class one-hot of the training labels fed as input
-    # (train option use_labels), as in the reference run.
+    # (use_labels, one label-reuse iteration), trained as the reference run: RMSprop, 50-epoch warm-up,
+    # log(eps + CE) loss.
     "revgat-ogbn-arxiv": dict(
         dataset="ogbn-arxiv", params=2_098_256,
         model=dict(backbone="rev", conv="gat", layers=3, channels=768, groups=2, heads=3, attn_dst=False,
                    gat_residual=True, gat_bias=False, sym_norm=True, edge_drop=0.3, norm="batch",
                    node_encoder="none", in_channels=168, out_channels=40, head="conv", dropout=0.75,
                    input_dropout=0.25),
-        train=dict(lr=0.002, epochs=2000, use_labels=True)),
+        train=dict(lr=0.002, epochs=2000, optimizer="rmsprop", warmup_epochs=50, loss="log_ce",
+                   use_labels=True, label_iters=1)),
     # Generic presets: widths (and encoders) come from the dataset (graphs.tasks.adapt_model).
     "deepergcn": dict(
         dataset=None, params=None,

@@ -14,6 +14,8 @@ Metrics of OGB datasets come from ogb's ``Evaluator``.
 """
 from __future__ import annotations
 
+import math
+
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -101,6 +103,17 @@ class Task(ABC):
         from ogb.nodeproppred import Evaluator as NE
         ev = {"ogbn": NE, "ogbg": GE, "ogbl": LE}[self.family](self.name)
         return float(ev.eval({"y_true": y_true.cpu().numpy(), "y_pred": y_pred.cpu().numpy()})[ev.eval_metric])
+
+
+def log_cross_entropy(logits: Tensor, y: Tensor, eps: float = 1.0 - math.log(2.0)) -> Tensor:
+    r"""Mean over nodes of :math:`\log(\varepsilon + \mathrm{CE}_i) - \log \varepsilon`,
+    :math:`\varepsilon = 1 - \ln 2` (the arXiv GAT / RevGAT training loss: it damps confidently wrong
+    nodes' gradients relative to plain cross-entropy)."""
+    ce = F.cross_entropy(logits, y, reduction="none")
+    return (torch.log(eps + ce) - math.log(eps)).mean()
+
+
+NODE_LOSSES = {"ce", "log_ce"}
 
 
 def _node_loss(logits: Tensor, y: Tensor, multilabel: bool) -> Tensor:
@@ -203,14 +216,26 @@ class OgbNodeTask(Task):
                 _, ids = torch.unique(species.view(-1), return_inverse=True)
                 data.x = torch.cat([data.x, F.one_hot(ids, 8 if int(ids.max()) < 8 else int(ids.max()) + 1).float()], 1)
         data.x = data.x.float()
-        # Label reuse (the arXiv GAT / RevGAT input trick): the one-hot training labels of some nodes are
-        # extra input channels. Training feeds a random half of the training nodes' labels and learns on the
-        # other half; evaluation feeds every training label. No label-reuse iterations.
-        self.use_labels = bool(self.train_cfg.get("use_labels", False))
-        self.label_rate = float(self.train_cfg.get("label_rate", 0.5))
+        # Label inputs (the arXiv GAT / RevGAT trick): the one-hot training labels of some nodes are extra
+        # input channels. Each training epoch feeds the labels of a random ``label_rate`` of the training nodes
+        # (one Bernoulli draw per node) and learns on the others; evaluation feeds every training label. With
+        # ``label_iters`` the label channels of the other nodes are then filled with the model's own softmax
+        # predictions that many times (label reuse), without gradients, before the forward that counts.
+        t = self.train_cfg
+        self.use_labels = bool(t.get("use_labels", False))
+        self.label_rate = float(t.get("label_rate", 0.5))
+        self.label_iters = int(t.get("label_iters", 0))
+        self.loss_kind = str(t.get("loss", "ce"))
+        kind = "multi-label" if self.multilabel else "multi-class"
         if self.use_labels and (self.multilabel or not 0.0 < self.label_rate < 1.0):
             raise ValueError(f"use_labels needs a multi-class task and 0 < label_rate < 1 ({self.name}: "
-                             f"{'multi-label' if self.multilabel else 'multi-class'}, label_rate={self.label_rate})")
+                             f"{kind}, label_rate={self.label_rate})")
+        if self.label_iters and (not self.use_labels or self.name in PARTITIONED or self.label_iters < 0):
+            raise ValueError(f"label_iters={self.label_iters} needs use_labels=true and a task trained on the "
+                             f"whole graph ({self.name})")
+        if self.loss_kind not in NODE_LOSSES or (self.loss_kind == "log_ce" and self.multilabel):
+            raise ValueError(f"train option loss must be one of {sorted(NODE_LOSSES)} (log_ce: multi-class "
+                             f"only), got {self.loss_kind!r} for {kind} {self.name}")
         self.partitioned = self.name in PARTITIONED
         if not self.partitioned:
             ei = to_undirected(data.edge_index, num_nodes=data.num_nodes)
@@ -251,18 +276,32 @@ class OgbNodeTask(Task):
 
     def _loss(self, out: Tensor, nodes: Tensor, mask: Tensor) -> Tensor:
         y = self.data.y[nodes][mask].to(self.device)
+        if self.loss_kind == "log_ce":
+            return log_cross_entropy(out[mask], y.view(-1))
         return _node_loss(out[mask], y, self.multilabel)
+
+    def _reuse_labels(self, model: nn.Module, x_all: Tensor, unlabeled: Tensor) -> Tensor:
+        """``label_iters`` times: the label channels of ``unlabeled`` nodes <- softmax of the prediction."""
+        x_all = x_all.clone()
+        for _ in range(self.label_iters):
+            with torch.no_grad():
+                pred = self._forward(model, None, x_all)[0].cpu()
+            x_all[unlabeled, -self.num_out:] = pred[unlabeled].softmax(-1)
+        return x_all
 
     def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
         model.train()
         train_mask = torch.zeros(self.data.num_nodes, dtype=torch.bool)
         train_mask[self.split["train"]] = True
         x_all = None
-        if self.use_labels:                      # a fresh random half of the training labels as input
+        if self.use_labels:                      # a fresh random subset of the training labels as input
             train = self.split["train"]
-            fed = train[torch.randperm(len(train), generator=self.gen)[: int(len(train) * self.label_rate)]]
-            train_mask[fed] = False
-            x_all = self._inputs(fed)
+            fed = torch.rand(len(train), generator=self.gen) < self.label_rate
+            train_mask[train[fed]] = False
+            x_all = self._inputs(train[fed])
+            if self.label_iters:
+                x_all = self._reuse_labels(model, x_all, torch.cat([train[~fed], self.split["valid"],
+                                                                    self.split["test"]]))
         parts = self._parts(int(self.train_cfg.get("parts", 10)), self.gen) if self.partitioned else [None]
         losses = []
         for nodes in parts:
@@ -281,6 +320,8 @@ class OgbNodeTask(Task):
     def predict(self, model: nn.Module) -> Tensor:
         model.eval()
         x_all = self._inputs(self.split["train"]) if self.use_labels else None
+        if self.label_iters:
+            x_all = self._reuse_labels(model, x_all, torch.cat([self.split["valid"], self.split["test"]]))
         if not self.partitioned:
             return self._forward(model, None, x_all)[0].cpu()
         # ``eval_repeats`` fixed partitions (seeds 12345, 12346, ...: the same every call, so evaluations are

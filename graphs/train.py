@@ -78,6 +78,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ck
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+
+
+def make_optimizer(params, train_cfg: dict[str, Any], lr: float) -> torch.optim.Optimizer:
+    """Train options ``optimizer`` (adam | rmsprop; RevGAT's reference uses RMSprop) and ``weight_decay``."""
+    name = str(train_cfg.get("optimizer", "adam")).lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"train option optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=float(train_cfg.get("weight_decay", 0.0)))
+
+
+def warmup_lr(lr: float, epoch: int, warmup: int) -> float:
+    """Learning rate of 1-based ``epoch``: linear warm-up ``lr * epoch / warmup`` over the first ``warmup``
+    epochs, then ``lr``."""
+    return lr * epoch / warmup if 0 < warmup and epoch <= warmup else lr
+
+
 def run_training(dataset: str, preset_name: str, root: str, epochs: int | None = None, runs: int = 1,
                  device: str = "cpu", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  lr: float | None = None, seed: int = 0, overwrite: bool = False,
@@ -100,12 +117,15 @@ def run_training(dataset: str, preset_name: str, root: str, epochs: int | None =
         torch.manual_seed(seed + r)
         task.gen.manual_seed(seed + r)
         model = task.build(cfg).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = make_optimizer(model.parameters(), train_cfg, lr)
+        warmup = int(train_cfg.get("warmup_epochs", 0))
         writer = SummaryWriter(str(out / "tb" / f"run{r}"))
         best = {"valid": float("nan"), "test": float("nan"), "train": float("nan"), "epoch": -1}
         losses: list[float] = []
         bar = tqdm(range(1, epochs + 1), desc=f"{dataset} run {r + 1}/{runs}", disable=not progress, leave=False)
         for epoch in bar:
+            for group in opt.param_groups:
+                group["lr"] = warmup_lr(lr, epoch, warmup)
             loss = task.train_epoch(model, opt)
             losses.append(loss)
             res = task.evaluate(model)

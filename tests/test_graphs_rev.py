@@ -1,5 +1,6 @@
 """RevGNN graph backbone (``backbone="rev"``): exact reference counts, CLI training, exact gradients."""
 import copy
+import math
 import re
 
 import pytest
@@ -171,28 +172,65 @@ def test_revgcn_arxiv_preset_with_batchnorm_trains_from_cli(roots, tmp_path, cap
 def test_revgat_arxiv_preset_trains_from_cli_with_label_inputs(roots, tmp_path, capsys):
     m, first, last = _train(capsys, "ogbn-arxiv", "revgat-ogbn-arxiv", roots["ogbn-arxiv"], tmp_path / "g",
                             "--epochs", "8", "--set", "layers=2", "--set", "channels=24", "--set", "dropout=0.1",
-                            "--train-set", "lr=0.01")
+                            "--train-set", "lr=0.01", "--train-set", "warmup_epochs=2")
     assert m.group(1) == "acc" and last < first and float(m.group(2)) > 0.4   # 3 classes used: chance 1/3
     ck = torch.load(tmp_path / "g" / "run0" / "best.pt", weights_only=True)
     assert ck["model_config"]["conv"] == "gat" and ck["model_config"]["in_channels"] == 128 + 40
     assert main(["graphs", "evaluate", str(tmp_path / "g" / "run0" / "best.pt")]) == 0   # label inputs again
 
 
-def test_label_inputs_feed_half_the_training_labels_in_training_and_all_in_evaluation(roots):
+@pytest.mark.parametrize("label_iters", [0, 1])
+def test_label_inputs_feed_some_training_labels_in_training_and_all_in_evaluation(roots, label_iters):
     from graphs.tasks import make_task
-    task = make_task("ogbn-arxiv", str(roots["ogbn-arxiv"]), {"use_labels": True}, torch.device("cpu"))
+    task = make_task("ogbn-arxiv", str(roots["ogbn-arxiv"]), {"use_labels": True, "label_iters": label_iters},
+                     torch.device("cpu"))
     assert task.data_widths()["in_channels"] == 128 + 40
     seen = []
-    task._forward = lambda model, nodes, x_all=None: seen.append(x_all) or (torch.zeros(90, 40, requires_grad=True), torch.arange(90))
+    logits = torch.randn(90, 40)
+
+    def spy(model, nodes, x_all=None):
+        seen.append(x_all.clone())
+        return logits.clone().requires_grad_(), torch.arange(90)
+    task._forward = spy
     model = torch.nn.Linear(1, 1)
     task.train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    n_train = len(seen)
     task.predict(model)
-    train = task.split["train"]
-    fed_train, fed_eval = (x[:, 128:].sum(1) > 0 for x in seen)
-    assert int(fed_train.sum()) == len(train) // 2 and bool(fed_train[train].sum() == len(train) // 2)
-    assert torch.equal(fed_eval.nonzero().view(-1), train.sort().values)
-    y = task.data.y.view(-1)
-    assert torch.equal(seen[1][train, 128:].argmax(1), y[train])
+    assert n_train == 1 + label_iters and len(seen) == 2 * (1 + label_iters)
+    train, y = task.split["train"], task.data.y.view(-1)
+    others = torch.cat([task.split["valid"], task.split["test"]])
+    lab_train, lab_eval = seen[n_train - 1][:, 128:], seen[-1][:, 128:]
+    onehot_train = lab_train.eq(1).sum(1) == 1
+    fed = train[onehot_train[train]]
+    assert 0.25 * len(train) < len(fed) < 0.75 * len(train)          # about label_rate = 0.5 of them
+    assert torch.equal(lab_train[fed].argmax(1), y[fed])
+    assert torch.equal(lab_eval[train].argmax(1), y[train]) and bool(lab_eval[train].eq(1).sum(1).eq(1).all())
+    soft = logits.softmax(-1)
+    if label_iters:     # label reuse: the model's own softmax predictions fill the other nodes' label channels
+        not_fed = train[~onehot_train[train]]
+        torch.testing.assert_close(lab_train[not_fed], soft[not_fed])
+        torch.testing.assert_close(lab_eval[others], soft[others])
+    else:
+        assert lab_eval[others].abs().sum() == 0 and lab_train[others].abs().sum() == 0
+
+
+def test_log_cross_entropy_is_the_reference_formula_and_refused_for_multilabel(roots):
+    from graphs.tasks import log_cross_entropy, make_task
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    eps = 1 - math.log(2)
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    assert torch.isclose(log_cross_entropy(logits, y), (torch.log(eps + ce) - math.log(eps)).mean())
+    assert float(log_cross_entropy(torch.eye(4) * 50, torch.arange(4))) < 1e-6     # zero when right
+    with pytest.raises(ValueError, match="log_ce"):
+        make_task("ogbn-proteins", str(roots["ogbn-proteins"]), {"loss": "log_ce"}, torch.device("cpu"))
+    with pytest.raises(ValueError, match="label_iters"):
+        make_task("ogbn-arxiv", str(roots["ogbn-arxiv"]), {"label_iters": 1}, torch.device("cpu"))
+
+
+def test_warmup_lr_is_linear_then_constant():
+    from graphs.train import warmup_lr
+    assert [warmup_lr(0.01, e, 4) for e in (1, 2, 4, 5, 100)] == pytest.approx([0.0025, 0.005, 0.01, 0.01, 0.01])
+    assert warmup_lr(0.01, 1, 0) == 0.01
 
 
 def test_generic_weight_tied_revgnn_trains_on_cora_and_checkpoint_evaluates(roots, tmp_path, capsys):
