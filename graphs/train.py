@@ -79,6 +79,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+# every training option a preset or --train-set may give (read by run_training and the tasks)
+TRAIN_OPTIONS = ("lr", "epochs", "optimizer", "weight_decay", "warmup_epochs", "batch_size", "parts",
+                 "eval_parts", "eval_repeats", "predictor_layers", "use_labels", "label_rate", "label_iters",
+                 "loss")
 
 
 def make_optimizer(params, train_cfg: dict[str, Any], lr: float) -> torch.optim.Optimizer:
@@ -101,6 +105,9 @@ def run_training(dataset: str, preset_name: str, root: str, epochs: int | None =
                  progress: bool = True, train_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     preset = {**get_preset(preset_name), "name": preset_name}
     train_cfg = {**preset["train"], **(train_overrides or {})}
+    unknown = sorted(set(train_cfg) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown training option(s) {unknown} (known: {', '.join(TRAIN_OPTIONS)})")
     dev = torch.device(device)
     task: Task = make_task(dataset, root, train_cfg, dev)
     cfg = task.model_config(preset, overrides or {})

@@ -227,6 +227,13 @@ def test_log_cross_entropy_is_the_reference_formula_and_refused_for_multilabel(r
         make_task("ogbn-arxiv", str(roots["ogbn-arxiv"]), {"label_iters": 1}, torch.device("cpu"))
 
 
+def test_unknown_training_option_is_refused_by_name(roots, tmp_path, capsys):
+    assert main(["graphs", "train", "ogbn-arxiv", "--preset", "revgat-ogbn-arxiv", "--root", str(roots["ogbn-arxiv"]),
+                 "--out", str(tmp_path / "x"), "--no-progress", "--train-set", "label_iter=2"]) == 2
+    assert "unknown training option(s) ['label_iter']" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_warmup_lr_is_linear_then_constant():
     from graphs.train import warmup_lr
     assert [warmup_lr(0.01, e, 4) for e in (1, 2, 4, 5, 100)] == pytest.approx([0.0025, 0.005, 0.01, 0.01, 0.01])

@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model option (repeatable)")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
-                   help="override a training option: batch_size, parts, eval_parts, predictor_layers")
+                   help="override a training option (repeatable): lr, epochs, optimizer, weight_decay, "
+                        "warmup_epochs, batch_size, parts, eval_parts, eval_repeats, predictor_layers, "
+                        "use_labels, label_rate, label_iters, loss")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset")
