@@ -32,7 +32,7 @@ def unrolled(cell, x, *args, iters=80):
     return h
 
 
-@pytest.mark.parametrize("solver", ["anderson", "picard"])
+@pytest.mark.parametrize("solver", ["anderson", "broyden", "picard"])
 def test_deq_gradient_matches_unrolled_solve_on_a_sparse_graph(solver):
     torch.manual_seed(0)
     x = torch.randn(20, 6, dtype=DT, requires_grad=True)
@@ -81,6 +81,21 @@ def test_deq_gradient_matches_unrolled_solve_on_a_point_block_with_the_dropout_m
         assert torch.allclose(a, b, atol=1e-8, rtol=1e-8)
 
 
+
+
+def test_accelerated_solvers_need_fewer_evaluations_than_plain_iteration():
+    torch.manual_seed(0)
+    x = torch.randn(20, 6, dtype=DT)
+    # weights scaled to contract slowly (plain iteration needs ~150 steps): where acceleration matters
+    cell = contractive_cell(GINConv(6, 6, norm=None, act="none"), scale=0.6, norm="layer", act="relu")
+    used = {}
+    for solver in ("picard", "anderson", "broyden"):
+        deq = DEQ(cell, solver=solver, tol=1e-10, max_iter=500)
+        with torch.no_grad():
+            deq(x, graph())
+        assert deq.forward_info.converged
+        used[solver] = deq.forward_info.iterations
+    assert used["anderson"] < used["picard"] and used["broyden"] < used["picard"], used
 
 
 def test_deq_memory_does_not_depend_on_iterations():

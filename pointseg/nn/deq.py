@@ -13,7 +13,8 @@ graphs: memory is one evaluation of ``f`` plus the solver's history, whatever th
 iterations (the "depth").
 
 Solvers: ``"anderson"`` (Anderson acceleration, type II, ``history`` past iterates, Tikhonov
-regularisation ``lam``) or ``"picard"`` (plain iteration :math:`Z \leftarrow f(Z)`). Convergence is
+regularisation ``lam``), ``"broyden"`` (limited-memory Broyden on :math:`f(Z) - Z = 0`, ``history``
+rank-one updates) or ``"picard"`` (plain iteration :math:`Z \leftarrow f(Z)`). Convergence is
 measured by the relative residual :math:`\|f(Z) - Z\| / \|f(Z)\|`; the last solves' residuals and
 iteration counts are reported in :attr:`DEQ.forward_info` / :attr:`DEQ.backward_info`.
 On non-convergence (or a non-finite iterate) ``on_fail="raise"`` raises :class:`DEQConvergenceError`;
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from .checks import check_features
 from .reversible import SharedDropout, _CallArgs, _MaskStore, _seeded
 
-SOLVERS = ("anderson", "picard")
+SOLVERS = ("anderson", "broyden", "picard")
 ON_FAIL = ("raise", "warn")
 
 
@@ -122,6 +123,59 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: in
     return best, SolverInfo(best_res, max_iter, False)
 
 
+def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: int,
+            history: int = 5) -> tuple[Tensor, SolverInfo]:
+    r"""Limited-memory ("good") Broyden's method on the root of :math:`g(z) = f(z) - z`.
+
+    The inverse Jacobian of :math:`g` is approximated by :math:`H = -I + U V^	op` with the last
+    ``m = history`` rank-one updates; each step is :math:`z_+ = z - H g(z)` and, with
+    :math:`s = z_+ - z`, :math:`y = g(z_+) - g(z)`, the update adds
+    :math:`u = (s - H y) / (s^	op H y)`, :math:`v = H^	op s` (Sherman-Morrison form of Broyden's
+    Jacobian update). Starts as plain iteration (:math:`H = -I`). Memory: ``2 m`` copies of ``z``.
+    Returns the lowest-residual iterate.
+    """
+    shape, n = z0.shape, z0.numel()
+    m = max(1, history)
+    U = z0.new_zeros(m, n)
+    V = z0.new_zeros(m, n)
+    used = 0
+
+    def h(x: Tensor) -> Tensor:             # H x = -x + U^T-weighted sum of the stored updates
+        return -x + (V[:used] @ x) @ U[:used] if used else -x
+
+    def ht(x: Tensor) -> Tensor:            # H^T x
+        return -x + (U[:used] @ x) @ V[:used] if used else -x
+
+    z = z0.reshape(-1)
+    fz = f(z.view(shape)).reshape(-1)
+    g = fz - z
+    best, best_res = z0, float("inf")
+    for it in range(1, max_iter + 1):
+        res = _rel_residual(fz, z)
+        if not torch.isfinite(fz).all() or res != res:
+            return best, SolverInfo(float("nan"), it, False)
+        if res < best_res:
+            best, best_res = z.view(shape).clone(), res
+        if res <= tol:
+            return z.view(shape), SolverInfo(res, it, True)
+        if it == max_iter:
+            break
+        step = -h(g)
+        z_new = z + step
+        fz = f(z_new.view(shape)).reshape(-1)
+        g_new = fz - z_new
+        hy = h(g_new - g)
+        denom = float(step @ hy)
+        if used == m:                    # memory full: restart from H = -I (overwriting the oldest
+            used = 0                     # update would break the product form and can diverge)
+        if abs(denom) > 1e-30 * float(step @ step) and denom == denom:
+            U[used] = (step - hy) / denom
+            V[used] = ht(step)
+            used += 1
+        z, g = z_new, g_new
+    return best, SolverInfo(best_res, max_iter, False)
+
+
 class DEQCell(nn.Module):
     r"""The standard DEQ-GNN map with input injection: :math:`f(Z, X) = X + F(Z)` for a branch ``F``
     (e.g. :class:`~pointseg.nn.reversible.RevBranch`); graph arguments go to ``F``."""
@@ -193,10 +247,10 @@ class DEQ(nn.Module):
 
     Args:
         cell: module called as ``cell(z, x, *args, **kwargs)``, returning ``z``'s shape (e.g. :class:`DEQCell`).
-        solver: ``"anderson"`` | ``"picard"``.
+        solver: ``"anderson"`` | ``"broyden"`` | ``"picard"``.
         tol, max_iter: forward stopping rule (relative residual, evaluations of ``f``).
         backward_tol, backward_max_iter: the implicit-gradient solve (default: the forward's).
-        history: Anderson memory.
+        history: Anderson / Broyden memory.
         on_fail: ``"raise"`` (:class:`DEQConvergenceError`) or ``"warn"`` (use the best iterate).
 
     ``forward(x, *args, z0=None, **kwargs)``: ``x (N, C)`` or ``(B, C, N)``; ``z0`` the initial guess
@@ -234,6 +288,8 @@ class DEQ(nn.Module):
         with torch.no_grad():
             if self.solver == "anderson":
                 z, info = anderson(f, z0, tol, max_iter, self.history)
+            elif self.solver == "broyden":
+                z, info = broyden(f, z0, tol, max_iter, self.history)
             else:
                 z, info = picard(f, z0, tol, max_iter)
         if not info.converged:
