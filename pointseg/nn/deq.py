@@ -61,20 +61,37 @@ def _rel_residual(fz: Tensor, z: Tensor) -> float:
     return float((fz - z).norm() / (fz.norm() + 1e-30))
 
 
-def picard(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: int) -> tuple[Tensor, SolverInfo]:
-    """Plain fixed-point iteration; returns the lowest-residual iterate."""
-    z, best, best_res = z0, z0, float("inf")
-    for it in range(1, max_iter + 1):
-        fz = f(z)
+class _Progress:
+    """What every solver tracks: the lowest-residual iterate so far, and when to stop."""
+
+    def __init__(self, z0: Tensor, tol: float) -> None:
+        self.shape, self.tol = z0.shape, tol
+        self.best, self.best_res = z0, float("inf")
+
+    def done(self, z: Tensor, fz: Tensor, it: int) -> tuple[Tensor, SolverInfo] | None:
+        """The solve's result once iterate ``z`` (with value ``fz``) ends it: converged or non-finite."""
         res = _rel_residual(fz, z)
         if not torch.isfinite(fz).all() or res != res:
-            return best, SolverInfo(float("nan"), it, False)
-        if res < best_res:
-            best, best_res = z, res
-        if res <= tol:
-            return z, SolverInfo(res, it, True)
+            return self.best, SolverInfo(float("nan"), it, False)
+        if res < self.best_res:
+            self.best, self.best_res = z.view(self.shape).clone(), res
+        if res <= self.tol:
+            return z.view(self.shape), SolverInfo(res, it, True)
+        return None
+
+    def failed(self, max_iter: int) -> tuple[Tensor, SolverInfo]:
+        return self.best, SolverInfo(self.best_res, max_iter, False)
+
+
+def picard(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: int) -> tuple[Tensor, SolverInfo]:
+    """Plain fixed-point iteration; returns the lowest-residual iterate."""
+    z, progress = z0, _Progress(z0, tol)
+    for it in range(1, max_iter + 1):
+        fz = f(z)
+        if (out := progress.done(z, fz, it)) is not None:
+            return out
         z = fz
-    return best, SolverInfo(best_res, max_iter, False)
+    return progress.failed(max_iter)
 
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: int, history: int = 5,
@@ -91,17 +108,12 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: in
     m = max(1, history)
     Z = z0.new_zeros(m, n)
     FZ = z0.new_zeros(m, n)
-    best, best_res = z0, float("inf")
+    progress = _Progress(z0, tol)
     z = z0.reshape(-1)
     for it in range(1, max_iter + 1):
         fz = f(z.view(shape)).reshape(-1)
-        res = _rel_residual(fz, z)
-        if not torch.isfinite(fz).all() or res != res:
-            return best, SolverInfo(float("nan"), it, False)
-        if res < best_res:
-            best, best_res = z.view(shape).clone(), res
-        if res <= tol:
-            return z.view(shape), SolverInfo(res, it, True)
+        if (out := progress.done(z, fz, it)) is not None:
+            return out
         k = (it - 1) % m
         Z[k], FZ[k] = z, fz
         n_hist = min(it, m)
@@ -120,7 +132,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: in
             z = fz.clone()
             continue
         z = beta * (alpha @ FZ[:n_hist]) + (1.0 - beta) * (alpha @ Z[:n_hist])
-    return best, SolverInfo(best_res, max_iter, False)
+    return progress.failed(max_iter)
 
 
 def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: int,
@@ -149,15 +161,10 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: int
     z = z0.reshape(-1)
     fz = f(z.view(shape)).reshape(-1)
     g = fz - z
-    best, best_res = z0, float("inf")
+    progress = _Progress(z0, tol)
     for it in range(1, max_iter + 1):
-        res = _rel_residual(fz, z)
-        if not torch.isfinite(fz).all() or res != res:
-            return best, SolverInfo(float("nan"), it, False)
-        if res < best_res:
-            best, best_res = z.view(shape).clone(), res
-        if res <= tol:
-            return z.view(shape), SolverInfo(res, it, True)
+        if (out := progress.done(z, fz, it)) is not None:
+            return out
         if it == max_iter:
             break
         step = -h(g)
@@ -173,7 +180,7 @@ def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, tol: float, max_iter: int
             V[used] = ht(step)
             used += 1
         z, g = z_new, g_new
-    return best, SolverInfo(best_res, max_iter, False)
+    return progress.failed(max_iter)
 
 
 class DEQCell(nn.Module):
