@@ -105,6 +105,14 @@ class Task(ABC):
         return float(ev.eval({"y_true": y_true.cpu().numpy(), "y_pred": y_pred.cpu().numpy()})[ev.eval_metric])
 
 
+def _optimise(opt: torch.optim.Optimizer, loss: Tensor) -> float:
+    """One optimiser step on ``loss`` (gradients cleared first); returns its value."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def log_cross_entropy(logits: Tensor, y: Tensor, eps: float = 1.0 - math.log(2.0)) -> Tensor:
     r"""Mean over nodes of :math:`\log(\varepsilon + \mathrm{CE}_i) - \log \varepsilon`,
     :math:`\varepsilon = 1 - \ln 2` (the arXiv GAT / RevGAT training loss: it damps confidently wrong
@@ -134,12 +142,8 @@ class PlanetoidTask(Task):
 
     def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
         model.train()
-        opt.zero_grad()
         out = model(self.data.x, self.data.edge_index)
-        loss = F.cross_entropy(out[self.data.train_mask], self.data.y[self.data.train_mask])
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return _optimise(opt, F.cross_entropy(out[self.data.train_mask], self.data.y[self.data.train_mask]))
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -172,11 +176,8 @@ class PPITask(Task):
         losses = []
         for batch in self._loader("train", True):
             batch = batch.to(self.device)
-            opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(model(batch.x, batch.edge_index, batch=batch.batch), batch.y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            out = model(batch.x, batch.edge_index, batch=batch.batch)
+            losses.append(_optimise(opt, F.binary_cross_entropy_with_logits(out, batch.y)))
         return float(np.mean(losses))
 
     @torch.no_grad()
@@ -309,11 +310,7 @@ class OgbNodeTask(Task):
             mask = train_mask[ids].to(self.device)
             if not mask.any():
                 continue
-            opt.zero_grad()
-            loss = self._loss(out, ids, mask)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            losses.append(_optimise(opt, self._loss(out, ids, mask)))
         return float(np.mean(losses)) if losses else float("nan")
 
     @torch.no_grad()
@@ -401,11 +398,7 @@ class OgbGraphTask(Task):
             if batch.num_graphs < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
                 continue                                  # BatchNorm cannot train on one graph of 1 node
             out = self._run(model, batch)
-            opt.zero_grad()
-            loss = self._loss(out, batch.y.to(self.device))
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            losses.append(_optimise(opt, self._loss(out, batch.y.to(self.device))))
         return float(np.mean(losses)) if losses else float("nan")
 
     @torch.no_grad()
@@ -462,16 +455,12 @@ class OgbLinkTask(Task):
         bs = int(self.train_cfg.get("batch_size", 64 * 1024))
         losses = []
         for perm in torch.randperm(len(pos), generator=self.gen).split(bs):
-            opt.zero_grad()
             h = model.gnn(x, ei)
             e = pos[perm].to(self.device)
             neg = torch.randint(0, self.data.num_nodes, e.shape, generator=self.gen).to(self.device)
             p = model.predictor(h[e[:, 0]], h[e[:, 1]])
             n = model.predictor(h[neg[:, 0]], h[neg[:, 1]])
-            loss = -F.logsigmoid(p).mean() - F.logsigmoid(-n).mean()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            losses.append(_optimise(opt, -F.logsigmoid(p).mean() - F.logsigmoid(-n).mean()))
         return float(np.mean(losses))
 
     @torch.no_grad()
