@@ -242,6 +242,7 @@ void edge_forward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, in
     int64_t arg[EW];
     double acc1[EW] = {0}, acc2[EW] = {0};
     for (int64_t c = 0; c < cw; ++c) sg[c] = sgn ? sgn[c0 + c] : T(1);
+    const T slope_s = act_stats ? slope : T(1);     // h = z when the norm sees z
     for (int64_t i = 0; i < N; ++i) {
         const int64_t* nb = idx + i * k;
         const T* b0 = b + nb[0] * C + c0;
@@ -259,7 +260,6 @@ void edge_forward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, in
         for (int64_t c = 0; c < cw; ++c) src[(c0 + c) * N + i] = arg[c];   // (C, N) planes
         if (!want_stats) continue;
         const T* ai = a + i * C + c0;
-        const T slope_s = act_stats ? slope : T(1);     // h = z when the norm sees z
         for (int64_t t = 0; t < k; ++t) {
             const T* bj = b + nb[t] * C + c0;
             for (int64_t c = 0; c < cw; ++c) {
@@ -322,7 +322,7 @@ void edge_backward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, i
 }
 
 // Units: (batch bb, channel block); pointers are offset to batch bb.
-template <typename T, typename F>
+template <typename F>
 void for_units(int64_t B, int64_t C, int nthreads, F fn) {
     const int64_t nblk = (C + EW - 1) / EW;
     parallel_for(B * nblk, nthreads, [&](int64_t u0, int64_t u1) {
@@ -334,7 +334,7 @@ template <typename T>
 void edge_forward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C, int64_t N,
                   int64_t k, const T* sgn, int act_stats, double slope, int want_stats,
                   int64_t* src, double* s1, double* s2, int nthreads) {
-    for_units<T>(B, C, nthreads, [&](int64_t bb, int64_t c0, int64_t cw) {
+    for_units(B, C, nthreads, [&](int64_t bb, int64_t c0, int64_t cw) {
         const T* ab = a ? a + bb * N * C : nullptr;
         auto f = cw == EW ? edge_forward_unit<T, EW> : edge_forward_unit<T, 0>;
         f(ab, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, sgn, act_stats, T(slope), want_stats,
@@ -346,7 +346,7 @@ template <typename T>
 void edge_backward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C, int64_t N,
                    int64_t k, int act_stats, double slope, const double* pc, const double* qc,
                    T* grad_a, T* grad_b, int nthreads) {
-    for_units<T>(B, C, nthreads, [&](int64_t bb, int64_t c0, int64_t cw) {
+    for_units(B, C, nthreads, [&](int64_t bb, int64_t c0, int64_t cw) {
         auto f = cw == EW ? edge_backward_unit<T, EW> : edge_backward_unit<T, 0>;
         f(a + bb * N * C, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, act_stats, T(slope), pc, qc,
           grad_a + bb * N * C, grad_b + bb * N * C);
