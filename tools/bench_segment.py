@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--points", type=int, default=1_000_000)
-    ap.add_argument("--checkpoint", default=str(ROOT / "data" / "demo_checkpoint.pt"))
+    ap.add_argument("--checkpoint", default=str(ROOT / "pointseg" / "assets" / "demo_checkpoint.pt"))
     ap.add_argument("--stride", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=4242)
     args = ap.parse_args()

@@ -1,4 +1,4 @@
-"""Regenerate the bundled sample room ``data/sample_room.ply`` (a labelled PLY).
+"""Regenerate the bundled sample room ``pointseg/assets/sample_room.ply`` (a labelled PLY).
 
 One synthetic room from a seed the demo checkpoint never saw in training, written with its RGB,
 ground-truth ``label`` property and the S3DIS class table in the header::
@@ -18,7 +18,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--points", type=int, default=60_000)
-    ap.add_argument("--out", default=str(ROOT / "data" / "sample_room.ply"))
+    ap.add_argument("--out", default=str(ROOT / "pointseg" / "assets" / "sample_room.ply"))
     args = ap.parse_args()
 
     from pointseg.classes import S3DIS

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..assets import asset
 from ..classes import ClassTable
 from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
 from .inference import SlidingConfig, predict_points
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-DEFAULT_SCAN = DATA_DIR / "sample_room.ply"
-DEFAULT_CHECKPOINT = DATA_DIR / "demo_checkpoint.pt"
+DEFAULT_SCAN = asset("sample_room.ply")
+DEFAULT_CHECKPOINT = asset("demo_checkpoint.pt")
 COLOR_POLICIES = ("gray", "zeros")
 
 
