@@ -3,6 +3,7 @@
 from .block import BLOCK_KINDS, CONVS, GCNBlock, make_conv
 from .edge_conv import EdgeConv
 from .gat_conv import GATConv
+from .gcn_conv import GCNConv
 from .gen_conv import GENConv, MsgNorm
 from .gin_conv import GINConv
 from .graph import gather_neighbors, neighbor_reduce
@@ -14,7 +15,7 @@ from .reversible import ReversibleLayer, ReversibleStack, RevBranch, SharedDropo
 from .deq import DEQ, DEQCell, DEQConvergenceError
 
 __all__ = [
-    "BLOCK_KINDS", "CONVS", "GCNBlock", "make_conv", "EdgeConv", "GATConv", "GINConv", "GENConv", "MsgNorm", "MRConv", "SAGEConv",
+    "BLOCK_KINDS", "CONVS", "GCNBlock", "make_conv", "EdgeConv", "GATConv", "GCNConv", "GINConv", "GENConv", "MsgNorm", "MRConv", "SAGEConv",
     "DilatedKnn", "dilated_knn", "dilated_knn_graph", "MLP", "ConvNormAct", "Pointwise",
     "act_layer", "norm_layer", "gather_neighbors", "neighbor_reduce",
     "ReversibleLayer", "ReversibleStack", "RevBranch", "SharedDropout", "reversible_stack",

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .edge_conv import EdgeConv
 from .gat_conv import GATConv
+from .gcn_conv import GCNConv
 from .gen_conv import GENConv
 from .gin_conv import GINConv
 from .graph import channel_dim
@@ -30,12 +31,12 @@ from .sage_conv import SAGEConv
 
 BLOCK_KINDS = ("plain", "res", "dense", "res+")
 CONVS: dict[str, type[nn.Module]] = {
-    "edge": EdgeConv, "mr": MRConv, "sage": SAGEConv, "gin": GINConv, "gen": GENConv, "gat": GATConv,
+    "edge": EdgeConv, "mr": MRConv, "sage": SAGEConv, "gin": GINConv, "gen": GENConv, "gat": GATConv, "gcn": GCNConv,
 }
 
 
 def make_conv(kind: str, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
-    """Build a convolution by name: ``edge`` | ``mr`` | ``sage`` | ``rsage`` | ``gin`` | ``gen`` | ``gat``.
+    """Build a convolution by name: ``edge`` | ``mr`` | ``sage`` | ``rsage`` | ``gin`` | ``gen`` | ``gat`` | ``gcn``.
 
     ``out_channels`` is always the output width: a ``gat`` with ``heads=H`` (concatenated) gets
     ``out_channels / H`` channels per head.
