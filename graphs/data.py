@@ -32,16 +32,27 @@ def ogb_master(kind: str) -> dict[str, dict[str, str]]:
     return {name: {k: str(v) for k, v in master[name].items()} for name in master.columns}
 
 
+# TU datasets (https://chrsmrrs.github.io/datasets/) known by name; any other NAME works when
+# ROOT/NAME/raw/NAME_A.txt exists.
+TU_KNOWN = ("MUTAG", "ENZYMES", "PROTEINS", "PROTEINS_full", "DD", "NCI1", "NCI109", "PTC_MR", "PTC_FM", "BZR",
+            "COX2", "DHFR", "AIDS", "Mutagenicity", "FRANKENSTEIN", "IMDB-BINARY", "IMDB-MULTI", "COLLAB",
+            "REDDIT-BINARY", "REDDIT-MULTI-5K", "REDDIT-MULTI-12K")
+TU_REQUIRED = ("A", "graph_indicator", "graph_labels")
+
+
 def known_datasets() -> list[str]:
-    names = list(PLANETOID) + ["ppi"]
+    names = list(PLANETOID) + ["ppi"] + list(TU_KNOWN)
     for kind in OGB_KINDS:
         names += list(ogb_master(kind))
     return names
 
 
-def dataset_family(name: str) -> str:
-    """``planetoid`` | ``ppi`` | ``ogbn`` | ``ogbg`` | ``ogbl``; unknown names get close suggestions."""
+def dataset_family(name: str, root: str | Path | None = None) -> str:
+    """``planetoid`` | ``ppi`` | ``ogbn`` | ``ogbg`` | ``ogbl`` | ``tu`` | ``csv`` (a ``.csv`` path);
+    unknown names get close suggestions."""
     key = name.lower()
+    if key.endswith(".csv"):
+        return "csv"
     if key in PLANETOID:
         return "planetoid"
     if key == "ppi":
@@ -49,11 +60,17 @@ def dataset_family(name: str) -> str:
     prefix = name.split("-")[0]
     if prefix in OGB_KINDS and name in ogb_master(prefix):
         return prefix
+    if name in TU_KNOWN or (root is not None and (Path(root) / name / "raw" / f"{name}_A.txt").exists()):
+        return "tu"
+    tu_case = {n.lower(): n for n in TU_KNOWN}
+    if key in tu_case:
+        raise ValueError(f"unknown dataset {name!r}; TU names are case-sensitive: did you mean {tu_case[key]}?")
     lowered = {n.lower(): n for n in known_datasets()}
     close = [lowered[c] for c in difflib.get_close_matches(key, lowered, n=3, cutoff=0.6)]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown dataset {name!r}{hint} (known: Cora, CiteSeer, PubMed, PPI and every "
-                     "ogbn-/ogbg-/ogbl- dataset of ogb, e.g. ogbn-arxiv, ogbg-molhiv, ogbl-collab)")
+    raise ValueError(f"unknown dataset {name!r}{hint} (known: Cora, CiteSeer, PubMed, PPI, every "
+                     "ogbn-/ogbg-/ogbl- dataset of ogb, e.g. ogbn-arxiv, ogbg-molhiv, ogbl-collab, TU datasets "
+                     "such as MUTAG, ENZYMES, PROTEINS, and MoleculeNet-style .csv files)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,3 +199,85 @@ def load_ogb(name: str, root: str | Path, transform=None):
     if transform is not None:
         kw["transform"] = transform
     return Cls(name=name, root=str(root), **kw)
+
+
+# ----------------------------------------------------------------------------- TU datasets
+def load_tu(name: str, root: str | Path, use_node_attr: bool = False):
+    """PyG's ``TUDataset`` on ``ROOT/NAME/raw/NAME_*.txt`` (the unzipped TU release); never downloads."""
+    from torch_geometric.datasets import TUDataset
+    root = Path(root)
+    if not (root / name / "processed").is_dir():
+        _need(root, f"TU dataset {name}", root / name / "raw", [f"{name}_{f}.txt" for f in TU_REQUIRED],
+              f"unzip https://www.chrsmrrs.com/graphkerneldatasets/{name}.zip into {root} "
+              f"(it holds {name}/{name}_A.txt ...) and move those files into {root / name / 'raw'}.")
+    allow_pyg_globals()
+    return TUDataset(str(root), name, use_node_attr=use_node_attr)
+
+
+# ----------------------------------------------------------------------------- MoleculeNet-style CSV
+def scaffold_split(smiles: list[str], frac_train: float = 0.8, frac_valid: float = 0.1) -> dict[str, list[int]]:
+    """Bemis-Murcko scaffold split (rdkit ``MurckoScaffold``, chirality included): molecules grouped by
+    scaffold, groups taken largest first (ties: earliest first molecule first) into train until it would
+    exceed ``frac_train`` of the molecules, then into valid up to ``frac_train + frac_valid``, the rest into
+    test — the MoleculeNet / OGB convention, so no scaffold is shared between splits."""
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(smiles):
+        groups.setdefault(MurckoScaffold.MurckoScaffoldSmiles(smiles=s, includeChirality=True), []).append(i)
+    ordered = sorted(groups.values(), key=lambda g: (len(g), -g[0]), reverse=True)
+    n = len(smiles)
+    out: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    for g in ordered:
+        if len(out["train"]) + len(g) <= frac_train * n:
+            out["train"] += g
+        elif len(out["train"]) + len(out["valid"]) + len(g) <= (frac_train + frac_valid) * n:
+            out["valid"] += g
+        else:
+            out["test"] += g
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def load_molecule_csv(path: str | Path, smiles_column: str, targets: list[str], skip_invalid: bool = False):
+    """Graphs (ogb ``smiles2graph``: 9 integer atom / 3 bond features) and ``y (1, T)`` float targets (NaN =
+    missing) of a CSV with a SMILES column. Returns ``(graphs, smiles, skipped_lines)``. An unparsable SMILES
+    is refused naming its line, or skipped (and reported) with ``skip_invalid``."""
+    import pandas as pd
+    try:
+        from rdkit import Chem, RDLogger
+    except ImportError:
+        raise ValueError("MoleculeNet CSV datasets need rdkit: pip install 'pointseg[chem]' (or pip install rdkit)") from None
+    from ogb.utils import smiles2graph
+    from torch_geometric.data import Data
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV dataset {path} does not exist")
+    df = pd.read_csv(path)
+    if not targets:
+        raise ValueError(f"{path}: name the target column(s) with --target (columns: {', '.join(map(str, df.columns))})")
+    missing = [c for c in [smiles_column, *targets] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {missing} (columns: {', '.join(map(str, df.columns))}); "
+                         "use --smiles-column / --target")
+    try:
+        y_all = df[targets].apply(pd.to_numeric, errors="raise").to_numpy(dtype="float32")
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: target column(s) {targets} must be numeric (empty = missing): {e}") from None
+    RDLogger.DisableLog("rdApp.*")
+    graphs, smiles, skipped = [], [], []
+    for row, (s, y) in enumerate(zip(df[smiles_column], y_all)):
+        line = row + 2                                  # 1-based, after the header line
+        mol = Chem.MolFromSmiles(s) if isinstance(s, str) and s.strip() else None
+        if mol is None or mol.GetNumAtoms() == 0:
+            if not skip_invalid:
+                raise ValueError(f"{path} line {line}: invalid SMILES {s!r} (pass --skip-invalid-smiles to skip such rows)")
+            skipped.append(line)
+            continue
+        g = smiles2graph(s)
+        graphs.append(Data(x=torch.tensor(g["node_feat"], dtype=torch.long),
+                           edge_index=torch.tensor(g["edge_index"], dtype=torch.long),
+                           edge_attr=torch.tensor(g["edge_feat"], dtype=torch.long), y=torch.tensor(y).view(1, -1),
+                           num_nodes=int(g["num_nodes"])))
+        smiles.append(s)
+    if len(graphs) < 3:
+        raise ValueError(f"{path}: {len(graphs)} valid molecule(s); a train / valid / test split needs at least 3")
+    return graphs, smiles, skipped

@@ -15,6 +15,10 @@ r"""One graph network builder for every task: encoder -> backbone -> head, all l
   reference quirk — concatenated to the features, then 512 -> 256 -> classes), or ``none``
   (node embeddings, for link prediction).
 
+Kipf & Welling's 2-layer GCN (preset ``gcn-2``) is ``conv="gcn"``, ``backbone="plain"``, ``layers=1``,
+``node_encoder="none"``, ``input_dropout=0.5``, ``norm=None`` and ``head="conv"``:
+``GCN(dropout(x)) -> ReLU -> dropout -> GCN``.
+
 The ``res+`` backbone is DeeperGCN's: ``h = conv_0(h)``; ``h = h + conv_l(dropout(ReLU(norm(h))))``
 for ``l >= 1``; then ``dropout(ReLU(norm(h)))`` (ReLU dropped with ``final_act=False``, as in the
 molecule / ppa reference models). ``res`` / ``plain`` / ``dense`` follow DeepGCNs: each GENConv is
@@ -71,6 +75,10 @@ class GraphNetConfig:
     sym_norm: bool = False
     attn_dropout: float = 0.0
     edge_drop: float = 0.0
+    # GCNConv (conv="gcn"): output bias (Kipf & Welling's reference layers have none); cache the normalised
+    # graph (only for one fixed full-batch graph)
+    gcn_bias: bool = True
+    gcn_cached: bool = False
     # blocks
     norm: str = "batch"
     act: str = "relu"
@@ -135,7 +143,7 @@ class ConvPost(nn.Module):
 
 
 def _has_own_post(cfg: GraphNetConfig) -> bool:
-    return cfg.conv not in ("gen", "gat")    # mr / edge / sage / gin carry their own norm and activation
+    return cfg.conv not in ("gen", "gat", "gcn")    # mr / edge / sage / gin carry their own norm and activation
 
 
 class ResPlusBackbone(nn.Module):
@@ -325,6 +333,9 @@ class GraphNet(nn.Module):
         self.backbone = BACKBONES[cfg.backbone](cfg, self.make_conv, backbone_in)
         width = self.backbone.out_channels
         # --- head
+        if cfg.head == "conv" and cfg.pool is not None:
+            raise ValueError("head='conv' predicts per node on the graph; it cannot be combined with pool "
+                             f"{cfg.pool!r} (use head='linear' for graph-level tasks)")
         if cfg.pool is not None and cfg.pool not in POOLS:
             raise ValueError(f"pool must be one of {sorted(POOLS)} or None, got {cfg.pool!r}")
         if cfg.head == "linear":
@@ -354,6 +365,8 @@ class GraphNet(nn.Module):
                              learn_p=cfg.learn_p, msg_norm=cfg.msg_norm, learn_msg_scale=cfg.learn_msg_scale,
                              norm=cfg.norm, mlp_layers=cfg.mlp_layers, edge_encoder=cfg.conv_edge,
                              edge_dim=edge_dim)
+        if cfg.conv == "gcn":
+            return make_conv("gcn", cin, cout, bias=cfg.gcn_bias, cached=cfg.gcn_cached)
         return make_conv(cfg.conv, cin, cout, act=cfg.act, norm=cfg.norm)
 
     def encode(self, x: Tensor) -> Tensor:

@@ -8,6 +8,8 @@
   features plus the species one-hot.
 * ``ogbg`` — mini-batches of graphs, pooled; molecules use integer atom / bond features; graphs
   without node features (ogbg-ppa) get the sum of incident edge features.
+* ``tu`` — TU graph classification (PyG's ``TUDataset``), k-fold cross-validation, accuracy.
+* ``csv`` — MoleculeNet-style CSV with a SMILES column, scaffold split, ROC-AUC or RMSE.
 * ``ogbl`` — node embeddings + :class:`~graphs.model.LinkPredictor`, random negatives, Hits@K.
 
 Metrics of OGB datasets come from ogb's ``Evaluator``.
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import add_self_loops, remove_self_loops, scatter, subgraph, to_undirected
 
-from .data import dataset_family, load_ogb, load_planetoid, load_ppi, ogb_master
+from .data import dataset_family, load_ogb, load_planetoid, load_ppi, load_tu, ogb_master
 from .model import GraphNet, GraphNetConfig, LinkPredictor
 
 PARTITIONED = {"ogbn-proteins", "ogbn-products"}
@@ -62,7 +64,7 @@ class Task(ABC):
                 model.update(node_encoder="atom", conv_edge="bond")
             elif w["edge_channels"] and self.family in ("ogbn", "ogbg") and model.get("conv", "gen") == "gen":
                 model.update(edge_encoder="linear", conv_edge="linear", edge_channels=w["edge_channels"])
-            if self.family == "ogbg":
+            if self.family in ("ogbg", "tu", "csv"):
                 model.setdefault("pool", "mean")
             if self.name == "ogbg-molpcba":
                 model["virtual_node"] = True              # DeeperGCN's molpcba model uses a virtual node
@@ -88,6 +90,17 @@ class Task(ABC):
 
     def build(self, cfg: GraphNetConfig) -> nn.Module:
         return GraphNet(cfg)
+
+    def describe(self) -> str:
+        """One line about how the data is fed (printed at the start of training); empty if nothing to say."""
+        return ""
+
+    def num_folds(self) -> int:
+        """Cross-validation folds (one training run per fold), or 0 for a fixed split."""
+        return 0
+
+    def set_fold(self, fold: int) -> None:
+        raise ValueError(f"{self.name} has a fixed split, no folds")
 
     @abstractmethod
     def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
@@ -130,12 +143,29 @@ def _node_loss(logits: Tensor, y: Tensor, multilabel: bool) -> Tensor:
     return F.cross_entropy(logits, y.view(-1))
 
 
+def row_normalize(x: Tensor) -> Tensor:
+    """Each row divided by its sum; all-zero rows stay zero (Kipf & Welling's ``preprocess_features``;
+    unlike PyG's ``NormalizeFeatures`` it neither shifts by the minimum nor leaves rows summing below 1)."""
+    s = x.sum(dim=-1, keepdim=True)
+    return torch.where(s != 0, x / torch.where(s != 0, s, torch.ones_like(s)), torch.zeros_like(x))
+
+
 class PlanetoidTask(Task):
+    """Public split, full batch. Train option ``normalize_features`` (default true, every preset): node
+    features are row-normalised first, as in Kipf & Welling's Planetoid protocol."""
+
     family, metric = "planetoid", "acc"
 
     def __init__(self, *a: Any, **k: Any) -> None:
         super().__init__(*a, **k)
         self.data = load_planetoid(self.name, self.root)[0].to(self.device)
+        self.normalize_features = bool(self.train_cfg.get("normalize_features", True))
+        if self.normalize_features:
+            self.data.x = row_normalize(self.data.x)
+
+    def describe(self) -> str:
+        return ("features row-normalised (normalize_features=true)" if self.normalize_features
+                else "raw features (normalize_features=false)")
 
     def data_widths(self) -> dict[str, Any]:
         return dict(in_channels=self.data.num_features, out_channels=int(self.data.y.max()) + 1, edge_channels=0)
@@ -415,6 +445,157 @@ class OgbGraphTask(Task):
         return res
 
 
+class GraphListTask(Task):
+    """Graph-level prediction on a list of graphs with index splits ``self.split`` (train / valid / test).
+
+    Subclasses set ``graphs``, ``split``, ``kind`` (``multiclass`` | ``binary`` | ``regression``),
+    ``num_out``, ``mol`` and ``metric``; loss: cross-entropy / BCE on labelled entries / MSE on labelled
+    entries; metric: accuracy / mean ROC-AUC over targets / mean RMSE over targets."""
+
+    graphs: list
+    kind = "multiclass"
+    mol = False
+
+    def data_widths(self) -> dict[str, Any]:
+        return dict(in_channels=self.graphs[0].x.shape[1], out_channels=self.num_out, mol=self.mol, edge_channels=0)
+
+    def _loader(self, split: str, shuffle: bool):
+        from torch_geometric.loader import DataLoader
+        return DataLoader([self.graphs[i] for i in self.split[split]], batch_size=int(self.train_cfg.get("batch_size", 32)),
+                          shuffle=shuffle, generator=self.gen if shuffle else None)
+
+    def _run(self, model: nn.Module, batch) -> Tensor:
+        batch = batch.to(self.device)
+        x = batch.x if self.mol else batch.x.float()
+        return model(x, batch.edge_index, batch.edge_attr if self.mol else None, batch.batch)
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.kind == "multiclass":
+            return F.cross_entropy(out, y.view(-1).long())
+        y = y.view(out.shape).float()
+        labeled = y == y                                  # NaN = missing label
+        if self.kind == "regression":
+            return F.mse_loss(out[labeled], y[labeled])
+        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        model.train()
+        losses = []
+        for batch in self._loader("train", True):
+            if batch.num_graphs < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+                continue                                  # BatchNorm cannot train on one graph of 1 node
+            losses.append(_optimise(opt, self._loss(self._run(model, batch), batch.y.to(self.device))))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def score(self, y: np.ndarray, out: np.ndarray) -> float:
+        if self.kind == "multiclass":
+            return float((out.argmax(-1) == y.reshape(-1)).mean())
+        vals = []
+        for t in range(y.shape[1]):
+            lab = ~np.isnan(y[:, t])
+            if self.kind == "regression":
+                if lab.any():
+                    vals.append(float(np.sqrt(np.mean((out[lab, t] - y[lab, t]) ** 2))))
+            elif lab.any() and len(np.unique(y[lab, t])) == 2:       # ROC-AUC needs both classes
+                from sklearn.metrics import roc_auc_score
+                vals.append(float(roc_auc_score(y[lab, t], out[lab, t])))
+        return float(np.mean(vals)) if vals else float("nan")
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        res = {}
+        for split in ("train", "valid", "test"):
+            ys, ps = [], []
+            for batch in self._loader(split, False):
+                out = self._run(model, batch).cpu()
+                ps.append(out)
+                ys.append(batch.y.view(len(out), -1).float())
+            res[split] = self.score(torch.cat(ys).numpy(), torch.cat(ps).numpy()) if ps else float("nan")
+        return res
+
+
+class TUTask(GraphListTask):
+    """TU graph classification (PyG's ``TUDataset``), accuracy, ``folds``-fold stratified cross-validation
+    (default 10; folds drawn once with seed 0, so every run / fold uses the same partition). Each run trains on
+    one fold's complement, of which a stratified 10 % (seed 0) is held out as validation for model selection,
+    and tests on the fold. Node inputs: PyG's default (one-hot node labels; ``use_node_attr=true`` adds the
+    continuous node attributes); a dataset without node features gets its one-hot node degree (capped at 64).
+    Edge labels are not used."""
+
+    family, metric, kind = "tu", "acc", "multiclass"
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        from torch_geometric.utils import degree
+        ds = load_tu(self.name, self.root, bool(self.train_cfg.get("use_node_attr", False)))
+        graphs = [ds[i] for i in range(len(ds))]
+        if graphs[0].x is None:
+            degs = [degree(g.edge_index[1], g.num_nodes).long().clamp(max=64) for g in graphs]
+            width = int(max(int(d.max()) if d.numel() else 0 for d in degs)) + 1
+            for g, d in zip(graphs, degs):
+                g.x = F.one_hot(d, width).float()
+        self.graphs = graphs
+        self.labels = np.array([int(g.y) for g in graphs])
+        self.num_out = int(self.labels.max()) + 1
+        self.folds = int(self.train_cfg.get("folds", 10))
+        if not 2 <= self.folds <= len(graphs):
+            raise ValueError(f"train option folds must be in 2..{len(graphs)} for {self.name}, got {self.folds}")
+        from sklearn.model_selection import StratifiedKFold
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)      # classes smaller than the fold count
+            self.fold_splits = list(StratifiedKFold(self.folds, shuffle=True, random_state=0).split(
+                np.zeros(len(graphs)), self.labels))
+        self.set_fold(0)
+
+    def describe(self) -> str:
+        return (f"{len(self.graphs)} graphs, {self.num_out} classes, {self.folds}-fold cross-validation "
+                "(one run per fold; valid = 10 % of the training folds)")
+
+    def num_folds(self) -> int:
+        return self.folds
+
+    def set_fold(self, fold: int) -> None:
+        from sklearn.model_selection import train_test_split
+        rest, test = self.fold_splits[fold]
+        try:
+            train, valid = train_test_split(rest, test_size=0.1, random_state=0, stratify=self.labels[rest])
+        except ValueError:                                 # a class too small to stratify
+            train, valid = train_test_split(rest, test_size=0.1, random_state=0)
+        self.split = {"train": np.sort(train).tolist(), "valid": np.sort(valid).tolist(), "test": test.tolist()}
+
+
+class MoleculeCsvTask(GraphListTask):
+    """A MoleculeNet-style CSV (``name`` = its path): molecules from the SMILES column through ogb's
+    ``smiles2graph`` (AtomEncoder / BondEncoder inputs), Bemis-Murcko scaffold split 80 / 10 / 10. Targets
+    whose labelled values are all 0 / 1 are binary classification (mean ROC-AUC over targets), any other
+    numeric target regression (mean RMSE); empty cells are missing labels."""
+
+    family, mol = "csv", True
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        from .data import load_molecule_csv, scaffold_split
+        t = self.train_cfg
+        targets = [c for c in str(t.get("target", "") or "").split(",") if c]
+        self.graphs, smiles, self.skipped = load_molecule_csv(self.name, str(t.get("smiles_column", "smiles")),
+                                                              targets, bool(t.get("skip_invalid_smiles", False)))
+        self.targets = targets
+        y = torch.cat([g.y for g in self.graphs]).numpy()
+        lab = y[~np.isnan(y)]
+        self.kind = "binary" if lab.size and np.isin(lab, (0.0, 1.0)).all() else "regression"
+        self.metric = "rocauc" if self.kind == "binary" else "rmse"
+        self.num_out = len(targets)
+        self.split = scaffold_split(smiles)
+
+    def describe(self) -> str:
+        n = {k: len(v) for k, v in self.split.items()}
+        skipped = f", skipped {len(self.skipped)} invalid SMILES (lines {self.skipped[:10]})" if self.skipped else ""
+        return (f"{len(self.graphs)} molecules, targets {self.targets} ({self.kind}, {self.metric}), scaffold split "
+                f"{n['train']} / {n['valid']} / {n['test']}{skipped}")
+
+
 class LinkModel(nn.Module):
     """GNN (node embeddings) + link predictor; ``gnn`` alone is what presets count."""
 
@@ -486,11 +667,12 @@ class OgbLinkTask(Task):
         return res
 
 
-TASKS = {"planetoid": PlanetoidTask, "ppi": PPITask, "ogbn": OgbNodeTask, "ogbg": OgbGraphTask, "ogbl": OgbLinkTask}
+TASKS = {"planetoid": PlanetoidTask, "ppi": PPITask, "ogbn": OgbNodeTask, "ogbg": OgbGraphTask, "ogbl": OgbLinkTask,
+         "tu": TUTask, "csv": MoleculeCsvTask}
 
 
 def make_task(name: str, root: str, train: dict[str, Any], device: torch.device) -> Task:
-    family = dataset_family(name)
+    family = dataset_family(name, root)
     if family == "planetoid":
         name = name.lower()
     return TASKS[family](name, root, train, device)

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from pointseg.io.atomic import atomic_path
 
 from .model import GraphNet, GraphNetConfig, count_parameters
-from .presets import get_preset
+from .data import dataset_family
+from .presets import default_preset, get_preset
 from .tasks import Task, make_task
 
 CKPT_FORMAT = "pointseg-graphs/1"
@@ -82,15 +83,39 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 # every training option a preset or --train-set may give (read by run_training and the tasks)
 TRAIN_OPTIONS = ("lr", "epochs", "optimizer", "weight_decay", "warmup_epochs", "batch_size", "parts",
                  "eval_parts", "eval_repeats", "predictor_layers", "use_labels", "label_rate", "label_iters",
-                 "loss")
+                 "loss", "weight_decay_scope", "normalize_features", "use_node_attr", "folds", "smiles_column", "target",
+                 "skip_invalid_smiles")
 
 
-def make_optimizer(params, train_cfg: dict[str, Any], lr: float) -> torch.optim.Optimizer:
-    """Train options ``optimizer`` (adam | rmsprop; RevGAT's reference uses RMSprop) and ``weight_decay``."""
+WEIGHT_DECAY_SCOPES = ("all", "first")
+
+
+def param_groups(model: torch.nn.Module, train_cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Optimiser parameter groups for train options ``weight_decay`` and ``weight_decay_scope``:
+    ``all`` (every parameter) or ``first`` (only the GNN's first layer, Kipf & Welling's L2 on the first
+    GCN layer; every other parameter gets none)."""
+    wd = float(train_cfg.get("weight_decay", 0.0))
+    scope = str(train_cfg.get("weight_decay_scope", "all")).lower()
+    if scope not in WEIGHT_DECAY_SCOPES:
+        raise ValueError(f"train option weight_decay_scope must be one of {WEIGHT_DECAY_SCOPES}, got {scope!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if scope == "all":
+        return [{"params": params, "weight_decay": wd}]
+    first = getattr(gnn_of(model).backbone, "first", None)
+    if first is None:
+        raise ValueError("weight_decay_scope=first needs a backbone with a first layer (not this one)")
+    ids = {id(p) for p in first.parameters()}
+    return [{"params": [p for p in params if id(p) in ids], "weight_decay": wd},
+            {"params": [p for p in params if id(p) not in ids], "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any], lr: float) -> torch.optim.Optimizer:
+    """Train options ``optimizer`` (adam | rmsprop; RevGAT's reference uses RMSprop), ``weight_decay`` and
+    ``weight_decay_scope`` (see :func:`param_groups`)."""
     name = str(train_cfg.get("optimizer", "adam")).lower()
     if name not in OPTIMIZERS:
         raise ValueError(f"train option optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
-    return OPTIMIZERS[name](params, lr=lr, weight_decay=float(train_cfg.get("weight_decay", 0.0)))
+    return OPTIMIZERS[name](param_groups(model, train_cfg), lr=lr)
 
 
 def warmup_lr(lr: float, epoch: int, warmup: int) -> float:
@@ -99,10 +124,32 @@ def warmup_lr(lr: float, epoch: int, warmup: int) -> float:
     return lr * epoch / warmup if 0 < warmup and epoch <= warmup else lr
 
 
-def run_training(dataset: str, preset_name: str, root: str, epochs: int | None = None, runs: int = 1,
+# Families whose graphs are small enough that torch's intra-op threading costs more than it gains on CPU
+# (tools/bench_graph_threads.py; docs/graphs.md): they default to one thread.
+SMALL_GRAPH_FAMILIES = ("planetoid", "tu", "csv")
+
+
+def set_threads(threads: int | None, family: str, device: str) -> None:
+    """``torch.set_num_threads``: ``threads`` if given, else 1 for small-graph families on CPU (else untouched)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    elif family in SMALL_GRAPH_FAMILIES and torch.device(device).type == "cpu" and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+        print("torch threads: 1 (small graphs train faster on one CPU thread; --threads N to change)")
+
+
+def run_training(dataset: str, preset_name: str | None, root: str, epochs: int | None = None, runs: int | None = None,
                  device: str = "cpu", out: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  lr: float | None = None, seed: int = 0, overwrite: bool = False,
-                 progress: bool = True, train_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                 progress: bool = True, train_overrides: dict[str, Any] | None = None,
+                 threads: int | None = None) -> dict[str, Any]:
+    family = dataset_family(dataset, root)
+    set_threads(threads, family, device)
+    if preset_name is None:
+        preset_name = default_preset(dataset, family)
+        print(f"preset {preset_name} (default for {dataset}, family {family}; choose another with --preset)")
     preset = {**get_preset(preset_name), "name": preset_name}
     train_cfg = {**preset["train"], **(train_overrides or {})}
     unknown = sorted(set(train_cfg) - set(TRAIN_OPTIONS))
@@ -110,12 +157,20 @@ def run_training(dataset: str, preset_name: str, root: str, epochs: int | None =
         raise ValueError(f"unknown training option(s) {unknown} (known: {', '.join(TRAIN_OPTIONS)})")
     dev = torch.device(device)
     task: Task = make_task(dataset, root, train_cfg, dev)
+    if task.describe():
+        print(f"{dataset}: {task.describe()}")
     cfg = task.model_config(preset, overrides or {})
+    folds = task.num_folds()
+    if runs is None:
+        runs = folds or 1
+    if folds and runs > folds:
+        raise ValueError(f"--runs {runs}: {dataset} is evaluated by {folds}-fold cross-validation, one run per "
+                         f"fold, so --runs must be <= {folds}")
     epochs = int(epochs if epochs is not None else train_cfg.get("epochs", 100))
     lr = float(lr if lr is not None else train_cfg.get("lr", 0.01))
     if runs < 1 or epochs < 1:
         raise ValueError(f"--runs and --epochs must be >= 1, got {runs}, {epochs}")
-    out = Path(out) if out is not None else Path("runs") / "graphs" / f"{dataset}-{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out) if out is not None else Path("runs") / "graphs" / f"{Path(dataset).stem}-{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.glob("run*/best.pt")) and not overwrite:
         raise FileExistsError(f"{out} already holds checkpoints (pass --overwrite or another --out)")
     from torch.utils.tensorboard import SummaryWriter
@@ -123,13 +178,15 @@ def run_training(dataset: str, preset_name: str, root: str, epochs: int | None =
     for r in range(runs):
         torch.manual_seed(seed + r)
         task.gen.manual_seed(seed + r)
+        if folds:
+            task.set_fold(r)
         model = task.build(cfg).to(dev)
-        opt = make_optimizer(model.parameters(), train_cfg, lr)
+        opt = make_optimizer(model, train_cfg, lr)
         warmup = int(train_cfg.get("warmup_epochs", 0))
         writer = SummaryWriter(str(out / "tb" / f"run{r}"))
         best = {"valid": float("nan"), "test": float("nan"), "train": float("nan"), "epoch": -1}
         losses: list[float] = []
-        bar = tqdm(range(1, epochs + 1), desc=f"{dataset} run {r + 1}/{runs}", disable=not progress, leave=False)
+        bar = tqdm(range(1, epochs + 1), desc=f"{dataset} run{r} ({r + 1} of {runs})", disable=not progress, leave=False)
         for epoch in bar:
             for group in opt.param_groups:
                 group["lr"] = warmup_lr(lr, epoch, warmup)
@@ -150,11 +207,12 @@ def run_training(dataset: str, preset_name: str, root: str, epochs: int | None =
         writer.close()
         valid_scores.append(best["valid"])
         test_scores.append(best["test"])
-        print(f"run {r + 1}: best epoch {best['epoch']} | train {best['train']:.4f} valid {best['valid']:.4f} "
+        print(f"run{r}{f' (fold {r} of {folds})' if folds else ''}: best epoch {best['epoch']} | train {best['train']:.4f} valid {best['valid']:.4f} "
               f"test {best['test']:.4f} | loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     v, t = np.array(valid_scores), np.array(test_scores)
+    what = f"{runs} of {folds} folds" if folds else f"{runs} run{'s' if runs > 1 else ''}"
     print(f"test {task.metric} {t.mean():.4f} ± {t.std():.4f} | valid {v.mean():.4f} ± {v.std():.4f} "
-          f"({runs} run{'s' if runs > 1 else ''}, {count_parameters(gnn_of(task.build(cfg)))} parameters, out {out})")
+          f"({what}, runs run0..run{runs - 1}, {count_parameters(gnn_of(task.build(cfg)))} parameters, out {out})")
     return dict(valid=valid_scores, test=test_scores, metric=task.metric, out=str(out), losses=losses)
 
 
@@ -164,6 +222,8 @@ def evaluate_checkpoint(path: str | Path, root: str | None = None, device: str =
     cfg = GraphNetConfig.from_dict(ck["model_config"])
     model = task.build(cfg).to(device)
     model.load_state_dict(ck["state_dict"])
+    if task.num_folds():
+        task.set_fold(int(ck["run"]))                    # run r was trained and tested on fold r
     res = task.evaluate(model)
     print(f"{ck['dataset']} {ck['preset']} (epoch {ck['epoch']}, run {ck['run']}): " +
           " | ".join(f"{k} {task.metric} {v:.4f}" for k, v in res.items()))

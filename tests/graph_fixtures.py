@@ -38,11 +38,24 @@ def _separable(n: int, classes: int, feat: int, rng: np.random.Generator, p_in: 
 
 # ----------------------------------------------------------------------------- Planetoid
 def write_planetoid(root: Path, name: str = "cora", classes: int = 3, feat: int = 12, n_train: int = 30,
-                    n_test: int = 60, seed: int = 0) -> Path:
-    """PyG's Planetoid reads train = first ``len(y)`` nodes, valid = the next 500, test = ``test.index``."""
+                    n_test: int = 60, seed: int = 0, n_extra: int = 0, features: str = "bow") -> Path:
+    """PyG's Planetoid reads train = first ``len(y)`` nodes, valid = the next 500, test = ``test.index``;
+    ``n_extra`` more nodes (in no split, as most of Cora) sit between valid and test.
+
+    ``features="bow"``: binary bag-of-words rows as the real Planetoid sets have (each class owns a block of
+    words, drawn with probability 0.5, every other word with 0.1), so row normalisation means what it means
+    there; ``"gaussian"``: the class-shifted Gaussian features of the other fixtures.
+    Cora-sized: ``classes=7, feat=1433, n_train=140, n_extra=1068, n_test=1000`` (2708 nodes).
+    """
     rng = np.random.default_rng(seed)
-    n = n_train + 500 + n_test
+    n = n_train + 500 + n_extra + n_test
     x, y, ei = _separable(n, classes, feat, rng)
+    if features == "bow":
+        block = np.arange(feat) * classes // feat            # the class owning each word
+        p = np.where(block[None, :] == y[:, None], 0.5, 0.1)
+        x = (rng.random((n, feat)) < p).astype(np.float32)
+    elif features != "gaussian":
+        raise ValueError(f"features must be bow or gaussian, got {features!r}")
     onehot = np.eye(classes, dtype=np.int64)[y]
     n_all = n - n_test
     raw = Path(root) / {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}[name] / "raw"
@@ -211,3 +224,68 @@ def _ogbl_graph(name: str, rng: np.random.Generator, n: int = 60, feat: int = 12
              "test": {"edge": te.T.copy(), "edge_neg": neg(200)}}
     graph = {"num_nodes": n, "edge_index": train_graph, "edge_feat": None, "node_feat": x}
     return graph, split
+
+
+# ----------------------------------------------------------------------------- TU (raw text files)
+def write_tu(root: Path, name: str = "ENZYMES", graphs: int = 60, classes: int = 3, node_labels: int = 4,
+             attributes: int = 0, seed: int = 0) -> Path:
+    """``ROOT/NAME/raw/NAME_{A,graph_indicator,graph_labels,node_labels[,node_attributes]}.txt`` as in the TU
+    release (1-based node ids, every undirected edge listed both ways, ``", "``-separated pairs). Graphs of
+    class ``c`` have mostly node label ``c % node_labels`` (and denser chords for odd classes)."""
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    edges, indicator, glabels, nlabels, attrs = [], [], [], [], []
+    offset = 0
+    for g in range(graphs):
+        c = g % classes
+        n = int(rng.integers(5, 11))
+        pairs = {(i, (i + 1) % n) for i in range(n)}                     # a ring
+        for _ in range(n // 2 if c % 2 else 1):
+            a, b = rng.choice(n, 2, replace=False)
+            pairs.add((int(a), int(b)))
+        for a, b in sorted(pairs):
+            edges += [(offset + a + 1, offset + b + 1), (offset + b + 1, offset + a + 1)]
+        indicator += [g + 1] * n
+        glabels.append(c + 1)                                             # labels need not start at 0
+        nlabels += [int(c % node_labels) if rng.random() < 0.8 else int(rng.integers(0, node_labels)) for _ in range(n)]
+        attrs += [rng.normal(c, 1.0, attributes) for _ in range(n)]
+        offset += n
+    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in edges))
+    (raw / f"{name}_graph_indicator.txt").write_text("".join(f"{i}\n" for i in indicator))
+    (raw / f"{name}_graph_labels.txt").write_text("".join(f"{c}\n" for c in glabels))
+    (raw / f"{name}_node_labels.txt").write_text("".join(f"{c}\n" for c in nlabels))
+    if attributes:
+        (raw / f"{name}_node_attributes.txt").write_text("".join(", ".join(f"{v:.4f}" for v in a) + "\n" for a in attrs))
+    return Path(root)
+
+
+# ----------------------------------------------------------------------------- MoleculeNet-style CSV
+# Real molecules: ring systems of several scaffolds (so a scaffold split has something to split) and
+# acyclic ones (the empty scaffold).
+SMILES = [
+    "c1ccccc1", "Cc1ccccc1", "Oc1ccccc1", "Nc1ccccc1", "CCc1ccccc1", "Clc1ccccc1", "CC(=O)Nc1ccccc1",
+    "OC(=O)c1ccccc1", "c1ccncc1", "Cc1ccncc1", "Nc1ccncc1", "Oc1ccncc1", "C1CCCCC1", "CC1CCCCC1",
+    "NC1CCCCC1", "OC1CCCCC1", "c1ccc2ccccc2c1", "Cc1ccc2ccccc2c1", "Nc1ccc2ccccc2c1", "Oc1ccc2ccccc2c1",
+    "C1CCNCC1", "CC1CCNCC1", "OC1CCNCC1", "c1ccoc1", "Cc1ccoc1", "Nc1ccoc1", "c1ccsc1", "Cc1ccsc1",
+    "Nc1ccsc1", "c1cc[nH]c1", "Cc1cc[nH]c1", "Oc1cc[nH]c1", "CCO", "CCN", "CCCO", "CCCN", "CC(C)O", "CC(C)N",
+    "CCOC(=O)C", "NCC(=O)O", "OCC(O)CO", "CCCCN", "c1ccc(cc1)-c1ccccc1", "Nc1ccc(cc1)-c1ccccc1",
+    "Oc1ccc(cc1)-c1ccccc1", "C1CCC(CC1)c1ccccc1", "NC1CCC(CC1)c1ccccc1", "OC1CCC(CC1)c1ccccc1",
+]
+
+
+def write_molecule_csv(path: Path, smiles: list[str] | None = None, extra_rows: list[tuple[str, str, str]] = ()) -> Path:
+    """A MoleculeNet-style CSV: ``smiles,HIV_active,solubility`` (HIV_active = 1 iff the molecule has a
+    nitrogen, a binary target a GNN can learn; solubility = -0.5 x the number of carbon atoms, a regression
+    target; one missing label). ``extra_rows`` are appended verbatim (e.g. an invalid SMILES)."""
+    smiles = list(SMILES if smiles is None else smiles)
+    lines = ["smiles,HIV_active,solubility"]
+    for i, s in enumerate(smiles):
+        active = int("N" in s or "n" in s)
+        carbons = sum(ch in "Cc" for ch in s.replace("Cl", ""))
+        lines.append(f"{s},{'' if i == 5 else active},{-0.5 * carbons}")
+    lines += [",".join(r) for r in extra_rows]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
