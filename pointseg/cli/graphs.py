@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
                    help="override a training option (repeatable): lr, epochs, optimizer, weight_decay, "
                         "warmup_epochs, batch_size, parts, eval_parts, eval_repeats, predictor_layers, "
-                        "use_labels, label_rate, label_iters, loss")
+                        "use_labels, label_rate, label_iters, loss, weight_decay_scope (all | first), "
+                        "normalize_features (Planetoid), use_node_attr, folds (TU)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset")
