@@ -25,7 +25,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -150,6 +150,38 @@ int64_t keep_below<float, uint64_t>(const float* sq, const float* dot, int64_t j
         const int c = __builtin_popcount((unsigned)m);
         for (int u = 0; u < c; ++u) buf[cnt + u] = pack(vv[u], jj[u]);
         cnt += c;
+    }
+    return keep_below_scalar(sq, dot, j, j1, thr, buf, cnt);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// 8 columns per step: compare and take the 8-bit mask; most steps keep nothing (a few per cent
+// of a row survive), so the pack is a rare branch instead of one store per column.
+template <>
+int64_t keep_below<float, uint64_t>(const float* sq, const float* dot, int64_t j0, int64_t j1,
+                                    float thr, uint64_t* buf, int64_t cnt) {
+    const __m256 t = _mm256_set1_ps(thr), two = _mm256_set1_ps(2.0f);
+    alignas(32) float vv[8];
+    int64_t j = j0;
+    for (; j + 16 <= j1; j += 16) {
+        const __m256 v0 = _mm256_fnmadd_ps(two, _mm256_loadu_ps(dot + j), _mm256_loadu_ps(sq + j));
+        const __m256 v1 = _mm256_fnmadd_ps(two, _mm256_loadu_ps(dot + j + 8), _mm256_loadu_ps(sq + j + 8));
+        const unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v0, t, _CMP_LE_OQ));
+        const unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v1, t, _CMP_LE_OQ));
+        if (!(m0 | m1)) continue;
+        if (m0) {
+            _mm256_store_ps(vv, v0);
+            for (unsigned m = m0; m; m &= m - 1) {
+                const int u = __builtin_ctz(m);
+                buf[cnt++] = pack(vv[u], (uint32_t)(j + u));
+            }
+        }
+        if (m1) {
+            _mm256_store_ps(vv, v1);
+            for (unsigned m = m1; m; m &= m - 1) {
+                const int u = __builtin_ctz(m);
+                buf[cnt++] = pack(vv[u], (uint32_t)(j + 8 + u));
+            }
+        }
     }
     return keep_below_scalar(sq, dot, j, j1, thr, buf, cnt);
 }
