@@ -174,3 +174,62 @@ def test_every_kernel_build_gives_the_same_results(tmp_path, monkeypatch):
             assert torch.equal(g, w)
         for g, w in zip(got[6:], outputs[0][6:]):            # float sums: order may differ
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+
+
+needs_native = pytest.mark.skipif(not native.available(), reason="symmetric-tile kNN needs the compiled kernels")
+
+
+@needs_native
+@pytest.mark.parametrize("k,dilation", [(16, 1), (8, 8), (8, 27)])
+def test_symmetric_tile_knn_equals_full_matrix_topk(k, dilation):
+    from pointseg.nn.knn import _knn_symmetric
+    torch.manual_seed(10 + dilation)
+    x = torch.randn(2, 6, 1100, dtype=torch.float64)
+    xt = x.transpose(1, 2)
+    sq = (xt * xt).sum(-1).unsqueeze(1)
+    keep = torch.arange(0, k * dilation, dilation)
+    got = _knn_symmetric(x, xt, sq, keep, 2**16)         # small tiles: many off-diagonal tiles
+    assert got is not None                               # the symmetric scheme applies here
+    assert torch.equal(got, reference_knn(x, k, dilation))
+    assert torch.equal(_knn_select_torch(x, k, dilation, None, 2**20, symmetric=True), got)
+
+
+@needs_native
+def test_symmetric_tile_knn_stochastic_ranks_equal_reference():
+    from pointseg.nn.knn import _select_ranks
+    x = torch.randn(1, 5, 1200, dtype=torch.float64)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        ranks = _select_ranks(8, 8, True, 1.0, True, x.device)
+        got = _knn_select_torch(x, 8, 8, ranks, 2**18, symmetric=True)
+        torch.manual_seed(seed)
+        want = reference_knn(x, 8, 8, stochastic=True, epsilon=1.0, training=True)
+        assert torch.equal(got, want)
+
+
+@needs_native
+@pytest.mark.parametrize("sample_rank", [0, 255])
+def test_symmetric_tile_knn_exact_when_threshold_too_low_or_lists_overflow(monkeypatch, sample_rank):
+    """Rank 0 of the sample: too few candidates in every row; rank 255 (the sample's maximum):
+    nearly every column survives and the per-row lists overflow. Both recompute rows in full."""
+    from pointseg.nn import knn as K
+    monkeypatch.setattr(K, "_sample_rank", lambda kmax, n: sample_rank)
+    torch.manual_seed(11)
+    x = torch.randn(2, 4, 1024, dtype=torch.float64)
+    xt = x.transpose(1, 2)
+    sq = (xt * xt).sum(-1).unsqueeze(1)
+    got = K._knn_symmetric(x, xt, sq, torch.arange(0, 40, 4), 2**18)
+    assert got is not None and torch.equal(got, reference_knn(x, 10, 4))
+
+
+@needs_native
+def test_symmetric_tile_knn_float32_matches_row_chunk_path_up_to_ties():
+    torch.manual_seed(12)
+    x = torch.randn(2, 32, 2048)
+    a = _knn_select_torch(x, 16, 4, None, 2**22, symmetric=True)
+    b = _knn_select_torch(x, 16, 4, None, 2**22, symmetric=False)
+    same = (a.sort(-1).values == b.sort(-1).values).all(-1).float().mean()
+    assert same > 0.99
+    xt = x.transpose(1, 2).double()
+    d = torch.cdist(xt, xt) ** 2
+    torch.testing.assert_close(d.gather(2, a), d.gather(2, b), rtol=1e-4, atol=1e-4)

@@ -7,8 +7,8 @@ ratios mean anything; every number is the median of ``--repeats`` interleaved ru
   ResGCN-28 on ``B`` blocks of ``N`` points, for pointseg's model and for the same network in
   the reference formulation (``tools/reference_gcn.py``; same weights, a deep copy);
 * the dilated kNN alone at dilation 1, 8, 27 on 64-channel features: pointseg (compiled
-  selection), pointseg with ``torch.topk`` selection, the full-matrix reference, and
-  torch-cluster when it is installed.
+  selection), pointseg with ``torch.topk`` selection, the opt-in symmetric-tile scheme, the
+  full-matrix reference, and torch-cluster when it is installed.
 
 Peak memory on CPU is measured in a fresh subprocess per case, run with
 ``MALLOC_MMAP_THRESHOLD_=131072`` (glibc then returns freed blocks, so resident memory tracks live
@@ -186,6 +186,8 @@ def bench_knn(args, device: torch.device) -> list[dict]:
             "pointseg": lambda: dilated_knn(x, args.k, d),
             "topk-select": lambda: _knn_select_torch(x, args.k, d, None, DEFAULT_MEMORY_BUDGET, use_native=False),
             "reference": lambda: reference_knn(x, args.k, d),
+            # the opt-in symmetric-tile scheme (pointseg.nn.knn.SYMMETRIC_GRAM), same kernel build
+            "symmetric": lambda: _knn_select_torch(x, args.k, d, None, DEFAULT_MEMORY_BUDGET, symmetric=True),
         }
         if have_cluster:
             fns["torch-cluster"] = lambda: dilated_knn(x, args.k, d, backend="cluster")
@@ -194,7 +196,7 @@ def bench_knn(args, device: torch.device) -> list[dict]:
         b = reference_knn(x, args.k, d).sort(-1).values
         same = float((a == b).all(-1).float().mean())
         rows.append({"device": device.type, "case": f"kNN d={d}", "t_pointseg": t["pointseg"],
-                     "t_reference": t["reference"], "t_topk": t["topk-select"],
+                     "t_reference": t["reference"], "t_topk": t["topk-select"], "t_sym": t["symmetric"],
                      "t_cluster": t.get("torch-cluster"), "same_rows": same})
     return rows
 
@@ -214,7 +216,7 @@ def report(rows: list[dict], args) -> None:
         mratio = f"{mr / mp:.2f}x" if mp and mr else "-"
         notes = ""
         if "t_topk" in r:
-            notes = f"topk-select {r['t_topk'] * 1e3:.0f} ms"
+            notes = f"topk-select {r['t_topk'] * 1e3:.0f} ms, symmetric-tile {r['t_sym'] * 1e3:.0f} ms"
             if r["t_cluster"] is not None:
                 notes += f", torch-cluster {r['t_cluster'] * 1e3:.0f} ms"
             notes += f", same neighbour sets {100 * r['same_rows']:.2f}% of rows"

@@ -7,7 +7,8 @@ r"""The straightforward ("reference") formulation of the dense DeepGCN layers: t
 * EdgeConv: gather ``[x_i, x_j - x_i]`` as a ``(B, 2C, N, k)`` edge tensor, 1x1 conv on every
   edge, activation and BatchNorm on the edge tensor (statistics over all edges, as BatchNorm2d
   does), max over ``j``;
-* MRConv: ``max_j (x_j - x_i)`` from the ``(B, C, N, k)`` tensor of relative features.
+* MRConv: ``max_j (x_j - x_i)`` from the ``(B, C, N, k)`` tensor of relative features;
+* SegGCN prediction: the first layer on the concatenated ``[fusion; x]`` (``split_global = False``).
 
 :func:`to_reference` turns a pointseg model into this formulation with the *same* parameters
 and buffers (state-dict keys are unchanged), so both can be run side by side.
@@ -96,4 +97,7 @@ def to_reference(model: nn.Module) -> nn.Module:
             for cls, ref_cls in swaps.items():
                 if type(child) is cls:
                     setattr(parent, name, ref_cls(child))
+    for m in ref.modules():                     # the prediction layer on the concatenated [fusion; x]
+        if hasattr(m, "split_global"):
+            m.split_global = False
     return ref

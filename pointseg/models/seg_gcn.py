@@ -12,6 +12,13 @@ uses), output per-point logits ``(B, num_classes, N)``:
    block's features only -- the "rev fusion" deviation, so no block output but the last stays alive);
 4. prediction on ``[fusion, features]``: 512 -> 256 -> dropout -> classes.
 
+The fusion part of the prediction input is the same for every point of a cloud, so the first
+prediction layer computes ``W [f; x] + b = (W_f f + b) + W_x x`` with ``W_f f + b`` once per cloud
+(``(B, 512, 1)``, broadcast over the points inside the batched GEMM) instead of concatenating a
+``(B, 1024 + C, N)`` tensor: exact (the sum is the pre-activation, before ReLU and BatchNorm),
+the same weight tensor and state-dict keys, about a third fewer FLOPs in that layer forward and
+backward. ``split_global = False`` selects the concatenated form (the reference benchmark uses it).
+
 Every layer is conv -> ReLU -> BatchNorm as in the reference (``order="conv-norm-act"`` selects
 BatchNorm before ReLU).
 """
@@ -24,6 +31,7 @@ from torch import Tensor, nn
 
 from ..nn import GCNBlock, DilatedKnn, MLP, make_conv
 from ..nn.checks import check_features
+from ..nn.mlp import ConvNormAct
 
 
 @dataclass
@@ -53,6 +61,9 @@ class SegGCNConfig:
 
 
 class SegGCN(nn.Module):
+    # W_f f computed once per cloud (see the module docstring); False: the concatenated input
+    split_global: bool = True
+
     def __init__(self, cfg: SegGCNConfig | None = None, **overrides) -> None:
         super().__init__()
         cfg = cfg or SegGCNConfig()
@@ -112,8 +123,25 @@ class SegGCN(nn.Module):
         if x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"x must have {self.cfg.in_channels} channels (B, C, N), got shape {tuple(x.shape)}")
         feats = torch.cat(self.features(x), dim=1)
-        fusion = self.fusion(feats).amax(dim=2, keepdim=True).expand(-1, -1, feats.shape[2])
-        return self.prediction(torch.cat([fusion, feats], dim=1))
+        fusion = self.fusion(feats).amax(dim=2, keepdim=True)              # (B, F, 1)
+        first = self.prediction[0]
+        if not self.split_global or not isinstance(first, ConvNormAct):
+            return self.prediction(torch.cat([fusion.expand(-1, -1, feats.shape[2]), feats], dim=1))
+        h = first.post(self._first_prediction_linear(first, fusion, feats))
+        for layer in list(self.prediction)[1:]:
+            h = layer(h)
+        return h
+
+    @staticmethod
+    def _first_prediction_linear(first: ConvNormAct, fusion: Tensor, feats: Tensor) -> Tensor:
+        """``W [fusion; feats] + b`` with the per-cloud term ``W_f fusion + b`` computed once."""
+        w, bias = first.lin.weight, first.lin.bias
+        nf, B = fusion.shape[1], feats.shape[0]
+        const = torch.bmm(w[:, :nf].expand(B, -1, -1), fusion)            # (B, out, 1)
+        if bias is not None:
+            const = const + bias.view(1, -1, 1)
+        # the per-cloud term enters as the broadcast input of one batched GEMM over the points
+        return torch.baddbmm(const, w[:, nf:].expand(B, -1, -1), feats)
 
 
 def count_parameters(model: nn.Module, trainable: bool = True) -> int:

@@ -69,7 +69,7 @@ def _rank_list(k: int, dilation: int, ranks: Tensor | None) -> Tensor:
 
 @torch.no_grad()
 def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, memory_budget: int,
-                      use_native: bool | None = None) -> Tensor:
+                      use_native: bool | None = None, symmetric: bool | None = None) -> Tensor:
     """Neighbours ``(B, N, k)`` of ``x (B, C, N)`` at the kept ranks of the ``k*dilation`` nearest.
 
     One matrix product per chunk of query rows gives ``|x_j|^2 - 2 q.x_j`` (the row constant
@@ -77,7 +77,8 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
     the compiled kernel of :mod:`.native` forms these values row by row from ``q.x_j`` and finds
     exactly the kept ranks (ties by lower index, no sort of the row); elsewhere ``torch.topk`` of
     the ``k*dilation`` nearest, sorted, and the kept ranks are taken. ``use_native=False`` forces the latter
-    (benchmarks and tests compare the two).
+    (benchmarks and tests compare the two). With the compiled kernel, ``symmetric=True`` (default:
+    :data:`SYMMETRIC_GRAM`) takes the symmetric-tile scheme of :func:`_knn_symmetric` where it applies.
     """
     B, C, N = x.shape
     kd = k * dilation
@@ -89,6 +90,10 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
     if not bool(torch.isfinite(sq).all()):                   # NaN / inf / overflowing features
         bad = int((~torch.isfinite(sq)).sum())
         raise ValueError(f"x holds NaN/inf (or overflowing) values at {bad} point(s) (shape {tuple(x.shape)})")
+    if use_native and (SYMMETRIC_GRAM if symmetric is None else symmetric):
+        sym = _knn_symmetric(x, xt, sq, keep, memory_budget)
+        if sym is not None:
+            return sym
     rows = _chunk_rows(B, N, x.element_size(), memory_budget, 1 if use_native else 3)
     out = torch.empty(B, N, k, dtype=torch.long, device=x.device)
     buf = torch.empty(B * rows * N, dtype=x.dtype, device=x.device)   # reused by every chunk
@@ -106,6 +111,83 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
         d.diagonal(offset=s, dim1=1, dim2=2).fill_(-math.inf)   # (r, s + r): the point itself is rank 0
         cand = d.topk(kd, dim=-1, largest=False, sorted=True).indices
         out[:, s:e] = cand if ranks is None and dilation == 1 else cand.index_select(-1, keep_dev)
+    return out
+
+
+# Symmetric-tile kNN (compiled path). Per-row candidate lists cost B*N*cap entries, so the
+# scheme is used only while they fit SYMMETRIC_MEMORY (clouds are then processed one at a time if
+# need be); larger clouds take the row-chunk path, whose memory does not grow with N*k*d.
+SYMMETRIC_MEMORY = 64 * 2**20
+# Off by default: on the 2-core AVX2 CPU this was measured on, the scattered appends to the
+# per-row candidate lists cost more than the halved Gram saves (docs/performance.md has the numbers);
+# exact either way, so it can be switched on where it measures faster.
+SYMMETRIC_GRAM = False
+SAMPLE = 256              # sampled columns per row for the threshold (as the row-chunk kernel)
+TILES_MIN = 8             # at least this many row blocks: (T + 1) / (2 T) of the full Gram's FLOPs
+
+
+def _sample_rank(kmax: int, n: int) -> int:
+    """0-based rank in the sample of the per-row threshold: ~3 standard deviations above kmax."""
+    t0 = kmax * SAMPLE / n
+    return min(SAMPLE - 1, int(t0 + 3.0 * math.sqrt(t0) + 3.0))
+
+
+def _knn_symmetric(x: Tensor, xt: Tensor, sq: Tensor, keep: Tensor, memory_budget: int) -> Tensor | None:
+    """Exact dilated kNN computing only the Gram tiles ``G[I, J]``, ``I <= J``, of each cloud.
+
+    Pass 1: a per-row threshold from ``SAMPLE`` strided columns (one small matrix product).
+    Pass 2: per tile, the values ``v = |x_j|^2 - 2 x_i.x_j <= thr_i`` of its row block and those of
+    its column block (the transposed tile) are appended to per-row candidate lists.
+    Pass 3: each row's candidates are radix-sorted and the kept ranks read off. A row with fewer
+    than ``kmax`` candidates (threshold too low) or more than the list holds is recomputed from its
+    full row, so the result is exact whatever the sample; about half the Gram FLOPs of the row-chunk
+    path. None when the scheme does not apply (small N, large kmax, too much candidate memory).
+    """
+    B, C, N = x.shape
+    kmax = int(keep[-1]) + 1
+    if N < 4 * SAMPLE or kmax * 4 >= N:
+        return None
+    t = _sample_rank(kmax, N)
+    expect = (t + 1) * N / SAMPLE                            # survivors per row, mean
+    cap = int(expect + 4.0 * math.sqrt(t + 1) * N / SAMPLE) + 64
+    per_entry = 8 if x.dtype == torch.float32 else 16
+    per_cloud = N * cap * per_entry
+    if per_cloud > SYMMETRIC_MEMORY:
+        return None
+    clouds = max(1, min(B, SYMMETRIC_MEMORY // per_cloud))
+    elem = x.element_size()
+    rb = max(1, min(-(-N // TILES_MIN), int(math.sqrt(memory_budget / (clouds * elem)))))
+    step = N // SAMPLE
+    cols = torch.arange(SAMPLE) * step
+    sq2 = sq.reshape(B, N).contiguous()
+    out = torch.empty(B, N, keep.numel(), dtype=torch.long)
+    tile_buf = torch.empty(clouds * rb * rb, dtype=x.dtype)
+    words = cap * per_entry // 8
+    for b0 in range(0, B, clouds):
+        b1 = min(B, b0 + clouds)
+        nb = b1 - b0
+        xb, xtb, sqb = x[b0:b1], xt[b0:b1], sq2[b0:b1]
+        sdot = torch.bmm(xtb, xb[:, :, cols].contiguous())    # (nb, N, SAMPLE)
+        thr = native.knn_thresholds(sdot, sqb, step, t)
+        del sdot
+        cand = torch.empty(nb * N, words, dtype=torch.int64)
+        cnt = torch.zeros(nb * N, dtype=torch.int64)
+        for i0 in range(0, N, rb):
+            i1 = min(N, i0 + rb)
+            for j0 in range(i0, N, rb):
+                j1 = min(N, j0 + rb)
+                g = tile_buf[: nb * (i1 - i0) * (j1 - j0)].view(nb, i1 - i0, j1 - j0)
+                torch.bmm(xtb[:, i0:i1], xb[:, :, j0:j1], out=g)
+                native.knn_tile(g, sqb, thr, i0, j0, cand, cnt)
+        sel = native.knn_finish(cand, cnt, x.dtype, keep).view(nb, N, -1)
+        del cand
+        bad = (sel[..., 0] < 0).nonzero()
+        for bb in bad[:, 0].unique().tolist():               # rare: recompute those rows in full
+            rows = bad[bad[:, 0] == bb, 1]
+            d = sqb[bb].unsqueeze(0) - 2.0 * (xtb[bb, rows] @ xb[bb])
+            d[torch.arange(rows.numel()), rows] = -math.inf
+            sel[bb, rows] = native.rank_select(d, keep)
+        out[b0:b1] = sel
     return out
 
 

@@ -37,7 +37,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
 # kernels run on the thread pool of the OpenMP runtime torch has loaded (libgomp, shared by
 # soname) instead of competing with its spinning workers.
 FLAG_SETS = (FLAGS + ["-march=native", "-fopenmp"], FLAGS + ["-fopenmp"], FLAGS)
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -105,6 +105,15 @@ def _declare(lib: ctypes.CDLL) -> None:
         f.restype = i32
         f = getattr(lib, f"ps_knn_select_{name}")
         f.argtypes = [p, p, i64, i64, i64, i64, p, i64, p, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_knn_thresholds_{name}")
+        f.argtypes = [p, p, i64, i64, i64, i64, i64, p, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_knn_tile_{name}")
+        f.argtypes = [p, p, p, i64, i64, i64, i64, i64, i64, p, p, i64, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_knn_finish_{name}")
+        f.argtypes = [p, p, i64, i64, p, i64, p, i32]
         f.restype = i32
         f = getattr(lib, f"ps_edge_forward_{name}")
         f.argtypes = [p, p, p, i64, i64, i64, i64, p, i32, f64, i32, p, p, p, i32]
@@ -223,6 +232,56 @@ def knn_select(dot: Tensor, sq: Tensor, self_offset: int, ranks: Tensor) -> Tens
     if rc != 0:
         raise ValueError(f"knn_select: bad ranks {r.tolist()} for rows of {N} (code {rc})")
     return out
+
+
+def knn_thresholds(sdot: Tensor, sq: Tensor, step: int, t: int) -> Tensor | None:
+    """Per-row selection thresholds of the symmetric-tile kNN: the ``t``-th smallest (0-based) of
+    ``sq[b, s*step] - 2 sdot[b, i, s]`` over the ``S`` sampled columns (the point itself ``-inf``).
+
+    ``sdot (B, N, S)`` contiguous, ``sq (B, N)``; returns ``(B, N)`` or None (kernel unusable)."""
+    if not _usable(sdot, sq) or sdot.dtype != sq.dtype:
+        return None
+    B, N, S = sdot.shape
+    sdot, sq = sdot.contiguous(), sq.reshape(B, N).contiguous()
+    thr = torch.empty(B, N, dtype=sdot.dtype)
+    rc = getattr(_lib, f"ps_knn_thresholds_{_suffix(sdot)}")(
+        sdot.data_ptr(), sq.data_ptr(), B, N, S, int(step), int(t), thr.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"knn_thresholds: bad sample (S={S}, step={step}, t={t}, N={N}; code {rc})")
+    return thr
+
+
+def knn_tile(g: Tensor, sq: Tensor, thr: Tensor, i0: int, j0: int, cand: Tensor, cnt: Tensor) -> None:
+    """Append the survivors ``v <= thr`` of one Gram tile ``g (B, mi, mj)`` (rows ``i0:``, columns
+    ``j0:``; ``i0 == j0``: a diagonal tile) to the per-row candidate lists ``cand (B*N, cap)`` (int64
+    storage of packed (value, index) pairs; 16 bytes per entry for float64) with counts ``cnt (B*N,)``.
+    All tensors contiguous CPU tensors of the caller (see :func:`pointseg.nn.knn._knn_symmetric`)."""
+    B, mi, mj = g.shape
+    N = sq.shape[-1]
+    rc = getattr(_lib, f"ps_knn_tile_{_suffix(g)}")(
+        g.data_ptr(), sq.data_ptr(), thr.data_ptr(), B, N, mi, mj, int(i0), int(j0), cand.data_ptr(),
+        cnt.data_ptr(), _capacity(cand, g.dtype), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"knn_tile: bad tile {tuple(g.shape)} at ({i0}, {j0}) of {N} points (code {rc})")
+
+
+def knn_finish(cand: Tensor, cnt: Tensor, dtype: torch.dtype, ranks: Tensor) -> Tensor:
+    """Neighbours ``(rows, len(ranks))`` at the kept ranks of each row's sorted candidates; a row
+    whose candidate list was too short or overflowed gets ``-1`` in column 0 (recompute it)."""
+    r = ranks.to(device="cpu", dtype=torch.int64).contiguous()
+    rows = cnt.shape[0]
+    out = torch.empty(rows, r.numel(), dtype=torch.int64)
+    rc = getattr(_lib, f"ps_knn_finish_{'f32' if dtype == torch.float32 else 'f64'}")(
+        cand.data_ptr(), cnt.data_ptr(), rows, _capacity(cand, dtype), r.data_ptr(), r.numel(),
+        out.data_ptr(), torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"knn_finish: bad ranks {r.tolist()} (code {rc})")
+    return out
+
+
+def _capacity(cand: Tensor, dtype: torch.dtype) -> int:
+    """Entries per row of a candidate list: one int64 per float32 entry, two per float64 entry."""
+    return cand.shape[-1] // (1 if dtype == torch.float32 else 2)
 
 
 def _channel_last(t: Tensor) -> Tensor:

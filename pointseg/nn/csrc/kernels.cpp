@@ -25,7 +25,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -153,6 +153,38 @@ int64_t keep_below<float, uint64_t>(const float* sq, const float* dot, int64_t j
     }
     return keep_below_scalar(sq, dot, j, j1, thr, buf, cnt);
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+// 8 columns per step: compare and take the 8-bit mask; most steps keep nothing (a few per cent
+// of a row survive), so the pack is a rare branch instead of one store per column.
+template <>
+int64_t keep_below<float, uint64_t>(const float* sq, const float* dot, int64_t j0, int64_t j1,
+                                    float thr, uint64_t* buf, int64_t cnt) {
+    const __m256 t = _mm256_set1_ps(thr), two = _mm256_set1_ps(2.0f);
+    alignas(32) float vv[8];
+    int64_t j = j0;
+    for (; j + 16 <= j1; j += 16) {
+        const __m256 v0 = _mm256_fnmadd_ps(two, _mm256_loadu_ps(dot + j), _mm256_loadu_ps(sq + j));
+        const __m256 v1 = _mm256_fnmadd_ps(two, _mm256_loadu_ps(dot + j + 8), _mm256_loadu_ps(sq + j + 8));
+        const unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v0, t, _CMP_LE_OQ));
+        const unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v1, t, _CMP_LE_OQ));
+        if (!(m0 | m1)) continue;
+        if (m0) {
+            _mm256_store_ps(vv, v0);
+            for (unsigned m = m0; m; m &= m - 1) {
+                const int u = __builtin_ctz(m);
+                buf[cnt++] = pack(vv[u], (uint32_t)(j + u));
+            }
+        }
+        if (m1) {
+            _mm256_store_ps(vv, v1);
+            for (unsigned m = m1; m; m &= m - 1) {
+                const int u = __builtin_ctz(m);
+                buf[cnt++] = pack(vv[u], (uint32_t)(j + 8 + u));
+            }
+        }
+    }
+    return keep_below_scalar(sq, dot, j, j1, thr, buf, cnt);
+}
 #endif
 
 template <typename T>
@@ -222,6 +254,191 @@ int run(const RowValues<T>& rv, int64_t rows, int64_t n, const int64_t* ranks, i
         if (ranks[t] <= ranks[t - 1]) return 2;
     parallel_for(rows, nthreads, [&](int64_t b, int64_t e) {
         select_rows<T>(rv, b, e, n, ranks, nranks, out);
+    });
+    return 0;
+}
+
+// 1b. Symmetric-tile kNN. Within one cloud the Gram matrix G = X^T X is symmetric, so the caller
+// computes only the tiles G[I, J] with I <= J and each tile feeds the selection of its row block
+// (v = sq_j - 2 G_ij for rows i, columns j) and of its column block (v = sq_i - 2 G_ij for rows j,
+// columns i). The selection needs per-row state across tiles, so it is split in three calls:
+//   knn_thresholds: per row, a threshold from S sampled columns (as in select_rows);
+//   knn_tile:       the survivors v <= thr of one tile appended to per-row candidate lists
+//                   (capacity cap; the count keeps growing past it, which marks an overflow);
+//   knn_finish:     radix sort of each row's candidates and the kept ranks; a row with fewer than
+//                   kmax or more than cap candidates is marked (out = -1) and recomputed by the
+//                   caller from its full row, so the result is exact whatever the threshold.
+// Candidates reach a row in increasing column order (tiles are visited row block by row block,
+// column blocks ascending), so the stable sort breaks ties by the lower column index.
+template <typename T>
+void knn_thresholds(const T* sdot, const T* sq, int64_t B, int64_t n, int64_t S, int64_t step,
+                    int64_t t, T* thr, int nthreads) {
+    constexpr T NEG_INF = -std::numeric_limits<T>::infinity();
+    parallel_for(B * n, nthreads, [&](int64_t r0, int64_t r1) {
+        std::vector<T> v(S);
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / n, i = r % n;
+            const T* d = sdot + r * S;
+            const T* q = sq + b * n;
+            for (int64_t s = 0; s < S; ++s) v[s] = s * step == i ? NEG_INF : q[s * step] - T(2) * d[s];
+            std::nth_element(v.begin(), v.begin() + t, v.end());
+            thr[r] = v[t];
+        }
+    });
+}
+
+template <typename P, typename T>
+inline void append_candidate(P* cand, int64_t* cnt, int64_t row, int64_t cap, T v, uint32_t j) {
+    const int64_t c = cnt[row];
+    if (c < cap) cand[row * cap + c] = pack(v, j);
+    cnt[row] = c + 1;
+}
+
+// Row side of a tile: rows gi = I0 + i (i < mi), columns J0 + j (j < mj), tile row stride mj.
+template <typename T, typename P>
+void tile_rows_scalar(const T* g, const T* sq, const T* thr, int64_t i, int64_t mj, int64_t J0,
+                      int64_t row, int64_t j_lo, int64_t j_hi, P* cand, int64_t* cnt, int64_t cap) {
+    const T th = thr[row];
+    const T* gi = g + i * mj;
+    for (int64_t j = j_lo; j < j_hi; ++j) {
+        const T v = sq[J0 + j] - T(2) * gi[j];
+        if (v <= th) append_candidate(cand, cnt, row, cap, v, (uint32_t)(J0 + j));
+    }
+}
+template <typename T, typename P>
+void tile_rows(const T* g, const T* sq, const T* thr, int64_t i, int64_t mj, int64_t J0,
+               int64_t row, int64_t j_lo, int64_t j_hi, P* cand, int64_t* cnt, int64_t cap) {
+    tile_rows_scalar(g, sq, thr, i, mj, J0, row, j_lo, j_hi, cand, cnt, cap);
+}
+#if defined(__AVX2__) && defined(__FMA__)
+template <>
+void tile_rows<float, uint64_t>(const float* g, const float* sq, const float* thr, int64_t i, int64_t mj,
+                                int64_t J0, int64_t row, int64_t j_lo, int64_t j_hi, uint64_t* cand,
+                                int64_t* cnt, int64_t cap) {
+    const __m256 t = _mm256_set1_ps(thr[row]), two = _mm256_set1_ps(2.0f);
+    const float* gi = g + i * mj;
+    const float* q = sq + J0;
+    alignas(32) float vv[8];
+    int64_t j = j_lo;
+    for (; j + 8 <= j_hi; j += 8) {
+        const __m256 v = _mm256_fnmadd_ps(two, _mm256_loadu_ps(gi + j), _mm256_loadu_ps(q + j));
+        unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_LE_OQ));
+        if (!m) continue;
+        _mm256_store_ps(vv, v);
+        for (; m; m &= m - 1) {
+            const int u = __builtin_ctz(m);
+            append_candidate(cand, cnt, row, cap, vv[u], (uint32_t)(J0 + j + u));
+        }
+    }
+    tile_rows_scalar(g, sq, thr, i, mj, J0, row, j, j_hi, cand, cnt, cap);
+}
+#endif
+
+// Column side: rows J0 + j (j in [j_lo, j_hi)), columns I0 + i (i < mi): v = sq_i - 2 g[i, j].
+template <typename T, typename P>
+void tile_cols_scalar(const T* g, const T* sq, const T* thr, int64_t mi, int64_t mj, int64_t I0,
+                      int64_t J0, int64_t rbase, int64_t j_lo, int64_t j_hi, P* cand, int64_t* cnt,
+                      int64_t cap) {
+    for (int64_t i = 0; i < mi; ++i) {
+        const T qi = sq[I0 + i];
+        const T* gi = g + i * mj;
+        for (int64_t j = j_lo; j < j_hi; ++j) {
+            const T v = qi - T(2) * gi[j];
+            if (v <= thr[rbase + J0 + j]) append_candidate(cand, cnt, rbase + J0 + j, cap, v, (uint32_t)(I0 + i));
+        }
+    }
+}
+template <typename T, typename P>
+void tile_cols(const T* g, const T* sq, const T* thr, int64_t mi, int64_t mj, int64_t I0, int64_t J0,
+               int64_t rbase, int64_t j_lo, int64_t j_hi, P* cand, int64_t* cnt, int64_t cap) {
+    tile_cols_scalar(g, sq, thr, mi, mj, I0, J0, rbase, j_lo, j_hi, cand, cnt, cap);
+}
+#if defined(__AVX2__) && defined(__FMA__)
+// 8 rows (tile columns) at once, each lane with its own threshold.
+template <>
+void tile_cols<float, uint64_t>(const float* g, const float* sq, const float* thr, int64_t mi, int64_t mj,
+                                int64_t I0, int64_t J0, int64_t rbase, int64_t j_lo, int64_t j_hi,
+                                uint64_t* cand, int64_t* cnt, int64_t cap) {
+    const __m256 two = _mm256_set1_ps(2.0f);
+    alignas(32) float vv[8];
+    int64_t j = j_lo;
+    for (; j + 8 <= j_hi; j += 8) {
+        const __m256 t = _mm256_loadu_ps(thr + rbase + J0 + j);
+        for (int64_t i = 0; i < mi; ++i) {
+            const __m256 v = _mm256_fnmadd_ps(two, _mm256_loadu_ps(g + i * mj + j), _mm256_set1_ps(sq[I0 + i]));
+            unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_LE_OQ));
+            if (!m) continue;
+            _mm256_store_ps(vv, v);
+            for (; m; m &= m - 1) {
+                const int u = __builtin_ctz(m);
+                append_candidate(cand, cnt, rbase + J0 + j + u, cap, vv[u], (uint32_t)(I0 + i));
+            }
+        }
+    }
+    tile_cols_scalar(g, sq, thr, mi, mj, I0, J0, rbase, j, j_hi, cand, cnt, cap);
+}
+#endif
+
+// One tile per cloud: g (B, mi, mj) = X[:, I0:I0+mi]^T X[:, J0:J0+mj]; I0 == J0 is a diagonal tile
+// (rows side only, the point itself counted as -inf), else I0 + mi <= J0 (both sides).
+template <typename T>
+int knn_tile(const T* g, const T* sq, const T* thr, int64_t B, int64_t n, int64_t mi, int64_t mj,
+             int64_t I0, int64_t J0, typename Traits<T>::Packed* cand, int64_t* cnt, int64_t cap,
+             int nthreads) {
+    constexpr T NEG_INF = -std::numeric_limits<T>::infinity();
+    const bool diag = I0 == J0;
+    if (diag ? mi != mj : I0 + mi > J0) return 3;
+    if (J0 + mj > n || I0 < 0) return 4;
+    parallel_for(B * mi, nthreads, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / mi, i = r % mi, row = b * n + I0 + i;
+            const T* gb = g + b * mi * mj;
+            const T* qb = sq + b * n;
+            if (diag) {
+                tile_rows(gb, qb, thr, i, mj, J0, row, 0, i, cand, cnt, cap);
+                append_candidate(cand, cnt, row, cap, NEG_INF, (uint32_t)(I0 + i));
+                tile_rows(gb, qb, thr, i, mj, J0, row, i + 1, mj, cand, cnt, cap);
+            } else {
+                tile_rows(gb, qb, thr, i, mj, J0, row, 0, mj, cand, cnt, cap);
+            }
+        }
+    });
+    if (diag) return 0;
+    const int64_t groups = (mj + 7) / 8;
+    parallel_for(B * groups, nthreads, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t b = u / groups, j_lo = (u % groups) * 8, j_hi = std::min(mj, j_lo + 8);
+            tile_cols(g + b * mi * mj, sq + b * n, thr, mi, mj, I0, J0, b * n, j_lo, j_hi, cand, cnt, cap);
+        }
+    });
+    return 0;
+}
+
+template <typename T>
+int knn_finish(typename Traits<T>::Packed* cand, const int64_t* cnt, int64_t rows, int64_t cap,
+               const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {
+    using P = typename Traits<T>::Packed;
+    constexpr int KEY_BYTES = sizeof(typename Traits<T>::Key);
+    if (rows <= 0 || nranks <= 0) return 0;
+    if (ranks[0] < 0) return 1;
+    for (int64_t t = 1; t < nranks; ++t)
+        if (ranks[t] <= ranks[t - 1]) return 2;
+    const int64_t kmax = ranks[nranks - 1] + 1;
+    parallel_for(rows, nthreads, [&](int64_t r0, int64_t r1) {
+        std::vector<P> tmp(cap);
+        for (int64_t r = r0; r < r1; ++r) {
+            int64_t* o = out + r * nranks;
+            const int64_t c = cnt[r];
+            if (c < kmax || c > cap) { o[0] = -1; continue; }   // recomputed by the caller
+            P* a = cand + r * cap;
+            if (c > 4 * kmax + 64) {
+                std::nth_element(a, a + (kmax - 1), a + c);
+                std::sort(a, a + kmax);
+            } else {
+                radix_sort<P, KEY_BYTES>(a, tmp.data(), c);
+            }
+            for (int64_t t = 0; t < nranks; ++t) o[t] = (int64_t)(uint32_t)a[ranks[t]];
+        }
     });
     return 0;
 }
@@ -371,6 +588,28 @@ int ps_knn_select_##NAME(const T* dot, const T* sq, int64_t batches, int64_t m, 
 PS_SELECT(f32, float)
 PS_SELECT(f64, double)
 
+#define PS_SYM(NAME, T)                                                                           \
+int ps_knn_thresholds_##NAME(const T* sdot, const T* sq, int64_t B, int64_t n, int64_t S,          \
+                             int64_t step, int64_t t, T* thr, int nthreads) {                      \
+    if (S <= 0 || t < 0 || t >= S || step <= 0 || (S - 1) * step >= n) return 1;                   \
+    knn_thresholds<T>(sdot, sq, B, n, S, step, t, thr, nthreads);                                  \
+    return 0;                                                                                      \
+}                                                                                                  \
+int ps_knn_tile_##NAME(const T* g, const T* sq, const T* thr, int64_t B, int64_t n, int64_t mi,    \
+                       int64_t mj, int64_t I0, int64_t J0, void* cand, int64_t* cnt, int64_t cap,  \
+                       int nthreads) {                                                             \
+    if (n > 0xFFFFFFFFll) return 5;                                                                \
+    return knn_tile<T>(g, sq, thr, B, n, mi, mj, I0, J0,                                           \
+                       static_cast<typename Traits<T>::Packed*>(cand), cnt, cap, nthreads);        \
+}                                                                                                  \
+int ps_knn_finish_##NAME(void* cand, const int64_t* cnt, int64_t rows, int64_t cap,                \
+                         const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {       \
+    return knn_finish<T>(static_cast<typename Traits<T>::Packed*>(cand), cnt, rows, cap, ranks,    \
+                         nranks, out, nthreads);                                                   \
+}
+PS_SYM(f32, float)
+PS_SYM(f64, double)
+
 #define PS_EDGE(NAME, T)                                                                          \
 int ps_edge_forward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C,      \
                            int64_t N, int64_t k, const T* sgn, int act_stats, double slope,       \
@@ -387,5 +626,5 @@ int ps_edge_backward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t 
 }
 PS_EDGE(f32, float)
 PS_EDGE(f64, double)
-int ps_abi_version() { return 3; }
+int ps_abi_version() { return 4; }
 }
