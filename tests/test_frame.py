@@ -118,3 +118,18 @@ def test_sample_room_turned_about_the_vertical_segments_like_upright(sample):
     angle = np.random.default_rng(17).uniform(0, 2 * np.pi)
     labels = run((scan.xyz.astype(np.float64) @ rotation_z(angle).T).astype(np.float32))
     assert np.mean(labels == upright) >= 0.95
+
+
+def test_a_dense_scan_is_voxel_subsampled_and_every_point_maps_to_a_nearby_kept_point():
+    from pointseg.engine.segment import auto_voxel, network_input
+    from pointseg.io.scans import Scan
+    dense = box_room(n=60_000).astype(np.float32)           # ~ 20 k points per 1 m column
+    assert auto_voxel(dense, 1.0, 256) is not None
+    assert auto_voxel(dense, 1.0, 100_000) is None            # not denser than such a block needs
+    net = network_input(Scan(xyz=dense), None, 1.0, 256)
+    assert net.back is not None and net.back.shape == (len(dense),)
+    assert len(net.xyz) < len(dense) / 4
+    # every original point's representative is in its own voxel (within one voxel diagonal)
+    assert np.linalg.norm(net.xyz[net.back] - dense, axis=1).max() <= net.voxel * np.sqrt(3) + 1e-6
+    off = network_input(Scan(xyz=dense), None, 1.0, 256, voxel="off")
+    assert off.back is None and len(off.xyz) == len(dense)
