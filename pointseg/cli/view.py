@@ -35,12 +35,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --screenshot file")
 
 
+MIN_MAX_POINTS = 100
+MAX_POINT_SIZE = 100.0
+
+
+def check_display_args(args: argparse.Namespace) -> None:
+    """Refuse --max-points and --point-size values that cannot make a picture, naming the option."""
+    import math
+    if args.max_points is not None and args.max_points < MIN_MAX_POINTS:
+        raise ValueError(f"--max-points must be at least {MIN_MAX_POINTS}, got {args.max_points}")
+    ps = args.point_size
+    if ps is not None and not (math.isfinite(ps) and 0 < ps <= MAX_POINT_SIZE):
+        raise ValueError(f"--point-size must be a number of pixels in (0, {MAX_POINT_SIZE:g}], got {ps}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pointseg.io.scans import read_labels, read_scan
     from viewer.render import DEFAULT_MAX_POINTS, parse_size, resolve_classes
 
-    if args.max_points is not None and args.max_points <= 0:
-        raise ValueError(f"--max-points must be positive, got {args.max_points}")
+    check_display_args(args)
     if args.compare and not args.screenshot:
         raise ValueError("--compare renders to a file: add --screenshot OUT.png")
     if not args.screenshot:

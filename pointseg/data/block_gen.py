@@ -63,11 +63,11 @@ def block_corners(extent: np.ndarray, block_size: float, stride: float) -> list[
     return [(i * stride, j * stride) for i in range(nx) for j in range(ny)]
 
 
-def _columns(shifted: np.ndarray, block_size: float, stride: float, extent: np.ndarray
-             ) -> Iterator[np.ndarray]:
+def _columns(shifted: np.ndarray, block_size: float, stride: float, extent: np.ndarray,
+             corners: Sequence[tuple[float, float]] | None = None) -> Iterator[np.ndarray]:
     """Point indices (ascending) of every column, in release order. Points are pre-sorted by x
     and each x strip by y, so a room costs O(N log N + blocks x strip) instead of O(blocks x N)."""
-    corners = block_corners(extent, block_size, stride)
+    corners = block_corners(extent, block_size, stride) if corners is None else corners
     ox = np.argsort(shifted[:, 0], kind="stable")
     xs = shifted[ox, 0]
     strip_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
@@ -97,7 +97,8 @@ def room_to_blocks(xyz: np.ndarray, rgb: np.ndarray | None, block_size: float = 
                    stride: float = 1.0, num_points: int = 4096, min_points: int = 100,
                    rng: np.random.Generator | int | None = None,
                    sampling: Literal["release", "unique"] = "release", cover: bool = False,
-                   norm: RoomNorm | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   norm: RoomNorm | None = None,
+                   corners: Sequence[tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cut one room into 9-channel blocks.
 
     Args:
@@ -107,6 +108,8 @@ def room_to_blocks(xyz: np.ndarray, rgb: np.ndarray | None, block_size: float = 
             partition, the last one padded with duplicates) so every point of a kept column
             appears; for evaluation. ``min_points=1`` keeps every column.
         norm: room constants (default :func:`room_normalization` of ``xyz``).
+        corners: the column min corners to cut (shifted frame, x-major order; default every
+            corner of :func:`block_corners`); sliding inference passes only occupied ones.
 
     Returns:
         ``blocks`` float32 ``(B, num_points, 9)`` and ``point_indices`` int64 ``(B, num_points)``
@@ -132,7 +135,7 @@ def room_to_blocks(xyz: np.ndarray, rgb: np.ndarray | None, block_size: float = 
     colour = (np.zeros_like(shifted) if rgb is None else np.asarray(rgb, dtype=np.float64) / 255.0)
 
     index_rows: list[np.ndarray] = []
-    for idx in _columns(shifted, block_size, stride, norm.extent):
+    for idx in _columns(shifted, block_size, stride, norm.extent, corners):
         n = len(idx)
         if n < min_points:
             continue

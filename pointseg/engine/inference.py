@@ -8,7 +8,14 @@ its nearest voted point.
 
 Memory is bounded for large scans by processing the room in ``tile_size`` x ``tile_size`` tiles:
 a tile's points are predicted from the blocks of the tile grown by one block on every side, which
-are exactly the blocks that touch the tile, so tiling does not change what a point sees.
+are exactly the blocks that touch the tile, so tiling does not change what a point sees. Only
+occupied tiles are visited (integer cell keys of the points), and inside a tile only the columns
+that hold one of its points are cut, so time and memory follow the points, not the bounding box.
+
+Extreme outliers (a point kilometres away from the rest) would stretch the room normalisation
+(channels 6-8) for every other point: points farther than ``OUTLIER_FACTOR`` times the bulk's
+robust size (0.1-99.9 percentile box) outside that box are left out of the blocks, counted in the
+stats, and take the label of their nearest inlier.
 """
 from __future__ import annotations
 
@@ -21,8 +28,16 @@ import torch
 from ..data.block_gen import room_normalization, room_to_blocks
 
 
+OUTLIER_FACTOR = 4.0
+MAX_REPEATS = 1000
+MAX_BATCH = 65536
+MAX_CELLS_PER_AXIS = 2.0 ** 40   # integer cell keys stay exact far below int64's range
+
+
 @dataclass
 class SlidingConfig:
+    """Sliding-block settings; invalid values raise ``ValueError`` naming the CLI option."""
+
     block_size: float = 1.0
     stride: float = 0.5
     num_points: int | None = None  # points per block; None: the checkpoint's (4096 for S3DIS models)
@@ -31,11 +46,61 @@ class SlidingConfig:
     tile_size: float = 8.0        # metres
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        def finite_positive(name: str, v: float) -> None:
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        finite_positive("block size", self.block_size)
+        finite_positive("--stride", self.stride)
+        finite_positive("--tile-size", self.tile_size)
+        if self.stride > self.block_size:
+            raise ValueError(f"--stride must be at most the block size {self.block_size:g} m, got {self.stride:g}")
+        if self.stride < self.block_size / 100:
+            raise ValueError(f"--stride must be at least 1/100 of the block size ({self.block_size / 100:g} m), "
+                             f"got {self.stride:g}")
+        if self.tile_size < self.block_size:
+            raise ValueError(f"--tile-size must be at least the block size {self.block_size:g} m, "
+                             f"got {self.tile_size:g}")
+        if not 1 <= self.repeats <= MAX_REPEATS:
+            raise ValueError(f"--repeats must be between 1 and {MAX_REPEATS}, got {self.repeats}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ValueError(f"--batch-size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
+        if self.num_points is not None and not 1 <= self.num_points <= 1_000_000:
+            raise ValueError(f"points per block must be between 1 and 1,000,000, got {self.num_points}")
 
-def _tiles(lo: np.ndarray, hi: np.ndarray, size: float) -> list[tuple[float, float, float, float]]:
-    nx = max(1, int(np.ceil((hi[0] - lo[0]) / size)))
-    ny = max(1, int(np.ceil((hi[1] - lo[1]) / size)))
-    return [(lo[0] + i * size, lo[1] + j * size, nx - 1 == i, ny - 1 == j) for i in range(nx) for j in range(ny)]
+
+def outlier_mask(xyz: np.ndarray, factor: float = OUTLIER_FACTOR) -> np.ndarray:
+    """True for points more than ``factor`` x the bulk's size outside its 0.1-99.9 percentile box."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if len(xyz) < 100:
+        return np.zeros(len(xyz), dtype=bool)
+    lo, hi = np.percentile(xyz, [0.1, 99.9], axis=0)
+    margin = factor * max(float((hi - lo).max()), 1.0)
+    return ((xyz < lo - margin) | (xyz > hi + margin)).any(axis=1)
+
+
+def occupied_tiles(xy: np.ndarray, lo: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer keys ``(T, 2)`` of the tiles that hold a point, and each point's tile number."""
+    cells = np.floor((np.asarray(xy, dtype=np.float64) - lo) / size)
+    if cells.size and cells.max() > MAX_CELLS_PER_AXIS:
+        raise ValueError(f"the scan spans {cells.max() * size:.3g} m across: too large to tile "
+                         f"(more than {MAX_CELLS_PER_AXIS:.3g} tiles of {size:g} m per axis)")
+    keys, inverse = np.unique(cells.astype(np.int64), axis=0, return_inverse=True)
+    return keys, inverse.reshape(-1)
+
+
+def occupied_corners(shifted_xy: np.ndarray, extent: np.ndarray, block_size: float,
+                     stride: float) -> list[tuple[float, float]]:
+    """Min corners (x-major) of the release grid's columns that may hold one of ``shifted_xy``
+    (a superset: an empty column is dropped by ``room_to_blocks``)."""
+    n_axis = np.maximum(np.ceil((extent[:2] - block_size) / stride).astype(np.int64) + 1, 1)
+    cells = np.unique(np.floor(shifted_xy / stride).astype(np.int64), axis=0)
+    reach = int(np.ceil(block_size / stride))
+    offs = np.array([(a, b) for a in range(reach + 1) for b in range(reach + 1)], dtype=np.int64)
+    cand = (cells[:, None, :] - offs[None]).reshape(-1, 2)
+    cand = cand[((cand >= 0) & (cand < n_axis)).all(axis=1)]
+    cand = np.unique(cand, axis=0)          # lexicographic: x outer, y inner, as the release
+    return [(i * stride, j * stride) for i, j in cand.tolist()]
 
 
 @torch.no_grad()
@@ -65,26 +130,35 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
     n = len(xyz)
     if n == 0:
         raise ValueError("no points to segment")
-    norm = room_normalization(xyz)
     labels = np.zeros(n, dtype=np.int64)
-    stats = {"blocks": 0, "unvoted_points": 0, "tiles": 0}
-    lo, hi = xyz[:, :2].min(0), xyz[:, :2].max(0)
+    far = outlier_mask(xyz)
+    stats = {"blocks": 0, "unvoted_points": 0, "tiles": 0, "occupied_tiles": 0, "outliers": int(far.sum())}
+    inl = np.flatnonzero(~far)
+    pts = xyz[inl]
+    prgb = None if rgb is None else rgb[inl]
+    norm = room_normalization(pts)
+    lo = pts[:, :2].min(0).astype(np.float64)
+    keys, tile_of = occupied_tiles(pts[:, :2], lo, cfg.tile_size)
+    stats["occupied_tiles"] = len(keys)
+    order = np.argsort(tile_of, kind="stable")
+    starts = np.searchsorted(tile_of[order], np.arange(len(keys) + 1))
     rng = np.random.default_rng(cfg.seed)
     margin = cfg.block_size
+    x, y = pts[:, 0], pts[:, 1]
+    inl_labels = np.zeros(len(pts), dtype=np.int64)
     bar = tqdm(total=n, unit="pt", unit_scale=True, desc="segment", disable=not progress, dynamic_ncols=True)
-    for tx, ty, last_x, last_y in _tiles(lo, hi, cfg.tile_size):
-        x, y = xyz[:, 0], xyz[:, 1]
-        inner = (x >= tx) & (y >= ty) & ((x < tx + cfg.tile_size) | last_x) & ((y < ty + cfg.tile_size) | last_y)
-        inner_idx = np.flatnonzero(inner)
-        if len(inner_idx) == 0:
-            continue
+    for t, (kx, ky) in enumerate(keys.tolist()):
+        inner_idx = order[starts[t]:starts[t + 1]]           # ascending within a tile (stable sort)
+        tx, ty = lo[0] + kx * cfg.tile_size, lo[1] + ky * cfg.tile_size
         grown = ((x >= tx - margin) & (x <= tx + cfg.tile_size + margin)
                  & (y >= ty - margin) & (y <= ty + cfg.tile_size + margin))
         sel = np.flatnonzero(grown)
+        corners = occupied_corners(norm.shift(pts[inner_idx])[:, :2], norm.extent, cfg.block_size, cfg.stride)
         votes = torch.zeros(len(sel), num_classes)
         for _ in range(cfg.repeats):
-            blocks, idx = room_to_blocks(xyz[sel], None if rgb is None else rgb[sel], cfg.block_size, cfg.stride,
-                                         cfg.num_points, min_points=1, rng=rng, cover=True, norm=norm)
+            blocks, idx = room_to_blocks(pts[sel], None if prgb is None else prgb[sel], cfg.block_size,
+                                         cfg.stride, cfg.num_points, min_points=1, rng=rng, cover=True,
+                                         norm=norm, corners=corners)
             if len(blocks) == 0:
                 continue
             stats["blocks"] += len(blocks)
@@ -99,12 +173,17 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
             have = np.flatnonzero((votes.sum(1) > 0).numpy())
             if len(have) == 0:
                 raise ValueError("no block could be formed from the points (empty scan?)")
-            _, nn_idx = cKDTree(xyz[sel][have]).query(xyz[inner_idx[~voted]])
+            _, nn_idx = cKDTree(pts[sel][have]).query(pts[inner_idx[~voted]])
             lab[~voted] = votes[torch.from_numpy(have[nn_idx])].argmax(1).numpy()
             stats["unvoted_points"] += int((~voted).sum())
-        labels[inner_idx] = lab
+        inl_labels[inner_idx] = lab
         stats["tiles"] += 1
         bar.update(len(inner_idx))
+    labels[inl] = inl_labels
+    if far.any():
+        _, nn_idx = cKDTree(pts.astype(np.float64)).query(xyz[far].astype(np.float64))
+        labels[far] = inl_labels[nn_idx]
+        bar.update(int(far.sum()))
     bar.close()
     return labels, stats
 
