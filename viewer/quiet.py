@@ -7,8 +7,9 @@ past Python's ``sys.stdout``/``sys.stderr``, so only redirecting the descriptors
 
 :func:`engine_output_silenced` does that around the renderer's whole life (creation, rendering,
 release), and lowers Open3D's own log level to errors for that time. What is written meanwhile
-goes to a temporary file: dropped when the block ends normally, written to stderr when the
-block raises, so a failure still shows what the engine said. ``--verbose`` (``set_verbose(True)``)
+goes to a temporary file (Python's own writes too: keep the block to the renderer's calls):
+dropped when the block ends normally, written to stderr when the block raises, so a failure
+still shows what the engine said. ``--verbose`` (``set_verbose(True)``)
 or ``POINTSEG_VERBOSE=1`` leaves everything on the terminal.
 """
 from __future__ import annotations
@@ -63,17 +64,15 @@ def _flush_python_streams() -> None:
             pass
 
 
-def _open3d_verbosity(level_name: str | None):
-    """Set Open3D's log level by name (``None``: leave it); returns the previous level or None."""
-    if level_name is None:
-        return None
+def _lower_open3d_verbosity():
+    """Open3D's log level to errors only; returns the previous level (None without Open3D)."""
     try:
         import open3d as o3d
     except ImportError:
         return None
     u = o3d.utility
     previous = u.get_verbosity_level()
-    u.set_verbosity_level(getattr(u.VerbosityLevel, level_name))
+    u.set_verbosity_level(u.VerbosityLevel.Error)
     return previous
 
 
@@ -109,7 +108,7 @@ def engine_output_silenced() -> Iterator[None]:
         else:
             for fd in (1, 2):
                 os.dup2(sink.fileno(), fd)
-        previous_level = _open3d_verbosity("Error")
+        previous_level = _lower_open3d_verbosity()
         try:
             yield
         except BaseException:
