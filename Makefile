@@ -1,18 +1,23 @@
-# The two commands of the README. Both set everything up first (idempotent).
+# The two commands of the README. Both set everything up first (scripts/setup.sh, idempotent).
+#
+# Every target runs in one environment: the activated virtual/conda environment if there is one,
+# else the project's .venv, created from $(PYTHON) (the system python3 by default; Debian's and
+# Ubuntu's refuse pip installs, PEP 668). scripts/setup.sh decides which; ENV_PYTHON is its answer.
 PYTHON ?= python3
+ENV_PYTHON := $(shell PYTHON='$(PYTHON)' bash scripts/setup.sh --env-python)
 
 .PHONY: setup demo test bench
 
 setup:
-	@PYTHON=$(PYTHON) bash scripts/setup.sh
+	@PYTHON='$(PYTHON)' bash scripts/setup.sh
 
 # Segment the bundled sample room with the bundled checkpoint.
 demo: setup
-	$(PYTHON) -m pointseg segment --out outputs/demo --overwrite
+	'$(ENV_PYTHON)' -m pointseg segment --out outputs/demo --overwrite
 
-# CPU test suite (GPU tests skip cleanly without CUDA).
+# CPU test suite (GPU tests skip cleanly without CUDA; slow tests included).
 test: setup
-	$(PYTHON) -m pytest -q tests
+	'$(ENV_PYTHON)' -m pytest -q tests
 
 bench: setup
-	$(PYTHON) tools/bench_resgcn.py
+	'$(ENV_PYTHON)' tools/bench_resgcn.py

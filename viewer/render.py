@@ -25,6 +25,7 @@ from pointseg.classes import ClassTable
 from pointseg.io.atomic import atomic_path
 from pointseg.io.scans import Scan, check_labels, default_table, read_scan
 
+from .quiet import engine_output_silenced
 from .state import (CORRECT_COLOUR, MODE_TITLES, MODES, WRONG_COLOUR, colours_for,
                     confusion_matrix, display_subset, iou_per_class)
 
@@ -164,16 +165,20 @@ class OffscreenViews:
 
     Use as a context manager: Filament aborts the process if a renderer is torn down while
     geometry still uses its materials, so geometry is cleared and the renderer released in
-    ``__exit__``; a lock keeps to one renderer at a time.
+    ``__exit__``; a lock keeps to one renderer at a time. The engine's start-up lines are kept
+    off the terminal for the renderer's whole life (:mod:`viewer.quiet`; ``--verbose`` shows them).
     """
 
     def __init__(self, size: tuple[int, int]):
         self.size = size
         self._r = None
+        self._quiet = None
 
     def __enter__(self) -> "OffscreenViews":
         _LOCK.acquire()
         try:
+            self._quiet = engine_output_silenced()
+            self._quiet.__enter__()
             from open3d.visualization import rendering
             self._rendering = rendering
             self._r = rendering.OffscreenRenderer(int(self.size[0]), int(self.size[1]))
@@ -181,8 +186,13 @@ class OffscreenViews:
             scene.set_background([c / 255 for c in BACKGROUND] + [1.0])
             scene.view.set_post_processing(False)
             scene.show_axes(False)
-        except BaseException:
-            _LOCK.release()
+        except BaseException as e:
+            try:
+                if self._quiet is not None:
+                    self._quiet.__exit__(type(e), e, e.__traceback__)
+            finally:
+                self._quiet = None
+                _LOCK.release()
             raise
         return self
 
@@ -193,7 +203,12 @@ class OffscreenViews:
                 self._r = None
                 gc.collect()
         finally:
-            _LOCK.release()
+            try:
+                if self._quiet is not None:
+                    self._quiet.__exit__(*exc)
+            finally:
+                self._quiet = None
+                _LOCK.release()
 
     def render(self, xyz: np.ndarray, colours: np.ndarray, view: str, frame_xyz: np.ndarray,
                point_size: float | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ Errors a user can fix (bad file, bad argument) are raised as ``ValueError`` /
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from typing import Sequence
@@ -40,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _engine_output(verbose: bool):
+    """``--verbose``: let the rendering engine's start-up lines through for this command only
+    (they are kept off the terminal otherwise, see viewer.quiet)."""
+    if not verbose:
+        return contextlib.nullcontext()
+    from viewer.quiet import engine_output_shown
+    return engine_output_shown()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -53,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args._run(args) or 0)
+        with _engine_output(getattr(args, "verbose", False)):
+            return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
         print(f"pointseg {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model input for scans without colour (default gray)")
     p.add_argument("--no-render", action="store_true", help="skip the PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the rendering engine's start-up lines (hidden by default)")
 
 
 def parse_voxel(text: str) -> float | str:

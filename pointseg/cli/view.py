@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", default="gui", choices=["gui", "legacy"],
                    help="window back-end: Open3D's GUI (legend panel) or the legacy visualizer")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --screenshot file")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the rendering engine's start-up lines (hidden by default)")
 
 
 MIN_MAX_POINTS = 100
