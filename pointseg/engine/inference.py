@@ -23,9 +23,10 @@ from ..data.block_gen import room_normalization, room_to_blocks
 
 @dataclass
 class SlidingConfig:
-    block_size: float = 1.0
-    stride: float = 0.5
-    num_points: int | None = None  # points per block; None: the checkpoint's (4096 for S3DIS models)
+    # None: the checkpoint's input recipe (engine.checkpoint.sliding_for); 1 m / 0.5 m / 4096 for S3DIS
+    block_size: float | None = None
+    stride: float | None = None
+    num_points: int | None = None  # points per block
     repeats: int = 1
     batch_size: int = 8
     tile_size: float = 8.0        # metres
@@ -59,7 +60,11 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
 
     cfg = cfg or SlidingConfig()
     if cfg.num_points is None:
-        raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input spec)")
+        raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input recipe: "
+                         "engine.checkpoint.sliding_for)")
+    if cfg.block_size is None or cfg.stride is None:      # the S3DIS block recipe
+        from dataclasses import replace
+        cfg = replace(cfg, block_size=cfg.block_size or 1.0, stride=cfg.stride or 0.5)
     model.eval()
     xyz = np.asarray(xyz, dtype=np.float32)
     n = len(xyz)

@@ -30,7 +30,9 @@ from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
 from .inference import SlidingConfig, predict_points
 
 DEFAULT_SCAN = asset("sample_room.ply")
-DEFAULT_CHECKPOINT = asset("demo_checkpoint.pt")
+# dgcnn.pytorch's fold-5 S3DIS weights (Area 5 held out), imported; the synthetic ResGCN-7 stays
+# available as ``--checkpoint resgcn7-synthetic`` (engine.checkpoint.NAMED_CHECKPOINTS)
+DEFAULT_CHECKPOINT = asset("dgcnn_s3dis_area5.pt")
 COLOR_POLICIES = ("gray", "zeros")
 
 
@@ -112,7 +114,8 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
         "histogram": {c: int(v) for c, v in zip(classes.names, hist)},
         "sliding": sliding.__dict__, "blocks": stats["blocks"],
         "unvoted_points": stats["unvoted_points"], "notes": notes,
-        "trained_on": ckpt.get("train_config", {}).get("data", {}).get("source"),
+        "trained_on": (ckpt.get("train_config", {}).get("data", {}).get("source")
+                       or ckpt.get("provenance", {}).get("project")),
     }
     if gt is not None:
         summary["metrics"] = SegMetrics(confusion_matrix(gt, pred, classes.num_classes), classes.names).to_dict()

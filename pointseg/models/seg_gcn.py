@@ -53,6 +53,8 @@ class SegGCNConfig:
 
 
 class SegGCN(nn.Module):
+    architecture = "seg-gcn"      # the name checkpoints record (pointseg.models.presets.ARCHITECTURES)
+
     def __init__(self, cfg: SegGCNConfig | None = None, **overrides) -> None:
         super().__init__()
         cfg = cfg or SegGCNConfig()
