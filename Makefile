@@ -6,7 +6,7 @@ PYTHON ?= python3
 setup:
 	@PYTHON=$(PYTHON) bash scripts/setup.sh
 
-# Segment the bundled sample room with the bundled checkpoint.
+# Segment the bundled sample room with the default checkpoint (the real-trained DGCNN, fold 5).
 demo: setup
 	$(PYTHON) -m pointseg segment --out outputs/demo --overwrite
 
