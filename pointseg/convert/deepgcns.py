@@ -112,7 +112,7 @@ def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
                                                     "pass --block plain for a PlainGCN")
     spec = {**S3DIS_BLOCK_RECIPE, "knn_channels": list(range(cfg.knn_channels))}
     provenance = {"project": "DeepGCNs (github.com/lightaime/deep_gcns_torch)", "network": "DenseDeepGCN",
-                  "licence": "MIT (deep_gcns_torch); check the licence of the weights you converted",
+                  "licence": "see the DeepGCNs authors' release of these weights (not recorded in the file)",
                   "epoch": int(obj.get("epoch", -1)) if isinstance(obj, dict) and "state_dict" in obj else None}
     summary = [f"{name}-{arch['n_blocks']}: block {arch['block']} ({how}), depth {arch['n_blocks']}, "
                f"width {arch['channels']}, {arch['in_channels']} inputs, {arch['num_classes']} classes, k={k}"]
