@@ -11,7 +11,7 @@ ENV_PYTHON := $(shell PYTHON='$(PYTHON)' bash scripts/setup.sh --env-python)
 setup:
 	@PYTHON='$(PYTHON)' bash scripts/setup.sh
 
-# Segment the bundled sample room with the bundled checkpoint.
+# Segment the bundled sample room with the default checkpoint (the real-trained DGCNN, fold 5).
 demo: setup
 	'$(ENV_PYTHON)' -m pointseg segment --out outputs/demo --overwrite
 

@@ -198,11 +198,13 @@ def test_checkpoint_for_another_class_table_is_refused(tmp_path, rooms, capsys):
     assert "5 classes" in capsys.readouterr().err
 
 
-def test_default_command_segments_the_bundled_room_with_the_bundled_checkpoint(tmp_path):
+def test_bundled_room_with_the_named_synthetic_checkpoint(tmp_path):
     from pointseg.engine.segment import DEFAULT_CHECKPOINT, DEFAULT_SCAN
     assert DEFAULT_SCAN.exists() and DEFAULT_CHECKPOINT.exists()
     out = tmp_path / "demo"
-    assert main(["segment", "--out", str(out), "--stride", "1.0", "--quiet"]) == 0
+    # the default checkpoint is the real DGCNN (tests/test_import.py); the synthetic ResGCN-7 by name
+    assert main(["segment", "--checkpoint", "resgcn7-synthetic", "--out", str(out), "--stride", "1.0",
+                 "--quiet"]) == 0
     name = DEFAULT_SCAN.stem
     for suffix in (".labels.npy", ".ply", ".png", ".json"):
         assert (out / f"{name}{suffix}").stat().st_size > 0

@@ -18,12 +18,16 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "train a segmentation model from a YAML config"),
     ("evaluate", "evaluate a checkpoint on every original point of the test rooms"),
     ("models", "list model presets with their parameter counts, or show one"),
+    ("import", "convert a checkpoint of another project (dgcnn-pytorch, deepgcns) to a pointseg checkpoint"),
     ("view", "look at a scan or segmentation: Open3D window, or --screenshot PNG (headless)"),
     ("synth", "write synthetic rooms in the raw S3DIS layout"),
     ("prepare-s3dis", "convert the raw S3DIS release into one array file per room (with repairs)"),
     ("make-blocks", "cut prepared rooms into 1 m blocks in the S3DIS HDF5 block layout"),
     ("graphs", "DeepGCNs / DeeperGCN on PPI, Planetoid and OGB graphs: presets, train, evaluate"),
 ]
+
+# subcommands whose module name differs from the command (``import`` is a Python keyword)
+MODULES: dict[str, str] = {"import": "import_"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pointseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in SUBCOMMANDS:
-        mod = importlib.import_module(f"pointseg.cli.{name.replace('-', '_')}")
+        mod = importlib.import_module(f"pointseg.cli.{MODULES.get(name, name.replace('-', '_'))}")
         p = sub.add_parser(name, help=help_, description=help_)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

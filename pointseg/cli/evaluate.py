@@ -6,10 +6,12 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", help="checkpoint (.pt) to evaluate")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint (.pt) to evaluate, or a bundled one by name "
+                                                "(dgcnn-s3dis, resgcn7-synthetic)")
     p.add_argument("--data", help="folder of prepared rooms (pointseg prepare-s3dis output)")
     p.add_argument("--area", type=int, default=5, help="test area (default 5)")
-    p.add_argument("--stride", type=float, default=0.5, help="sliding-block stride in metres (default 0.5)")
+    p.add_argument("--stride", type=float, default=None,
+                   help="sliding-block stride in metres (default: the checkpoint's input recipe, 0.5)")
     p.add_argument("--repeats", type=int, default=1, help="random block draws averaged per point")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rooms", nargs="+", help="only these rooms (names like office_1 or Area_5_office_1)")

@@ -7,11 +7,13 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scan", nargs="?", help="scan file: .ply .pcd .xyz .txt .npy .las .laz, or a prepared "
                                            "S3DIS room .npz (default: the bundled sample room)")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the bundled demo checkpoint)")
+    p.add_argument("--checkpoint", help="model checkpoint file, or a bundled one by name: dgcnn-s3dis (the "
+                                         "default: real S3DIS weights) or resgcn7-synthetic (synthetic rooms only)")
     p.add_argument("--out", help="output folder (default outputs/<scan name>); never overwritten silently")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--stride", type=float, default=0.5, help="sliding-block stride in metres")
+    p.add_argument("--stride", type=float, default=None,
+                   help="sliding-block stride in metres (default: the checkpoint's input recipe, 0.5)")
     p.add_argument("--repeats", type=int, default=1, help="random block draws averaged per point")
     p.add_argument("--batch-size", type=int, default=8, help="blocks per forward pass")
     p.add_argument("--tile-size", type=float, default=8.0, help="metres; bounds memory on large scans")

@@ -55,9 +55,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a pointseg checkpoint safely; a file that is not one is a clear ``ValueError``."""
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"checkpoint {path} does not exist "
+                                f"(bundled by name: {', '.join(NAMED_CHECKPOINTS)})")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
@@ -85,10 +86,12 @@ def export_model(src: str | Path, dst: str | Path) -> dict[str, Any]:
 
 def model_payload(preset: str, model: torch.nn.Module, classes: ClassTable,
                   input_spec: dict[str, Any]) -> dict[str, Any]:
-    cfg = model.cfg  # SegGCN
-    state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
+    net = model.module if hasattr(model, "module") else model
+    cfg = net.cfg  # SegGCN / DGCNN config dataclass
+    state = net.state_dict()
     return {
         "kind": "segmentation",
+        "architecture": getattr(net, "architecture", "seg-gcn"),
         "preset": preset,
         "model_config": asdict(cfg),
         "model": state,
@@ -97,21 +100,61 @@ def model_payload(preset: str, model: torch.nn.Module, classes: ClassTable,
     }
 
 
+# Input recipes this pointseg can cut blocks for (``input["normalisation"]`` of a checkpoint):
+# ``s3dis-blocks`` is the S3DIS HDF5 block release (pointseg.data.block_gen).
+INPUT_RECIPES = ("s3dis-blocks",)
+
+
+def check_input_recipe(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
+    """The checkpoint's input recipe, refused when this pointseg cannot produce it."""
+    from ..data.block_gen import BLOCK_CHANNELS
+    spec = dict(ckpt.get("input", {}))
+    recipe = spec.get("normalisation", "s3dis-blocks")
+    if recipe not in INPUT_RECIPES:
+        raise ValueError(f"{path}: input recipe {recipe!r} is not one this pointseg makes ({', '.join(INPUT_RECIPES)})")
+    channels = list(spec.get("channels", BLOCK_CHANNELS))
+    if channels != list(BLOCK_CHANNELS):
+        raise ValueError(f"{path}: model expects channels {channels}, the {recipe} recipe gives {list(BLOCK_CHANNELS)}")
+    return spec
+
+
 def sliding_for(ckpt: dict[str, Any], sliding: Any = None) -> Any:
-    """The sliding-block settings for a checkpoint: points per block from its input spec."""
-    from dataclasses import replace
+    """The sliding-block settings for a checkpoint: what the caller left unset (``None``) comes
+    from its recorded input recipe (block size, points per block, stride), else the defaults."""
+    from dataclasses import fields, replace
     from .inference import SlidingConfig
     sliding = sliding or SlidingConfig()
-    if sliding.num_points is None:
-        sliding = replace(sliding, num_points=int(ckpt.get("input", {}).get("num_points", 4096)))
-    return sliding
+    spec = ckpt.get("input", {})
+    defaults = {"block_size": 1.0, "num_points": 4096, "stride": 0.5}
+    changes = {}
+    for f in fields(sliding):
+        if f.name in defaults and getattr(sliding, f.name) is None:
+            value = spec.get(f.name, defaults[f.name])
+            changes[f.name] = int(value) if f.name == "num_points" else float(value)
+    return replace(sliding, **changes) if changes else sliding
+
+
+# Checkpoints shipped in pointseg/assets, by the name ``--checkpoint`` accepts.
+NAMED_CHECKPOINTS: dict[str, str] = {
+    "dgcnn-s3dis": "dgcnn_s3dis_area5.pt",        # dgcnn.pytorch fold 5 (Area 5 held out), MIT
+    "resgcn7-synthetic": "demo_checkpoint.pt",    # ResGCN-7 trained on synthetic rooms only
+}
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A bundled checkpoint's path for a name of ``NAMED_CHECKPOINTS``, else the path itself."""
+    key = str(name_or_path)
+    if key in NAMED_CHECKPOINTS and not Path(key).exists():
+        from ..assets import asset
+        return asset(NAMED_CHECKPOINTS[key])
+    return Path(name_or_path)
 
 
 def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint",
                           expect_classes: ClassTable | None = None,
                           expect_preset: str | None = None):
     """Rebuild the segmentation model of a checkpoint (weights loaded, eval mode)."""
-    from ..models import SegGCN, SegGCNConfig
+    from ..models import architecture
     if ckpt.get("kind") != "segmentation":
         raise ValueError(f"{path}: holds a {ckpt.get('kind')!r} model, not a segmentation model")
     classes = ClassTable.from_dict(ckpt["classes"])
@@ -120,9 +163,11 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint",
                          f"but {expect_classes.num_classes} classes {list(expect_classes.names)} are expected")
     if expect_preset is not None and ckpt["preset"] != expect_preset:
         raise ValueError(f"{path}: holds preset {ckpt['preset']!r}, expected {expect_preset!r}")
+    arch = architecture(str(ckpt.get("architecture", "seg-gcn")))
+    check_input_recipe(ckpt, path)
     try:
-        cfg = SegGCNConfig(**ckpt["model_config"])
-        model = SegGCN(cfg)
+        cfg = arch.config(**ckpt["model_config"])
+        model = arch.model(cfg)
         model.load_state_dict(ckpt["model"])
     except (TypeError, RuntimeError) as e:
         raise ValueError(f"{path}: model config/weights do not fit this pointseg: {str(e).splitlines()[0]}") from None

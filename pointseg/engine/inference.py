@@ -38,9 +38,10 @@ MAX_CELLS_PER_AXIS = 2.0 ** 40   # integer cell keys stay exact far below int64'
 class SlidingConfig:
     """Sliding-block settings; invalid values raise ``ValueError`` naming the CLI option."""
 
-    block_size: float = 1.0
-    stride: float = 0.5
-    num_points: int | None = None  # points per block; None: the checkpoint's (4096 for S3DIS models)
+    # None: the checkpoint's input recipe (engine.checkpoint.sliding_for); 1 m / 0.5 m / 4096 for S3DIS
+    block_size: float | None = None
+    stride: float | None = None
+    num_points: int | None = None  # points per block
     repeats: int = 1
     batch_size: int = 8
     tile_size: float = 8.0        # metres
@@ -50,17 +51,21 @@ class SlidingConfig:
         def finite_positive(name: str, v: float) -> None:
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-        finite_positive("block size", self.block_size)
-        finite_positive("--stride", self.stride)
+        # None: filled from the checkpoint's recipe later (a new SlidingConfig, checked again)
+        if self.block_size is not None:
+            finite_positive("block size", self.block_size)
+        if self.stride is not None:
+            finite_positive("--stride", self.stride)
         finite_positive("--tile-size", self.tile_size)
-        if self.stride > self.block_size:
-            raise ValueError(f"--stride must be at most the block size {self.block_size:g} m, got {self.stride:g}")
-        if self.stride < self.block_size / 100:
-            raise ValueError(f"--stride must be at least 1/100 of the block size ({self.block_size / 100:g} m), "
-                             f"got {self.stride:g}")
-        if self.tile_size < self.block_size:
-            raise ValueError(f"--tile-size must be at least the block size {self.block_size:g} m, "
-                             f"got {self.tile_size:g}")
+        if self.block_size is not None:
+            if self.stride is not None and self.stride > self.block_size:
+                raise ValueError(f"--stride must be at most the block size {self.block_size:g} m, got {self.stride:g}")
+            if self.stride is not None and self.stride < self.block_size / 100:
+                raise ValueError(f"--stride must be at least 1/100 of the block size ({self.block_size / 100:g} m), "
+                                 f"got {self.stride:g}")
+            if self.tile_size < self.block_size:
+                raise ValueError(f"--tile-size must be at least the block size {self.block_size:g} m, "
+                                 f"got {self.tile_size:g}")
         if not 1 <= self.repeats <= MAX_REPEATS:
             raise ValueError(f"--repeats must be between 1 and {MAX_REPEATS}, got {self.repeats}")
         if not 1 <= self.batch_size <= MAX_BATCH:
@@ -124,7 +129,11 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
 
     cfg = cfg or SlidingConfig()
     if cfg.num_points is None:
-        raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input spec)")
+        raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input recipe: "
+                         "engine.checkpoint.sliding_for)")
+    if cfg.block_size is None or cfg.stride is None:      # the S3DIS block recipe
+        from dataclasses import replace
+        cfg = replace(cfg, block_size=cfg.block_size or 1.0, stride=cfg.stride or 0.5)
     model.eval()
     xyz = np.asarray(xyz, dtype=np.float32)
     n = len(xyz)

@@ -38,7 +38,9 @@ from .frame import Frame, resolve_frame
 from .inference import SlidingConfig, predict_points
 
 DEFAULT_SCAN = asset("sample_room.ply")
-DEFAULT_CHECKPOINT = asset("demo_checkpoint.pt")
+# dgcnn.pytorch's fold-5 S3DIS weights (Area 5 held out), imported; the synthetic ResGCN-7 stays
+# available as ``--checkpoint resgcn7-synthetic`` (engine.checkpoint.NAMED_CHECKPOINTS)
+DEFAULT_CHECKPOINT = asset("dgcnn_s3dis_area5.pt")
 COLOR_POLICIES = ("gray", "zeros")
 DENSE_FACTOR = 4.0     # subsample when a column holds more than this many blocks' worth of points
 TARGET_FACTOR = 2.0    # ... down to about this many blocks' worth
@@ -216,7 +218,8 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
         "tiles": stats["tiles"], "occupied_tiles": stats["occupied_tiles"], "outliers": stats["outliers"],
         "frame": {"rotation": net.frame.rotation.tolist(), "scale": net.frame.scale, **net.frame.reasons},
         "network_points": len(net.xyz), "voxel": net.voxel,
-        "trained_on": ckpt.get("train_config", {}).get("data", {}).get("source"),
+        "trained_on": (ckpt.get("train_config", {}).get("data", {}).get("source")
+                       or ckpt.get("provenance", {}).get("project")),
     }
     if gt is not None:
         summary["metrics"] = SegMetrics(confusion_matrix(gt, pred, classes.num_classes), classes.names).to_dict()

@@ -1,5 +1,7 @@
 """Segmentation networks built from ``pointseg.nn``."""
-from .presets import PRESETS, build_model, preset_config
+from .dgcnn import DGCNN, DGCNNConfig
+from .presets import ARCHITECTURES, PRESETS, architecture, build_model, preset_config
 from .seg_gcn import SegGCN, SegGCNConfig, count_parameters
 
-__all__ = ["PRESETS", "build_model", "preset_config", "SegGCN", "SegGCNConfig", "count_parameters"]
+__all__ = ["ARCHITECTURES", "PRESETS", "architecture", "build_model", "preset_config", "DGCNN",
+           "DGCNNConfig", "SegGCN", "SegGCNConfig", "count_parameters"]

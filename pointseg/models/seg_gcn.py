@@ -61,6 +61,7 @@ class SegGCNConfig:
 
 
 class SegGCN(nn.Module):
+    architecture = "seg-gcn"      # the name checkpoints record (pointseg.models.presets.ARCHITECTURES)
     # W_f f computed once per cloud (see the module docstring); False: the concatenated input
     split_global: bool = True
 

@@ -2,6 +2,7 @@
 ``(B, C, N)`` and sparse graphs ``(N, C)`` + ``edge_index``. See ``graph.py`` for the conventions."""
 from .block import BLOCK_KINDS, CONVS, GCNBlock, make_conv
 from .edge_conv import EdgeConv
+from .edge_mlp_conv import EdgeMLPConv
 from .gat_conv import GATConv
 from .gcn_conv import GCNConv
 from .gen_conv import GENConv, MsgNorm
@@ -15,7 +16,7 @@ from .reversible import ReversibleLayer, ReversibleStack, RevBranch, SharedDropo
 from .deq import DEQ, DEQCell, DEQConvergenceError
 
 __all__ = [
-    "BLOCK_KINDS", "CONVS", "GCNBlock", "make_conv", "EdgeConv", "GATConv", "GCNConv", "GINConv", "GENConv", "MsgNorm", "MRConv", "SAGEConv",
+    "BLOCK_KINDS", "CONVS", "GCNBlock", "make_conv", "EdgeConv", "EdgeMLPConv", "GATConv", "GCNConv", "GINConv", "GENConv", "MsgNorm", "MRConv", "SAGEConv",
     "DilatedKnn", "dilated_knn", "dilated_knn_graph", "MLP", "ConvNormAct", "Pointwise",
     "act_layer", "norm_layer", "gather_neighbors", "neighbor_reduce",
     "ReversibleLayer", "ReversibleStack", "RevBranch", "SharedDropout", "reversible_stack",
