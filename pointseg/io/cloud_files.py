@@ -94,6 +94,8 @@ def parse_ply_header(path: Path, f) -> dict:
                 raise ValueError(f"{path}: PLY header has no format line")
             return info
         if tok[0] == "format":
+            if info["format"] is not None:
+                raise ValueError(f"{path}: {where}: format given twice")
             if len(tok) != 3 or tok[1] not in ("ascii", "binary_little_endian", "binary_big_endian"):
                 raise ValueError(f"{path}: {where}: unknown PLY format {' '.join(tok[1:])!r}")
             info["format"] = tok[1]
@@ -309,6 +311,8 @@ def parse_pcd_header(path: Path, f) -> dict:
             if not h:
                 raise ValueError(f"{path}: not a PCD file (header line {lineno} is {line[:40]!r})")
             raise ValueError(f"{path}: PCD header line {lineno}: unknown keyword {tok[0]!r}")
+        if key in h:
+            raise ValueError(f"{path}: PCD header line {lineno}: {key} given twice")
         h[key] = tok[1:]
         if key == "DATA":
             h["data_offset"] = f.tell()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import colorsys
 import os
 import stat
+import tokenize
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,7 +357,7 @@ def load_npy_checked(path: Path, what: str = "a .npy array") -> np.ndarray:
             offset = f.tell()
     except OSError as e:
         raise ValueError(f"{path}: cannot read: {e.strerror}") from None
-    except (ValueError, SyntaxError, TypeError) as e:
+    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
         msg = str(e)
         if msg.startswith(str(path)):
             raise
