@@ -71,3 +71,16 @@ def test_stale_checkpoint_temporaries_are_removed_on_resume(tmp_path, blocks):
     train(tiny_config(tmp_path / "run", blocks, max_steps=2), resume=True, progress=False)
     assert not stale.exists()
     assert mine.exists()
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_last_pt(tmp_path, blocks, monkeypatch):
+    import pointseg.engine.train as T
+    out = train(tiny_config(tmp_path / "run", blocks, max_steps=1), progress=False)
+    before = (out / "last.pt").read_bytes()
+
+    def full(path, payload):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")
+    monkeypatch.setattr(T, "save_checkpoint", full)
+    with pytest.raises(ValueError, match=r"last.pt: cannot write the checkpoint.*intact"):
+        train(tiny_config(tmp_path / "run", blocks, max_steps=2), resume=True, progress=False)
+    assert (out / "last.pt").read_bytes() == before

@@ -83,6 +83,9 @@ class BlockRelease:
                         if key not in f:
                             raise ValueError(f"{path}: missing dataset '{key}' (has {sorted(f.keys())})")
                     d, lab = f["data"], f["label"]
+                    for key, obj in (("data", d), ("label", lab)):
+                        if not isinstance(obj, h5py.Dataset):
+                            raise ValueError(f"{path}: '{key}' is a {type(obj).__name__}, not a dataset")
                     if d.ndim != 3 or lab.ndim != 2 or d.shape[:2] != lab.shape:
                         raise ValueError(f"{path}: 'data' {d.shape} and 'label' {lab.shape} do not match "
                                          "(expected (n, P, C) and (n, P))")

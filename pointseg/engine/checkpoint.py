@@ -71,6 +71,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
+MAX_BLOCK_POINTS = 1_000_000       # points per block a checkpoint may ask for (the reference: 4096)
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
 
 
@@ -103,7 +104,12 @@ def sliding_for(ckpt: dict[str, Any], sliding: Any = None) -> Any:
     from .inference import SlidingConfig
     sliding = sliding or SlidingConfig()
     if sliding.num_points is None:
-        sliding = replace(sliding, num_points=int(ckpt.get("input", {}).get("num_points", 4096)))
+        raw = ckpt.get("input", {}).get("num_points", 4096) if isinstance(ckpt.get("input", {}), dict) else None
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not (1 <= raw <= MAX_BLOCK_POINTS) \
+                or raw != int(raw):
+            raise ValueError(f"checkpoint input.num_points={raw!r}: expected a whole number in "
+                             f"1..{MAX_BLOCK_POINTS} points per block")
+        sliding = replace(sliding, num_points=int(raw))
     return sliding
 
 
@@ -114,7 +120,14 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint",
     from ..models import SegGCN, SegGCNConfig
     if ckpt.get("kind") != "segmentation":
         raise ValueError(f"{path}: holds a {ckpt.get('kind')!r} model, not a segmentation model")
-    classes = ClassTable.from_dict(ckpt["classes"])
+    missing = [k for k in ("model", "classes", "model_config") if not isinstance(ckpt.get(k), dict)]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(repr(k) for k in missing)} (or holds "
+                         "something else there); not a usable segmentation checkpoint")
+    try:
+        classes = ClassTable.from_dict(ckpt["classes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: checkpoint class table is malformed: {e}") from None
     if expect_classes is not None and classes.names != expect_classes.names:
         raise ValueError(f"{path}: trained for {classes.num_classes} classes {list(classes.names)}, "
                          f"but {expect_classes.num_classes} classes {list(expect_classes.names)} are expected")
