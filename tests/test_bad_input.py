@@ -316,6 +316,30 @@ def test_segment_onto_a_read_only_file_system_is_one_line(tmp_path, monkeypatch)
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")
+    xyz, rgb, label = _cloud(300)
+    scan = write_labelled_ply(tmp_path / "small.ply", xyz * 2, rgb, label, S3DIS)
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)
     with pytest.raises(ValueError, match=r"out.*cannot write the outputs: Read-only file system"):
-        segment(out_dir=tmp_path / "out", device="cpu", render=False, progress=False)
+        segment(scan, out_dir=tmp_path / "out", device="cpu", render=False, progress=False)
+
+
+# ----------------------------------------------------------------------------- item 8: stale temporaries
+
+def test_stale_temporary_folder_of_a_killed_run_is_removed_on_the_next_run(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pointseg.io.atomic import atomic_dir
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / ".blocks.ab12cd34.tmp"
+    stale.mkdir()
+    (stale / ".pointseg-writer").write_text(f"{dead} {socket.gethostname()}\n")
+    (stale / "ply_data_all_0.h5").write_bytes(b"partial")
+    users = tmp_path / ".blocks.mine.tmp"             # same pattern, not written by pointseg
+    users.mkdir()
+    with atomic_dir(tmp_path / "blocks") as tmp:
+        (tmp / "all_files.txt").write_text("")
+    assert not stale.exists()
+    assert users.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".blocks.mine.tmp", "blocks"]

@@ -48,6 +48,38 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 MARKER = ".pointseg-output"
+WRITER = ".pointseg-writer"          # inside a temporary folder while it is being written: "pid host"
+
+
+def remove_stale_temp_dirs(path: Path) -> list[Path]:
+    """Remove temporary folders of ``atomic_dir(path)`` left by a killed run of ours: same name
+    pattern, and a writer file naming a process of this host that no longer exists."""
+    import socket
+    removed = []
+    for cand in path.parent.glob(f".{path.name}.*.tmp"):
+        w = cand / WRITER
+        if not cand.is_dir() or cand.is_symlink() or not w.is_file():
+            continue
+        try:
+            pid_s, host = w.read_text().split()[:2]
+            pid = int(pid_s)
+        except (OSError, ValueError):
+            continue
+        if host != socket.gethostname() or _alive(pid):
+            continue
+        shutil.rmtree(cand, ignore_errors=True)
+        removed.append(cand)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _entries_not_ours(path: Path) -> list[str]:
@@ -94,9 +126,13 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
         check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        import socket
+        (tmp / WRITER).write_text(f"{os.getpid()} {socket.gethostname()}\n")
         yield tmp
+        (tmp / WRITER).unlink(missing_ok=True)
         (tmp / MARKER).write_text("".join(f"{p.name}\n" for p in sorted(tmp.iterdir())))
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists() or path.is_symlink():
