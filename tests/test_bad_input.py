@@ -343,3 +343,15 @@ def test_stale_temporary_folder_of_a_killed_run_is_removed_on_the_next_run(tmp_p
     assert not stale.exists()
     assert users.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".blocks.mine.tmp", "blocks"]
+
+
+def test_blocks_cache_is_keyed_on_every_parameter_that_shapes_the_blocks(tmp_path, monkeypatch):
+    import pointseg.engine.datasets as DS
+    from pointseg.engine.train import DataConfig
+    made = []
+    monkeypatch.setattr(DS, "_blocks_from_prepared", lambda prepared, blocks, cfg, progress: made.append(blocks))
+    base = dict(source="rooms", root=str(tmp_path / "prepared"))
+    a = DS.ensure_blocks(DataConfig(**base), progress=False)
+    b = DS.ensure_blocks(DataConfig(**base, block_size=2.0), progress=False)
+    c = DS.ensure_blocks(DataConfig(**base, num_points=1024), progress=False)
+    assert len({a, b, c}) == 3
