@@ -355,3 +355,22 @@ def test_blocks_cache_is_keyed_on_every_parameter_that_shapes_the_blocks(tmp_pat
     b = DS.ensure_blocks(DataConfig(**base, block_size=2.0), progress=False)
     c = DS.ensure_blocks(DataConfig(**base, num_points=1024), progress=False)
     assert len({a, b, c}) == 3
+
+
+def test_non_utf8_yaml_config_names_the_file(tmp_path):
+    from pointseg.config import load_config
+    from pointseg.engine.train import TrainConfig
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(b"epochs: 2\nname: \xff\xfe\n")
+    with pytest.raises(ValueError, match="bad.yaml.*not UTF-8"):
+        load_config(TrainConfig, p)
+
+
+def test_non_utf8_all_files_txt_names_the_file_and_line(tmp_path):
+    from pointseg.data.s3dis_blocks import S3DISBlocks
+    root = tmp_path / "blocks"
+    root.mkdir()
+    (root / "all_files.txt").write_bytes(b"blocks/a.h5\n\xff\xfe.h5\n")
+    (root / "room_filelist.txt").write_text("Area_1_a\n")
+    with pytest.raises(ValueError, match=r"all_files.txt:2: not UTF-8"):
+        S3DISBlocks(root)
