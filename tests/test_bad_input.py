@@ -374,3 +374,22 @@ def test_non_utf8_all_files_txt_names_the_file_and_line(tmp_path):
     (root / "room_filelist.txt").write_text("Area_1_a\n")
     with pytest.raises(ValueError, match=r"all_files.txt:2: not UTF-8"):
         S3DISBlocks(root)
+
+
+def test_las_declaring_billions_of_variable_length_records_is_refused_at_once(tmp_path):
+    p = _las(tmp_path)
+    data = bytearray(p.read_bytes())
+    data[100:104] = np.uint32(4_000_000_000).tobytes()
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="a.las.*variable-length records"):
+        read_scan(p)
+
+
+def test_fuzz_case_that_hung_laspy_is_a_clean_error(tmp_path):
+    # A header edit (one byte replaced by ten) found by tools/fuzz_scans.py --seed 7 (case 7000426).
+    p = _las(tmp_path)
+    data = p.read_bytes()
+    i = data.index(b"P", 4)
+    p.write_bytes(data[:i] + b"4294967296" + data[i + 1:])
+    with pytest.raises(ValueError, match="a.las"):
+        read_scan(p)

@@ -222,6 +222,8 @@ def _worker(conn, files: dict[str, Path], work: str, mem_limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
     except (ImportError, ValueError, OSError):
         pass
+    import pointseg.io.scans  # noqa: F401  (imports do not count towards a case's timeout)
+    conn.send("ready")
     while True:
         job = conn.recv()
         if job is None:
@@ -258,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             a, b = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(b, files, str(work), mem), daemon=True)
             p.start()
+            if not a.poll(300) or a.recv() != "ready":
+                raise RuntimeError("fuzz worker did not start")
             return p, a
 
         proc, conn = start()

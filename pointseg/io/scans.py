@@ -393,6 +393,7 @@ def _read_las(path: Path) -> dict:
         raise ValueError(f"{path}: reading LAS/LAZ needs laspy: pip install 'laspy[lazrs]' "
                          f"(or pip install 'pointseg[las]')") from None
     size = path.stat().st_size
+    _check_las_header(path, size)
     try:
         with laspy.open(str(path)) as reader:
             h = reader.header
@@ -442,6 +443,33 @@ def _read_las(path: Path) -> dict:
                 out[key] = np.asarray(las[n])
                 break
     return out
+
+
+def _check_las_header(path: Path, size: int) -> None:
+    """The LAS public header's counts against the file size, before laspy walks them (a
+    fuzzed VLR count makes laspy loop for minutes)."""
+    with open(path, "rb") as f:
+        h = f.read(375)
+    if len(h) < 227 or h[:4] != b"LASF":
+        raise ValueError(f"{path}: not a LAS file (no LASF signature, or shorter than a LAS header)")
+    major, minor = h[24], h[25]
+    header_size = int.from_bytes(h[94:96], "little")
+    offset = int.from_bytes(h[96:100], "little")
+    n_vlrs = int.from_bytes(h[100:104], "little")
+    if major != 1 or minor > 4:
+        raise ValueError(f"{path}: unsupported LAS version {major}.{minor}")
+    if header_size < 227 or header_size > offset or offset > size:
+        raise ValueError(f"{path}: LAS header size {header_size} / point data offset {offset} do not fit "
+                         f"the {size}-byte file")
+    if n_vlrs * 54 > offset - header_size:
+        raise ValueError(f"{path}: LAS header declares {n_vlrs} variable-length records, more than fit "
+                         f"before the point data at byte {offset}")
+    if minor >= 4 and len(h) >= 247:
+        start_evlr = int.from_bytes(h[235:243], "little")
+        n_evlrs = int.from_bytes(h[243:247], "little")
+        if n_evlrs and (start_evlr > size or n_evlrs * 60 > size - start_evlr):
+            raise ValueError(f"{path}: LAS header declares {n_evlrs} extended records at byte {start_evlr}, "
+                             f"beyond the {size}-byte file")
 
 
 def _read_room(path: Path) -> dict:
