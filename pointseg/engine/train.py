@@ -95,7 +95,7 @@ def validate_config(cfg: TrainConfig) -> None:
     need(cfg.max_steps >= 0, "max_steps", cfg.max_steps, "must be >= 0 (0: no limit)")
     need(cfg.log_every >= 1, "log_every", cfg.log_every, "must be >= 1")
     need(cfg.optim.step_size >= 1, "optim.step_size", cfg.optim.step_size, "must be >= 1 epoch")
-    need(math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be a positive number")
+    need(math.isfinite(cfg.optim.lr) and cfg.optim.lr >= 0, "optim.lr", cfg.optim.lr, "must be a number >= 0")
     need(math.isfinite(cfg.optim.gamma) and cfg.optim.gamma > 0, "optim.gamma", cfg.optim.gamma,
          "must be a positive number")
     need(math.isfinite(cfg.optim.weight_decay) and cfg.optim.weight_decay >= 0, "optim.weight_decay",
