@@ -140,6 +140,8 @@ def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None,
             base = yaml.safe_load(path.read_text()) or {}
         except OSError as e:
             raise ValueError(f"{path}: cannot read config: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: invalid YAML: {e}") from None
         if not isinstance(base, dict):

@@ -193,3 +193,24 @@ def test_empty_room_is_an_error_and_leaves_no_file(raw_release: Path, tmp_path: 
     assert not (out / "Area_5" / "storage_1.npz").exists()
     assert not list(out.rglob("*.tmp*"))
     assert not (out / "manifest.json").exists()
+
+
+def test_prepare_rerun_redoes_a_room_whose_raw_file_changed_or_output_was_damaged(
+        raw_release: Path, tmp_path: Path) -> None:
+    from pointseg.data.rooms import load_room
+    out = tmp_path / "prepared"
+    prepare_s3dis(raw_release, out, progress=False)
+    npz = out / "Area_1" / "office_1.npz"
+    good = load_room(npz).xyz.copy()
+    data = bytearray(npz.read_bytes())                 # damage in place, same size
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    prepare_s3dis(raw_release, out, progress=False)
+    np.testing.assert_array_equal(load_room(npz).xyz, good)
+    ann = next((raw_release.rglob("office_1/Annotations/*.txt")))
+    text = ann.read_text().splitlines()
+    first = text[0].split()
+    first[0] = "9.5"                                  # an edited raw coordinate
+    ann.write_text("\n".join([" ".join(first)] + text[1:]) + "\n")
+    prepare_s3dis(raw_release, out, progress=False)
+    assert np.isclose(load_room(npz).xyz[:, 0], 9.5).any()

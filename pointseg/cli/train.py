@@ -13,6 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. epochs=10 optim.lr=5e-4 data.root=/data/s3dis")
     p.add_argument("--resume", action="store_true", help="continue the run in out_dir from last.pt")
+    p.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                   help="with --resume: accept this config key differing from the run's (recorded in "
+                        "the checkpoint); repeat for several keys")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, else auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -35,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.allow_change:
+        overrides.append(f"resume_changes={list(args.allow_change)!r}")
     cfg = load_config(TrainConfig, resolve_config_path(args.config), overrides)
     out = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"[train] done: checkpoints in {out} (best.pt by validation mIoU, last.pt)")

@@ -62,8 +62,12 @@ def load_room(path: str | Path) -> Room:
             classes = tuple(str(c) for c in z["classes"]) if "classes" in z else None
     except (OSError, EOFError) as e:
         raise ValueError(f"{path}: cannot read prepared room: {e}") from None
-    except Exception as e:  # zipfile.BadZipFile and friends
-        if isinstance(e, ValueError):
+    except Exception as e:  # zipfile.BadZipFile, pickled (object) arrays, a member too large...
+        if isinstance(e, ValueError) and str(e).startswith(str(path)):
             raise
-        raise ValueError(f"{path}: corrupt prepared room: {e}") from None
-    return Room(path.stem, xyz, rgb, label, classes)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: corrupt or unsupported prepared room: {msg}") from None
+    try:
+        return Room(path.stem, xyz, rgb, label, classes)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -67,7 +67,7 @@ class BlockRelease:
             if not p.is_file():
                 raise ValueError(f"{p}: missing; {self.root} is not an S3DIS block release "
                                  "(needs all_files.txt, room_filelist.txt and ply_data_all_*.h5)")
-        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        names = [ln.strip() for ln in _read_listing(listing).splitlines() if ln.strip()]
         if not names:
             raise ValueError(f"{listing}: lists no HDF5 files")
         self.files: list[_H5Info] = []
@@ -83,6 +83,9 @@ class BlockRelease:
                         if key not in f:
                             raise ValueError(f"{path}: missing dataset '{key}' (has {sorted(f.keys())})")
                     d, lab = f["data"], f["label"]
+                    for key, obj in (("data", d), ("label", lab)):
+                        if not isinstance(obj, h5py.Dataset):
+                            raise ValueError(f"{path}: '{key}' is a {type(obj).__name__}, not a dataset")
                     if d.ndim != 3 or lab.ndim != 2 or d.shape[:2] != lab.shape:
                         raise ValueError(f"{path}: 'data' {d.shape} and 'label' {lab.shape} do not match "
                                          "(expected (n, P, C) and (n, P))")
@@ -104,7 +107,7 @@ class BlockRelease:
             self.files.append(_H5Info(path, n, start))
             start += n
         self.num_blocks = start
-        self.block_rooms = [ln.strip() for ln in rooms_txt.read_text().splitlines() if ln.strip()]
+        self.block_rooms = [ln.strip() for ln in _read_listing(rooms_txt).splitlines() if ln.strip()]
         if len(self.block_rooms) != self.num_blocks:
             raise ValueError(f"{rooms_txt}: {len(self.block_rooms)} room names but the HDF5 files hold "
                              f"{self.num_blocks} blocks (one name per block expected)")
@@ -299,3 +302,13 @@ class S3DISBlocks(Dataset):
         for h in self._handles.values():
             h.close()
         self._handles = {}
+
+
+def _read_listing(path: Path) -> str:
+    """A text listing (``all_files.txt``, ``room_filelist.txt``), errors naming the file and line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x})") from None

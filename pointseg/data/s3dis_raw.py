@@ -360,6 +360,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _raw_sha256(room: RawRoom) -> str:
+    """Checksum of a raw room: every file under it (relative names and contents), sorted."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in room.path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(room.path)).encode("utf-8", "surrogateescape") + b"\0")
+        h.update(_sha256(f).encode())
+    return h.hexdigest()
+
+
 def _content_sha256(room: Room) -> str:
     """Checksum of the arrays themselves (the .npz container holds timestamps)."""
     h = hashlib.sha256()
@@ -376,13 +385,18 @@ def _room_paths(out_dir: Path, room: RawRoom) -> tuple[Path, Path]:
 def _prepare_one(job: tuple[RawRoom, Path, Path]) -> dict[str, Any]:
     room, root, out_dir = job
     npz, rec_path = _room_paths(out_dir, room)
+    raw_hash = _raw_sha256(room)
     if npz.exists() and rec_path.exists():
+        # Resume by content: the raw files must be those the room was prepared from and the
+        # .npz must be the one written then; anything else (an edited raw file, a damaged
+        # output of the same size) is prepared again.
         try:
             rec = json.loads(rec_path.read_text())
-            if rec.get("bytes") == npz.stat().st_size:
+            if (isinstance(rec, dict) and rec.get("raw_sha256") == raw_hash
+                    and rec.get("bytes") == npz.stat().st_size and rec.get("sha256") == _sha256(npz)):
                 rec["skipped"] = True
                 return rec
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             pass   # an unreadable record: prepare the room again
     prepared, events = read_room(room, root)
     save_room(npz, prepared)
@@ -393,7 +407,7 @@ def _prepare_one(job: tuple[RawRoom, Path, Path]) -> dict[str, Any]:
         "class_counts": {n: int(c) for n, c in zip(S3DIS.names, counts)},
         "bbox_min": prepared.xyz.min(0).tolist(), "bbox_max": prepared.xyz.max(0).tolist(),
         "sha256": _sha256(npz), "content_sha256": _content_sha256(prepared),
-        "bytes": npz.stat().st_size, "events": events,
+        "bytes": npz.stat().st_size, "raw_sha256": raw_hash, "events": events,
     }
     atomic_write_text(rec_path, json.dumps(rec, indent=1))
     rec["skipped"] = False
@@ -411,7 +425,8 @@ def prepare_s3dis(raw_dir: str | Path, out_dir: str | Path, workers: int = 1,
 
     Parallel over rooms (``workers`` processes, each holding one room at a time, so peak memory
     is about ``workers`` x the largest room). Rooms whose ``.npz`` and record already exist are
-    skipped, so an interrupted run resumes where it stopped.
+    skipped when their raw files and ``.npz`` still match the recorded sha256 checksums, so an
+    interrupted run resumes where it stopped and an edited raw file or a damaged output is redone.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm

@@ -519,12 +519,16 @@ def _add_clutter(sc: _Scene, lay: _Layout, spots: list, count: int) -> None:
             _wall_panel(sc, inst, w, s0, s0 + width, z0, z0 + rng.uniform(0.15, 0.7), 0.02, 1.0)
 
 
+MIN_ROOM_POINTS = 1000
+MAX_ROOM_POINTS = 50_000_000       # a real S3DIS room has up to ~10 M points
+
+
 def generate_room(rng: np.random.Generator, points: int = 300_000, kind: str | None = None
                   ) -> tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]:
     """One furnished room: ``(kind, [(class, xyz float64 (n,3), rgb uint8 (n,3)), ...])``, one
     entry per object, about ``points`` points in all."""
-    if points < 1000:
-        raise ValueError(f"points per room must be >= 1000, got {points}")
+    if not MIN_ROOM_POINTS <= points <= MAX_ROOM_POINTS:
+        raise ValueError(f"--points {points}: points per room must be in {MIN_ROOM_POINTS}..{MAX_ROOM_POINTS:,}")
     kind = kind or ROOM_KINDS[int(rng.choice(len(ROOM_KINDS), p=[0.4, 0.25, 0.15, 0.2]))]
     lay = _Layout(rng, kind)
     sc = _Scene(rng)
@@ -657,6 +661,10 @@ def write_synthetic(out_dir: str | Path, rooms: int = 12, seed: int = 0,
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    if not MIN_ROOM_POINTS <= points <= MAX_ROOM_POINTS:
+        raise ValueError(f"--points {points}: points per room must be in {MIN_ROOM_POINTS}..{MAX_ROOM_POINTS:,}")
+    if rooms < 1:
+        raise ValueError(f"--rooms {rooms}: must be >= 1")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir}: exists and is not a folder")
     plan = room_plan(rooms, list(areas), seed)

@@ -7,6 +7,8 @@ scheduler and RNG states for an exact ``--resume``.
 """
 from __future__ import annotations
 
+import math
+
 import pickle
 import random
 from dataclasses import asdict
@@ -72,6 +74,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
+MAX_BLOCK_POINTS = 1_000_000       # points per block a checkpoint may ask for (the reference: 4096)
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
 
 
@@ -125,12 +128,22 @@ def sliding_for(ckpt: dict[str, Any], sliding: Any = None) -> Any:
     from .inference import SlidingConfig
     sliding = sliding or SlidingConfig()
     spec = ckpt.get("input", {})
+    spec = spec if isinstance(spec, dict) else {}
     defaults = {"block_size": 1.0, "num_points": 4096, "stride": 0.5}
     changes = {}
     for f in fields(sliding):
         if f.name in defaults and getattr(sliding, f.name) is None:
-            value = spec.get(f.name, defaults[f.name])
-            changes[f.name] = int(value) if f.name == "num_points" else float(value)
+            raw = spec.get(f.name, defaults[f.name])
+            if f.name == "num_points":
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not (1 <= raw <= MAX_BLOCK_POINTS) \
+                        or raw != int(raw):
+                    raise ValueError(f"checkpoint input.num_points={raw!r}: expected a whole number in "
+                                     f"1..{MAX_BLOCK_POINTS} points per block")
+                changes[f.name] = int(raw)
+            else:
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw <= 0:
+                    raise ValueError(f"checkpoint input.{f.name}={raw!r}: expected a positive number of metres")
+                changes[f.name] = float(raw)
     return replace(sliding, **changes) if changes else sliding
 
 
@@ -157,7 +170,14 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint",
     from ..models import architecture
     if ckpt.get("kind") != "segmentation":
         raise ValueError(f"{path}: holds a {ckpt.get('kind')!r} model, not a segmentation model")
-    classes = ClassTable.from_dict(ckpt["classes"])
+    missing = [k for k in ("model", "classes", "model_config") if not isinstance(ckpt.get(k), dict)]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(repr(k) for k in missing)} (or holds "
+                         "something else there); not a usable segmentation checkpoint")
+    try:
+        classes = ClassTable.from_dict(ckpt["classes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: checkpoint class table is malformed: {e}") from None
     if expect_classes is not None and classes.names != expect_classes.names:
         raise ValueError(f"{path}: trained for {classes.num_classes} classes {list(classes.names)}, "
                          f"but {expect_classes.num_classes} classes {list(expect_classes.names)} are expected")

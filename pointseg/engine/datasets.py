@@ -4,8 +4,8 @@ Every source ends as the block-release layout read by :class:`~pointseg.data.s3d
 
 * ``blocks``: an existing block release folder (``indoor3d_sem_seg_hdf5_data``);
 * ``rooms``: prepared rooms (``pointseg prepare-s3dis``); blocks are generated next to them
-  (``<root>_blocks_s<stride>``) on first use;
-* ``synthetic``: ``root/raw`` (``pointseg synth``), ``root/prepared`` and ``root/blocks_s<stride>``
+  (``<root>_blocks_s<stride>_b<block_size>_p<num_points>``) on first use;
+* ``synthetic``: ``root/raw`` (``pointseg synth``), ``root/prepared`` and ``root/blocks_s<stride>_b<block_size>_p<num_points>``
   are generated on first use from ``synth_rooms`` / ``synth_seed`` / ``synth_points``.
 """
 from __future__ import annotations
@@ -33,7 +33,9 @@ def _blocks_from_prepared(prepared: Path, blocks: Path, cfg: "DataConfig", progr
 def ensure_blocks(cfg: "DataConfig", progress: bool = True) -> Path:
     """Generate whatever the source needs (idempotent); returns the block release folder."""
     root = Path(cfg.root)
-    tag = f"s{cfg.stride:g}"
+    # Every parameter that shapes the blocks is in the cache name, so another block size or
+    # point count never reuses blocks cut for different settings.
+    tag = f"s{cfg.stride:g}_b{cfg.block_size:g}_p{cfg.num_points}"
     if cfg.source == "blocks":
         return root
     if cfg.source == "rooms":

@@ -157,7 +157,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
             render_size: tuple[int, int] = (480, 360), progress: bool = True, up: str = "auto",
             units: str = "auto", voxel: float | str | None = "auto") -> dict[str, Any]:
     """Segment one scan (default: the bundled sample room with the bundled checkpoint)."""
-    from ..io.atomic import atomic_dir
+    from ..io.atomic import atomic_dir, check_replaceable
     from ..io.scans import read_scan, write_labelled_ply
     from .metrics import SegMetrics, confusion_matrix
     from .train import resolve_device
@@ -166,8 +166,10 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     scan_path = Path(scan_path) if scan_path else DEFAULT_SCAN
     checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     out_dir = Path(out_dir) if out_dir else Path("outputs") / scan_path.stem
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"output folder {out_dir} already exists (pass --overwrite to replace it)")
+    if out_dir.exists() or out_dir.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"output folder {out_dir} already exists (pass --overwrite to replace it)")
+        check_replaceable(out_dir)        # refuse before the work, naming what is in the way
     dev = resolve_device(device)
     timings: dict[str, float] = {}
 
@@ -224,6 +226,24 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     if gt is not None:
         summary["metrics"] = SegMetrics(confusion_matrix(gt, pred, classes.num_classes), classes.names).to_dict()
 
+    try:
+        _write_outputs(out_dir, overwrite, name, scan, pred, gt, classes, ckpt, summary, timings,
+                       render, render_size, t_start)
+    except OSError as e:
+        if isinstance(e, (FileExistsError, FileNotFoundError, NotADirectoryError)):
+            raise
+        raise ValueError(f"{out_dir}: cannot write the outputs: {e.strerror or e}") from None
+    summary["out_dir"] = str(out_dir)
+    return summary
+
+
+def _write_outputs(out_dir: Path, overwrite: bool, name: str, scan: Any, pred: np.ndarray,
+                   gt: np.ndarray | None, classes: ClassTable, ckpt: dict[str, Any],
+                   summary: dict[str, Any], timings: dict[str, float], render: bool,
+                   render_size: tuple[int, int], t_start: float) -> None:
+    """All outputs into a temporary folder that replaces ``out_dir`` only when complete."""
+    from ..io.atomic import atomic_dir
+    from ..io.scans import write_labelled_ply
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
         np.save(tmp / f"{name}.labels.npy", pred.astype(np.int64))
@@ -240,5 +260,3 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
         summary["timings"] = timings
         summary["points_per_s"] = scan.num_points / max(1e-9, timings["predict_s"])
         (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))
-    summary["out_dir"] = str(out_dir)
-    return summary

@@ -77,6 +77,105 @@ class TrainConfig:
     max_steps: int = 0                # stop (with a checkpoint) after this many steps in all; 0: no limit
     sync_bn: bool = True              # synchronise BatchNorm statistics over processes
     log_every: int = 10
+    resume_changes: list[str] = field(default_factory=list)  # config keys --resume may change (--allow-change)
+
+
+# Keys a resumed run may differ in without changing what it computes.
+_RESUME_FREE = {"device", "out_dir", "max_steps", "log_every", "data.workers", "resume_changes", "amp"}
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Refuse nonsense values by key before anything is built or written."""
+    def need(ok: bool, key: str, value: Any, what: str) -> None:
+        if not ok:
+            raise ValueError(f"config {key}={value!r}: {what}")
+
+    need(cfg.epochs >= 1, "epochs", cfg.epochs, "must be >= 1")
+    need(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
+    need(cfg.max_steps >= 0, "max_steps", cfg.max_steps, "must be >= 0 (0: no limit)")
+    need(cfg.log_every >= 1, "log_every", cfg.log_every, "must be >= 1")
+    need(cfg.optim.step_size >= 1, "optim.step_size", cfg.optim.step_size, "must be >= 1 epoch")
+    need(math.isfinite(cfg.optim.lr) and cfg.optim.lr >= 0, "optim.lr", cfg.optim.lr, "must be a number >= 0")
+    need(math.isfinite(cfg.optim.gamma) and cfg.optim.gamma > 0, "optim.gamma", cfg.optim.gamma,
+         "must be a positive number")
+    need(math.isfinite(cfg.optim.weight_decay) and cfg.optim.weight_decay >= 0, "optim.weight_decay",
+         cfg.optim.weight_decay, "must be >= 0")
+    d = cfg.data
+    need(math.isfinite(d.block_size) and d.block_size > 0, "data.block_size", d.block_size, "must be > 0")
+    need(math.isfinite(d.stride) and d.stride > 0, "data.stride", d.stride, "must be > 0")
+    need(1 <= d.num_points <= 1_000_000, "data.num_points", d.num_points, "must be in 1..1000000")
+    need(0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in [0, 1)")
+    need(d.workers >= 0, "data.workers", d.workers, "must be >= 0")
+    need(d.synth_rooms >= 1, "data.synth_rooms", d.synth_rooms, "must be >= 1")
+    need(1000 <= d.synth_points <= 50_000_000, "data.synth_points", d.synth_points, "must be in 1000..50000000")
+    need(cfg.amp in ("none", "bf16", "fp16"), "amp", cfg.amp, "must be none, bf16 or fp16")
+    need(cfg.optim.name in ("adam", "sgd"), "optim.name", cfg.optim.name, "must be adam or sgd")
+    need(bool(cfg.device.strip()), "device", cfg.device, "must be auto, cpu, cuda or cuda:N")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "model_overrides":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(cfg: TrainConfig, saved: dict[str, Any] | None, where: Path) -> list[str]:
+    """Keys in which ``cfg`` differs from the run's saved config; refused unless listed in
+    ``cfg.resume_changes`` (``--allow-change KEY``), returned so the checkpoint records them."""
+    if not saved:
+        return []
+    now, then = _flat(to_dict(cfg)), _flat(saved)
+    changed = sorted(k for k in set(now) | set(then)
+                     if k not in _RESUME_FREE and now.get(k) != then.get(k))
+    refused = [k for k in changed if k not in cfg.resume_changes]
+    if refused:
+        diffs = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in refused)
+        raise ValueError(f"{where}: --resume with a changed config ({diffs}); resume with the run's own "
+                         f"config, or pass --allow-change {' --allow-change '.join(refused)} to accept it")
+    return changed
+
+
+def remove_stale_temporaries(folder: Path, stems: tuple[str, ...] = ("last", "best")) -> list[Path]:
+    """Delete our own checkpoint temporaries (``.last.XXXX.tmp.pt``) left by a killed run."""
+    removed = []
+    for stem in stems:
+        for p in folder.glob(f".{stem}.*.tmp.pt"):
+            if p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+class _DeferredInterrupt:
+    """Ctrl-C during a step is acted on after the step: the checkpoint then holds a state that
+    ``--resume`` continues exactly. A second Ctrl-C interrupts at once (last.pt untouched)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\n[train] interrupt: finishing this step and saving last.pt (Ctrl-C again to abort)",
+              flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -110,7 +209,12 @@ class GlobalBatchSampler(Sampler[list[int]]):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: unsupported device type {dev.type!r} (use auto, cpu, cuda or cuda:N)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return dev
@@ -153,6 +257,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     from tqdm import tqdm
     from .datasets import build_datasets
 
+    validate_config(cfg)
     device = resolve_device(cfg.device)
     rank, world_size = D.init_from_env(device)
     if device.type == "cuda" and world_size > 1:
@@ -162,7 +267,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     np.random.seed(cfg.seed)
 
     train_ds, val_ds, classes = build_datasets(cfg.data, progress=progress and rank == 0)
-    model = build_model(cfg.model, in_channels=9, num_classes=classes.num_classes, **cfg.model_overrides)
+    try:
+        model = build_model(cfg.model, in_channels=9, num_classes=classes.num_classes, **cfg.model_overrides)
+    except TypeError as e:
+        raise ValueError(f"config model_overrides={cfg.model_overrides!r}: {e}") from None
     preset = cfg.model
     if world_size > 1 and cfg.sync_bn:
         D.enable_sync_batchnorm(model)
@@ -177,12 +285,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     sched = torch.optim.lr_scheduler.StepLR(optim, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=(cfg.amp == "fp16" and device.type == "cuda"))
     epoch, step_in_epoch, global_step, best = 0, 0, 0, -1.0
+    resume_changes: list[str] = []
 
     if resume:
         last = out / "last.pt"
+        if rank == 0 and out.is_dir():
+            remove_stale_temporaries(out)
         ck = load_checkpoint(last, map_location=device)
         if ck.get("preset") != preset:
             raise ValueError(f"{last}: was trained as {ck.get('preset')!r}, config asks for {preset!r}")
+        resume_changes = sorted(set(ck.get("resume_changes", [])) |
+                                set(check_resume_config(cfg, ck.get("train_config"), last)))
+        missing = [k for k in ("model", "optimizer", "scheduler", "epoch", "step_in_epoch", "global_step", "rng")
+                   if k not in ck]
+        if missing:
+            raise ValueError(f"{last}: not a training checkpoint (missing {', '.join(missing)})")
         model.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -195,8 +312,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if (out / "last.pt").exists():
             raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it "
                                   "or choose another out_dir")
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out)
+            save_config(cfg, out / "config.yaml")
+        except OSError as e:
+            raise ValueError(f"{out}: cannot write the run folder: {e.strerror or e}") from None
 
     ddp_model = model
     if world_size > 1:
@@ -228,16 +349,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             return
         payload = model_payload(preset, model, classes, _input_spec(cfg))
         payload.update(train_config=to_dict(cfg), epoch=epoch, step_in_epoch=step_in_epoch,
-                       global_step=global_step, best_miou=best, metrics=metrics or {})
+                       global_step=global_step, best_miou=best, metrics=metrics or {},
+                       resume_changes=resume_changes)
         if tag == "last":
             payload.update(optimizer=optim.state_dict(), scheduler=sched.state_dict(),
                            rng=states if world_size > 1 else states[0])
             if scaler.is_enabled():
                 payload["scaler"] = scaler.state_dict()
-        save_checkpoint(out / f"{tag}.pt", payload)
+        try:
+            save_checkpoint(out / f"{tag}.pt", payload)
+        except (OSError, RuntimeError) as e:     # a full disk shows as RuntimeError from torch.save
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{out / (tag + '.pt')}: cannot write the checkpoint ({first}); "
+                             f"the previous {tag}.pt, if any, is intact") from None
 
     stop = False
-    try:
+    interrupt = _DeferredInterrupt()
+    interrupted = False
+
+    def interrupt_requested() -> bool:
+        req = interrupt.requested
+        if world_size > 1:               # every process must stop at the same step
+            req = bool(D.all_reduce_sum(torch.tensor(float(req), device=device)) > 0)
+        return req
+
+    with interrupt:
         while epoch < cfg.epochs and not stop:
             sampler.set_epoch(epoch, step_in_epoch)
             ddp_model.train()
@@ -268,6 +404,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 if cfg.max_steps and global_step >= cfg.max_steps:
                     stop = True
                     break
+                if interrupt_requested():
+                    stop = interrupted = True
+                    break
             if stop and step_in_epoch < len(sampler) + sampler.start:
                 break                       # stopped mid-epoch: last.pt resumes right here
             sched.step()
@@ -284,13 +423,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             snapshot("last", metrics.to_dict() if metrics else None)
             if improved or metrics is None:
                 snapshot("best", metrics.to_dict() if metrics else None)
-    except KeyboardInterrupt:
-        snapshot("last")
-        raise
-    if stop:
-        snapshot("last")
+            if not stop and interrupt_requested():
+                interrupted = True
+                break                       # between epochs: last.pt was just written
+        if stop:
+            snapshot("last")
     if writer is not None:
         writer.close()
+    if interrupted:
+        raise KeyboardInterrupt(f"training interrupted; {out / 'last.pt'} resumes it exactly (--resume)")
     if world_size > 1:
         torch.distributed.barrier()
     return out

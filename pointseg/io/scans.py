@@ -3,11 +3,14 @@
 ``read_scan(path)`` returns a :class:`Scan` whatever the format:
 
 ======================  ==================================================================
-``.ply``                geometry and colours through Open3D's tensor reader, which keeps extra
-                        vertex properties: ``label`` (also ``class``, ``scalar_label``) and
-                        ``pred`` (also ``prediction``). Class names and palette come from the
+``.ply``                ASCII or binary, parsed strictly by :mod:`pointseg.io.cloud_files` (every
+                        count and value checked against the header); extra vertex properties
+                        ``label`` (also ``class``, ``scalar_label``) and ``pred`` (also
+                        ``prediction``) are kept. Class names and palette come from the
                         header ``comment`` lines that :func:`write_labelled_ply` writes.
-``.pcd``                Open3D's tensor reader (fields ``label`` / ``pred`` kept).
+``.pcd``                ASCII or binary, parsed strictly the same way (fields ``rgb`` / ``label``
+                        / ``pred`` kept); ``binary_compressed`` goes through Open3D with its
+                        point count checked.
 ``.xyz`` / ``.txt``     one point per line ``x y z [r g b [label]]``, separated by whitespace or
                         commas; ``#`` comments and one header line are skipped.
 ``.npy``                an ``(N, 3)``, ``(N, 6)`` or ``(N, 7)`` array: ``x y z [r g b [label]]``.
@@ -18,6 +21,10 @@
                         room classes.
 ``.npz``                a prepared S3DIS room (:func:`pointseg.data.rooms.load_room`).
 ======================  ==================================================================
+
+Only regular files are read (a FIFO or a device such as ``/dev/zero`` is refused), and a count a
+header declares (PLY / PCD points, ``.npy`` shape, LAS point count) is checked against the
+file's size before anything is allocated.
 
 Colours given as floats in ``0..1`` (PLY float properties, text files whose colour columns are
 all ``<= 1``) are scaled to ``0..255``; 16-bit LAS colours are scaled down to 8 bits.
@@ -30,6 +37,9 @@ mapped back onto the file's order. A scan with no finite point is an error.
 from __future__ import annotations
 
 import colorsys
+import os
+import stat
+import tokenize
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +49,7 @@ import numpy as np
 
 from ..classes import S3DIS, S3DIS_CLASSES, S3DIS_PALETTE, ClassTable
 from .atomic import atomic_path
+from .cloud_files import read_pcd_fields, read_ply_fields
 
 SCAN_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy", ".las", ".laz", ".npz")
 LABEL_FIELDS = ("label", "class", "scalar_label", "semantic")
@@ -153,13 +164,25 @@ def default_table(num_labels: int) -> ClassTable:
 
 # ----------------------------------------------------------------------------- reading
 
+def check_regular_file(path: Path, what: str = "a file") -> int:
+    """Refuse what is not a regular file (a FIFO would block, ``/dev/zero`` never ends); returns its size."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{path}: is a directory, expected {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path}: is not a regular file (a FIFO, device or socket), expected {what}")
+    return st.st_size
+
+
 def read_scan(path: str | Path) -> Scan:
     """Read a scan file (see the module docstring for formats and the NaN policy)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory, expected a scan file")
+    check_regular_file(path, "a scan file")
     suffix = path.suffix.lower()
     readers = {".ply": _read_ply, ".pcd": _read_pcd, ".xyz": _read_text, ".txt": _read_text,
                ".npy": _read_npy, ".las": _read_las, ".laz": _read_las, ".npz": _read_room}
@@ -220,45 +243,6 @@ def _colours_to_uint8(c: np.ndarray, path: Path) -> np.ndarray:
     return np.clip(np.round(c), 0, 255).astype(np.uint8)
 
 
-def parse_ply_header(path: Path) -> dict:
-    """Format, element counts, vertex property names and comments of a PLY file."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.readline()
-            if magic.strip() != b"ply":
-                raise ValueError(f"{path}: not a PLY file (first line is {magic[:20]!r})")
-            info: dict = {"format": None, "elements": {}, "vertex_props": [], "comments": []}
-            element = None
-            for _ in range(100_000):
-                line = f.readline()
-                if not line:
-                    raise ValueError(f"{path}: PLY header has no end_header line")
-                text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-                tok = text.split()
-                if not tok:
-                    continue
-                if tok[0] == "end_header":
-                    info["data_offset"] = f.tell()
-                    return info
-                if tok[0] == "format":
-                    info["format"] = tok[1] if len(tok) > 1 else None
-                elif tok[0] in ("comment", "obj_info"):
-                    info["comments"].append(text.split(None, 1)[1] if len(tok) > 1 else "")
-                elif tok[0] == "element" and len(tok) == 3:
-                    element = tok[1]
-                    info["elements"][element] = int(tok[2])
-                elif tok[0] == "property" and element == "vertex":
-                    info["vertex_props"].append(tok[-1])
-                    info.setdefault("vertex_types", []).append(tok[1] if tok[1] != "list" else "list")
-            raise ValueError(f"{path}: PLY header too long")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
-    except (ValueError, IndexError) as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: malformed PLY header: {e}") from None
-
-
 def classes_from_comments(comments: Sequence[str], where: str = "") -> tuple[ClassTable | None, str | None]:
     """Class table (and model name) from PLY header comments written by :func:`write_labelled_ply`.
 
@@ -293,84 +277,21 @@ def classes_from_comments(comments: Sequence[str], where: str = "") -> tuple[Cla
         raise ValueError(f"{where}: class table in header comments: {e}") from None
 
 
-def _tensor_cloud_fields(path: Path, expected: int | None) -> dict:
-    import open3d as o3d
-    try:
-        pc = o3d.t.io.read_point_cloud(str(path))
-    except RuntimeError as e:
-        raise ValueError(f"{path}: Open3D cannot read it: {e}") from None
-    if "positions" not in pc.point or len(pc.point.positions) == 0:
-        raise ValueError(f"{path}: unreadable or empty point cloud (Open3D read no points)")
-    xyz = pc.point.positions.numpy()
-    if expected is not None and len(xyz) != expected:
-        raise ValueError(f"{path}: header declares {expected} points but only {len(xyz)} could be "
-                         f"read (truncated or corrupt file)")
-    out: dict = {"xyz": xyz}
-    if "colors" in pc.point:
-        out["rgb"] = _colours_to_uint8(pc.point.colors.numpy(), path)
-    for key, names in (("label", LABEL_FIELDS), ("pred", PRED_FIELDS)):
-        for n in names:
-            if n in pc.point:
-                out[key] = pc.point[n].numpy()
-                break
-    return out
-
-
 def _read_ply(path: Path) -> dict:
-    info = parse_ply_header(path)
-    n = info["elements"].get("vertex")
-    if not n:
-        raise ValueError(f"{path}: PLY file has no vertices")
-    _check_binary_ply_size(path, info, n)
-    fields = _tensor_cloud_fields(path, n)
-    classes, model = classes_from_comments(info["comments"], str(path))
+    fields = read_ply_fields(path)
+    classes, model = classes_from_comments(fields.pop("comments"), str(path))
     fields["classes"] = classes
     fields["model"] = model
+    if "rgb" in fields:
+        fields["rgb"] = _colours_to_uint8(fields["rgb"], path)
     return fields
 
 
-_PLY_SIZES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2,
-              "uint16": 2, "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4,
-              "double": 8, "float64": 8}
-
-
-def _check_binary_ply_size(path: Path, info: dict, n: int) -> None:
-    """Open3D pads a truncated binary PLY with garbage (only warning): compare sizes ourselves."""
-    if not str(info.get("format", "")).startswith("binary"):
-        return
-    types = info.get("vertex_types", [])
-    if not types or "list" in types or any(t not in _PLY_SIZES for t in types):
-        return
-    if next(iter(info["elements"]), "vertex") != "vertex":
-        return                                   # vertices are not the first element block
-    need = info["data_offset"] + n * sum(_PLY_SIZES[t] for t in types)
-    have = path.stat().st_size
-    if have < need:
-        raise ValueError(f"{path}: header declares {n} points but the file ends after "
-                         f"{max(0, have - info['data_offset'])} of {need - info['data_offset']} data bytes "
-                         "(truncated or corrupt file)")
-
-
 def _read_pcd(path: Path) -> dict:
-    expected = None
-    try:
-        with open(path, "rb") as f:
-            for _ in range(64):
-                line = f.readline()
-                if not line:
-                    break
-                tok = line.split()
-                if tok and tok[0] == b"POINTS" and len(tok) == 2:
-                    expected = int(tok[1])
-                if tok and tok[0] == b"DATA":
-                    break
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
-    except ValueError:
-        raise ValueError(f"{path}: malformed PCD header") from None
-    if expected is None:
-        raise ValueError(f"{path}: not a PCD file (no POINTS line in the header)")
-    return _tensor_cloud_fields(path, expected)
+    fields = read_pcd_fields(path)
+    if "rgb" in fields:
+        fields["rgb"] = _colours_to_uint8(fields["rgb"], path)
+    return fields
 
 
 def _read_text(path: Path) -> dict:
@@ -416,11 +337,45 @@ def _columns(arr: np.ndarray, path: Path) -> dict:
     return out
 
 
-def _read_npy(path: Path) -> dict:
+def load_npy_checked(path: Path, what: str = "a .npy array") -> np.ndarray:
+    """``np.load`` of a plain ``.npy`` file, with its header checked against the file size first."""
+    size = check_regular_file(path, what)
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            magic = f.read(6)
+            if magic != b"\x93NUMPY":
+                kind = "a .npz archive (zip)" if magic[:2] == b"PK" else f"starts with {magic!r}"
+                raise ValueError(f"{path}: not a .npy file ({kind})")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
+        msg = str(e)
+        if msg.startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: malformed .npy header: {msg.splitlines()[0] if msg else type(e).__name__}") from None
+    if dtype.hasobject:
+        raise ValueError(f"{path}: the array holds Python objects (pickled data), refused")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > size - offset:
+        raise ValueError(f"{path}: header declares shape {shape} of {dtype} ({need} bytes) but the file "
+                         f"holds only {size - offset} data bytes (truncated or corrupt file)")
+    try:
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read as a .npy array: {e}") from None
+        raise ValueError(f"{path}: cannot read {what}: {e}") from None
+
+
+def _read_npy(path: Path) -> dict:
+    arr = load_npy_checked(path)
     if arr.ndim == 1:
         raise ValueError(f"{path}: a 1-D array ({arr.shape[0]} values) looks like per-point labels, "
                          f"not a scan; pass it with --labels next to its scan")
@@ -437,22 +392,49 @@ def _read_las(path: Path) -> dict:
     except ImportError:
         raise ValueError(f"{path}: reading LAS/LAZ needs laspy: pip install 'laspy[lazrs]' "
                          f"(or pip install 'pointseg[las]')") from None
+    size = path.stat().st_size
+    _check_las_header(path, size)
     try:
-        las = laspy.read(str(path))
+        with laspy.open(str(path)) as reader:
+            h = reader.header
+            count = int(h.point_count)
+            per = int(h.point_format.size)
+            compressed = path.suffix.lower() == ".laz" or h.are_points_compressed
+            if not compressed and int(h.offset_to_point_data) + count * per > size:
+                raise ValueError(f"{path}: header declares {count} points of {per} bytes but the file "
+                                 f"holds only {max(0, size - int(h.offset_to_point_data))} point bytes "
+                                 "(truncated or corrupt file)")
+            if compressed and count > 1_000 * max(size, 1):
+                raise ValueError(f"{path}: header declares {count} points, more than a "
+                                 f"{size}-byte compressed file can hold")
+            scales, offsets = np.asarray(h.scales, np.float64), np.asarray(h.offsets, np.float64)
+            if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets)) and np.all(scales != 0)):
+                raise ValueError(f"{path}: header scale factors {scales.tolist()} / offsets "
+                                 f"{offsets.tolist()} are not finite non-zero numbers")
+            las = reader.read()
     except laspy.errors.LaspyException as e:
         msg = str(e)
         if path.suffix.lower() == ".laz" and "backend" in msg.lower():
             raise ValueError(f"{path}: reading LAZ needs a LAZ backend: pip install lazrs "
                              f"({msg})") from None
         raise ValueError(f"{path}: cannot read LAS/LAZ: {msg}") from None
-    except (OSError, ValueError) as e:
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
         raise ValueError(f"{path}: cannot read LAS/LAZ: {e}") from None
-    xyz = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], axis=1)
+    except Exception as e:  # laspy on damaged input: struct.error, IndexError, KeyError, OSError...
+        raise ValueError(f"{path}: cannot read LAS/LAZ ({type(e).__name__}: {e})") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        xyz = np.stack([np.asarray(las.x, np.float64), np.asarray(las.y, np.float64),
+                        np.asarray(las.z, np.float64)], axis=1)
+    if not np.all(np.isfinite(xyz)) or np.abs(xyz).max(initial=0) > np.finfo(np.float32).max:
+        raise ValueError(f"{path}: the header's scale factors {scales.tolist()} and offsets "
+                         f"{offsets.tolist()} put coordinates outside the float range")
     out: dict = {"xyz": xyz}
     dims = set(las.point_format.dimension_names)
     if {"red", "green", "blue"} <= dims:
         rgb = np.stack([np.asarray(las.red), np.asarray(las.green), np.asarray(las.blue)], axis=1)
-        if rgb.max() > 255:
+        if rgb.size and rgb.max() > 255:
             rgb = rgb / 257.0
         out["rgb"] = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
     for key, names in (("label", LABEL_FIELDS), ("pred", PRED_FIELDS)):
@@ -461,6 +443,33 @@ def _read_las(path: Path) -> dict:
                 out[key] = np.asarray(las[n])
                 break
     return out
+
+
+def _check_las_header(path: Path, size: int) -> None:
+    """The LAS public header's counts against the file size, before laspy walks them (a
+    fuzzed VLR count makes laspy loop for minutes)."""
+    with open(path, "rb") as f:
+        h = f.read(375)
+    if len(h) < 227 or h[:4] != b"LASF":
+        raise ValueError(f"{path}: not a LAS file (no LASF signature, or shorter than a LAS header)")
+    major, minor = h[24], h[25]
+    header_size = int.from_bytes(h[94:96], "little")
+    offset = int.from_bytes(h[96:100], "little")
+    n_vlrs = int.from_bytes(h[100:104], "little")
+    if major != 1 or minor > 4:
+        raise ValueError(f"{path}: unsupported LAS version {major}.{minor}")
+    if header_size < 227 or header_size > offset or offset > size:
+        raise ValueError(f"{path}: LAS header size {header_size} / point data offset {offset} do not fit "
+                         f"the {size}-byte file")
+    if n_vlrs * 54 > offset - header_size:
+        raise ValueError(f"{path}: LAS header declares {n_vlrs} variable-length records, more than fit "
+                         f"before the point data at byte {offset}")
+    if minor >= 4 and len(h) >= 247:
+        start_evlr = int.from_bytes(h[235:243], "little")
+        n_evlrs = int.from_bytes(h[243:247], "little")
+        if n_evlrs and (start_evlr > size or n_evlrs * 60 > size - start_evlr):
+            raise ValueError(f"{path}: LAS header declares {n_evlrs} extended records at byte {start_evlr}, "
+                             f"beyond the {size}-byte file")
 
 
 def _read_room(path: Path) -> dict:
@@ -480,15 +489,11 @@ def read_labels(path: str | Path, num_points: int | None = None,
     property is taken if present, else its ``label`` property.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_regular_file(path, "a labels file")
     suffix = path.suffix.lower()
     table, model = None, None
     if suffix == ".npy":
-        try:
-            labels = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise ValueError(f"{path}: cannot read labels: {e}") from None
+        labels = load_npy_checked(path, "labels")
     elif suffix == ".txt":
         try:
             labels = np.loadtxt(path, dtype=np.float64, ndmin=1)
