@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from . import native
 from .graph import gather_neighbors, neighbor_reduce
 from .mlp import ChannelNorm, ConvNormAct
-from .sync_batch_norm import is_synced
+from .sync_batch_norm import is_synced, update_running_stats
 
 EDGE_CHUNK_BYTES = 64 * 2**20   # workspace of one chunk of edges on the torch path
 
@@ -266,19 +266,6 @@ class EdgeStats(torch.autograd.Function):
         return ga, gb, None, None, None, None
 
 
-def _update_running_stats(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, M: int) -> None:
-    """Exactly ``nn.BatchNorm1d``'s training-mode update (unbiased variance)."""
-    with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            f = 1.0 / float(bn.num_batches_tracked)
-        else:
-            f = bn.momentum
-        bn.running_mean.mul_(1 - f).add_(mean.detach().to(bn.running_mean.dtype), alpha=f)
-        unbiased = var.detach().to(bn.running_var.dtype) * (M / (M - 1))
-        bn.running_var.mul_(1 - f).add_(unbiased, alpha=f)
-
-
 def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Tensor:
     """The exact O(N C)-memory path of :func:`edge_reduce` for ``aggr="max"`` (see module doc)."""
     dense = a.dim() == 3
@@ -295,8 +282,8 @@ def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Ten
     if batch_stats:
         M = _num_edges(b, graph)
         mean, var, src = EdgeStats.apply(a, b, graph, sgn, spec.act_stats, spec.slope)
-        if bn.training and bn.track_running_stats:
-            _update_running_stats(bn, mean, var, M)
+        if bn.training:
+            update_running_stats(bn, mean, var, M)
     else:
         src = select_neighbors(b, graph, sgn)
         if bn is not None:
