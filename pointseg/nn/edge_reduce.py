@@ -299,7 +299,8 @@ def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Ten
     gamma = bn.weight if bn is not None and bn.affine else None
     beta = bn.bias if bn is not None and bn.affine else None
     sgn = None
-    if gamma is not None and bool((gamma.detach() < 0).any()):
+    # on CUDA always pass the signs: testing for a negative gamma would sync with the host
+    if gamma is not None and (gamma.device.type != "cpu" or bool((gamma.detach() < 0).any())):
         sgn = torch.where(gamma.detach() < 0, -1.0, 1.0).to(a.dtype)
     batch_stats = bn is not None and (bn.training or bn.running_mean is None)
     if batch_stats:
