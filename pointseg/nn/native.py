@@ -256,9 +256,9 @@ def edge_forward(a: Tensor | None, b: Tensor, idx: Tensor, sgn: Tensor | None, a
 
 
 def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: float, p: Tensor,
-                  q: Tensor, mu: Tensor) -> tuple[Tensor, Tensor] | None:
+                  q: Tensor, mu: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
     """Gradients of a and b for ``dL/dh_e = p_c + q_c (h_e - mu_c)`` on every edge (see
-    ``edge_forward``); ``p``, ``q``, ``mu`` are per-channel, passed in float64."""
+    ``edge_forward``); ``p``, ``q``, ``mu`` are per-channel, passed in float64 (``mu`` None: 0)."""
     if not _usable(a, b, idx) or a.dtype != b.dtype:
         return None
     B, C, N = b.shape
@@ -266,7 +266,7 @@ def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: flo
     idx = idx.to(torch.int64).contiguous()
     pc = p.to(torch.float64).contiguous()
     qc = q.to(torch.float64).contiguous()
-    mc = mu.to(torch.float64).contiguous()
+    mc = torch.zeros_like(pc) if mu is None else mu.to(torch.float64).contiguous()
     ga, gb = torch.zeros_like(a), torch.zeros_like(b)
     getattr(_lib, f"ps_edge_backward_{_suffix(b)}")(
         a.data_ptr(), b.data_ptr(), idx.data_ptr(), B, C, N, idx.shape[-1], int(act_stats), float(slope),
