@@ -149,7 +149,7 @@ def test_intermediate_activations_hold_no_storage_after_forward():
     x = torch.randn(2, 8, 32, dtype=DT, requires_grad=True)
 
     def run(saving):
-        stack = reversible_stack(lambda l, c: RevBranch(EdgeConv(c, c, norm="layer"), knn=DilatedKnn(4, 1)),
+        stack = reversible_stack(lambda l, c: RevBranch(EdgeConv(c, c, norm="layer"), knn=DilatedKnn(4, 1), norm="layer"),
                                  depth=4, channels=8, groups=2, memory_saving=saving).to(DT).train()
         refs = []
         for m in stack.modules():

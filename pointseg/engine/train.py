@@ -258,10 +258,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     from .datasets import build_datasets
 
     validate_config(cfg)
-    device = resolve_device(cfg.device)
+    # this rank's GPU (cuda:LOCAL_RANK under torchrun) is made current before the process group
+    device = D.select_device(resolve_device(cfg.device))
     rank, world_size = D.init_from_env(device)
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", rank % torch.cuda.device_count())
     out = Path(cfg.out_dir.format(name=cfg.name))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)

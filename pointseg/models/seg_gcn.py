@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import GCNBlock, DilatedKnn, MLP, make_conv
-from ..nn.checks import check_features
+from ..nn.checks import check_features, trusted_inputs
 from ..nn.mlp import ConvNormAct
 
 
@@ -123,15 +123,16 @@ class SegGCN(nn.Module):
         check_features(x, "x", dims=(3,))
         if x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"x must have {self.cfg.in_channels} channels (B, C, N), got shape {tuple(x.shape)}")
-        feats = torch.cat(self.features(x), dim=1)
-        fusion = self.fusion(feats).amax(dim=2, keepdim=True)              # (B, F, 1)
-        first = self.prediction[0]
-        if not self.split_global or not isinstance(first, ConvNormAct):
-            return self.prediction(torch.cat([fusion.expand(-1, -1, feats.shape[2]), feats], dim=1))
-        h = first.post(self._first_prediction_linear(first, fusion, feats))
-        for layer in list(self.prediction)[1:]:
-            h = layer(h)
-        return h
+        with trusted_inputs():           # validated once above: no per-block host syncs
+            feats = torch.cat(self.features(x), dim=1)
+            fusion = self.fusion(feats).amax(dim=2, keepdim=True)              # (B, F, 1)
+            first = self.prediction[0]
+            if not self.split_global or not isinstance(first, ConvNormAct):
+                return self.prediction(torch.cat([fusion.expand(-1, -1, feats.shape[2]), feats], dim=1))
+            h = first.post(self._first_prediction_linear(first, fusion, feats))
+            for layer in list(self.prediction)[1:]:
+                h = layer(h)
+            return h
 
     @staticmethod
     def _first_prediction_linear(first: ConvNormAct, fusion: Tensor, feats: Tensor) -> Tensor:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from . import native
 from .graph import gather_neighbors, neighbor_reduce
 from .mlp import ChannelNorm, ConvNormAct
-from .sync_batch_norm import is_synced
+from .sync_batch_norm import is_synced, update_running_stats
 
 EDGE_CHUNK_BYTES = 64 * 2**20   # workspace of one chunk of edges on the torch path
 
@@ -85,11 +85,28 @@ def _act(z: Tensor, slope: float) -> Tensor:
     return F.leaky_relu(z, slope)
 
 
-def _act_grad_term(z: Tensor, p: Tensor, q: Tensor, act_stats: bool, slope: float) -> Tensor:
-    """``d/dz`` of ``p h + q h^2 / 2`` with ``h = act(z)`` (or ``z``): the per-edge gradient."""
+def _act_grad_term(z: Tensor, p: Tensor, q: Tensor, mu_hi: Tensor, mu_lo: Tensor, act_stats: bool,
+                   slope: float) -> Tensor:
+    """``dh/dz (p + q (h - mu))`` with ``h = act(z)`` (or ``z``): the per-edge gradient.
+
+    Centred, with ``mu = mu_hi + mu_lo`` in two floats of ``z``'s dtype: the uncentred
+    ``p' + q h`` (``p' = p - q mu``) cancels to a few bits in float32 when ``|mu| >> sigma``."""
     if not act_stats or slope == 1.0:
-        return p + q * z
-    return torch.where(z > 0, p + q * z, slope * (p + q * (slope * z)))
+        return p + q * ((z - mu_hi) - mu_lo)
+    h = torch.where(z > 0, z, slope * z)
+    g = p + q * ((h - mu_hi) - mu_lo)
+    return torch.where(z > 0, g, slope * g)
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    """float16 / bfloat16 edge gradients are formed and summed in float32."""
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
+
+def _split(mu: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """float64 ``mu`` as ``hi + lo`` in ``dtype`` (``lo`` the rounding error of ``hi``)."""
+    hi = mu.to(dtype)
+    return hi, (mu - hi.double()).to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,24 +151,27 @@ def _dense_pass_forward(a: Tensor | None, b: Tensor, idx: Tensor, sgn: Tensor | 
 
 
 def _dense_pass_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: float, p: Tensor,
-                         q: Tensor) -> tuple[Tensor, Tensor]:
-    out = native.edge_backward(a, b, idx, act_stats, slope, p, q)
+                         q: Tensor, mu: Tensor) -> tuple[Tensor, Tensor]:
+    out = native.edge_backward(a, b, idx, act_stats, slope, p, q, mu)
     if out is not None:
         return out
     B, C, N = b.shape
     k = idx.shape[-1]
-    p = p.to(b.dtype).view(1, C, 1, 1)
-    q = q.to(b.dtype).view(1, C, 1, 1)
-    ga, gb = torch.zeros_like(a), torch.zeros_like(b)
-    rows = _rows_per_chunk(B, C, k, b.element_size(), N)
+    cd = _compute_dtype(b)
+    p = p.to(cd).view(1, C, 1, 1)
+    q = q.to(cd).view(1, C, 1, 1)
+    mh, ml = (m.view(1, C, 1, 1) for m in _split(mu, cd))
+    ga = torch.zeros(a.shape, dtype=cd, device=a.device)
+    gb = torch.zeros(b.shape, dtype=cd, device=b.device)
+    rows = _rows_per_chunk(B, C, k, torch.finfo(cd).bits // 8, N)
     for s in range(0, N, rows):
         e = min(N, s + rows)
         nb = idx[:, s:e]
-        z = gather_neighbors(b, nb).add_(a[:, :, s:e].unsqueeze(-1))
-        g = _act_grad_term(z, p, q, act_stats, slope)
+        z = gather_neighbors(b, nb).add_(a[:, :, s:e].unsqueeze(-1)).to(cd)
+        g = _act_grad_term(z, p, q, mh, ml, act_stats, slope)
         ga[:, :, s:e] = g.sum(-1)
         gb.scatter_add_(2, nb.reshape(B, 1, -1).expand(B, C, -1), g.reshape(B, C, -1))
-    return ga, gb
+    return ga.to(a.dtype), gb.to(b.dtype)
 
 
 def _edge_chunks(E: int, C: int, elem: int) -> tuple[range, int]:
@@ -194,19 +214,22 @@ def _sparse_pass_forward(a: Tensor | None, b: Tensor, edge_index: Tensor, sgn: T
 
 
 def _sparse_pass_backward(a: Tensor, b: Tensor, edge_index: Tensor, act_stats: bool, slope: float,
-                          p: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+                          p: Tensor, q: Tensor, mu: Tensor) -> tuple[Tensor, Tensor]:
     N, C = b.shape
     j, i = edge_index[0].long(), edge_index[1].long()
-    p, q = p.to(b.dtype), q.to(b.dtype)
-    ga, gb = torch.zeros_like(a), torch.zeros_like(b)
-    starts, step = _edge_chunks(j.numel(), C, b.element_size())
+    cd = _compute_dtype(b)
+    p, q = p.to(cd), q.to(cd)
+    mh, ml = _split(mu, cd)
+    ga = torch.zeros(a.shape, dtype=cd, device=a.device)
+    gb = torch.zeros(b.shape, dtype=cd, device=b.device)
+    starts, step = _edge_chunks(j.numel(), C, torch.finfo(cd).bits // 8)
     for s in starts:
         jj, ii = j[s:s + step], i[s:s + step]
-        z = b.index_select(0, jj).add_(a.index_select(0, ii))
-        g = _act_grad_term(z, p, q, act_stats, slope)
+        z = b.index_select(0, jj).add_(a.index_select(0, ii)).to(cd)
+        g = _act_grad_term(z, p, q, mh, ml, act_stats, slope)
         ga.index_add_(0, ii, g)
         gb.index_add_(0, jj, g)
-    return ga, gb
+    return ga.to(a.dtype), gb.to(b.dtype)
 
 
 def _num_edges(b: Tensor, graph: Tensor) -> int:
@@ -256,27 +279,14 @@ class EdgeStats(torch.autograd.Function):
         C = mean.shape[0]
         gm = torch.zeros(C, dtype=torch.float64, device=a.device) if g_mean is None else g_mean.double()
         gv = torch.zeros(C, dtype=torch.float64, device=a.device) if g_var is None else g_var.double()
-        # dL/dh_e = (g_mean + 2 g_var (h_e - mean)) / M = p + q h_e
-        p = (gm - 2.0 * gv * mean) / ctx.M
+        # dL/dh_e = (g_mean + 2 g_var (h_e - mean)) / M = p + q (h_e - mean), kept centred
+        p = gm / ctx.M
         q = 2.0 * gv / ctx.M
         if a.dim() == 3:
-            ga, gb = _dense_pass_backward(a, b, graph, ctx.act_stats, ctx.slope, p, q)
+            ga, gb = _dense_pass_backward(a, b, graph, ctx.act_stats, ctx.slope, p, q, mean)
         else:
-            ga, gb = _sparse_pass_backward(a, b, graph, ctx.act_stats, ctx.slope, p, q)
+            ga, gb = _sparse_pass_backward(a, b, graph, ctx.act_stats, ctx.slope, p, q, mean)
         return ga, gb, None, None, None, None
-
-
-def _update_running_stats(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, M: int) -> None:
-    """Exactly ``nn.BatchNorm1d``'s training-mode update (unbiased variance)."""
-    with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            f = 1.0 / float(bn.num_batches_tracked)
-        else:
-            f = bn.momentum
-        bn.running_mean.mul_(1 - f).add_(mean.detach().to(bn.running_mean.dtype), alpha=f)
-        unbiased = var.detach().to(bn.running_var.dtype) * (M / (M - 1))
-        bn.running_var.mul_(1 - f).add_(unbiased, alpha=f)
 
 
 def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Tensor:
@@ -289,14 +299,15 @@ def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Ten
     gamma = bn.weight if bn is not None and bn.affine else None
     beta = bn.bias if bn is not None and bn.affine else None
     sgn = None
-    if gamma is not None and bool((gamma.detach() < 0).any()):
+    # on CUDA always pass the signs: testing for a negative gamma would sync with the host
+    if gamma is not None and (gamma.device.type != "cpu" or bool((gamma.detach() < 0).any())):
         sgn = torch.where(gamma.detach() < 0, -1.0, 1.0).to(a.dtype)
     batch_stats = bn is not None and (bn.training or bn.running_mean is None)
     if batch_stats:
         M = _num_edges(b, graph)
         mean, var, src = EdgeStats.apply(a, b, graph, sgn, spec.act_stats, spec.slope)
-        if bn.training and bn.track_running_stats:
-            _update_running_stats(bn, mean, var, M)
+        if bn.training:
+            update_running_stats(bn, mean, var, M)
     else:
         src = select_neighbors(b, graph, sgn)
         if bn is not None:
@@ -306,15 +317,14 @@ def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Ten
         out = _act(z, spec.slope)
     else:
         h = _act(z, spec.slope) if spec.act_stats else z
-        # BatchNorm as one per-channel affine map: y = h * scale + shift (C-sized algebra, a
-        # single pass over the (B, C, N) tensor and its backward)
+        # BatchNorm as y = (h - mean) * scale + beta. Centred before scaling: the uncentred
+        # affine form h * scale - mean * scale has the gradient sum(g h) - mean sum(g) for the
+        # variance, which cancels in float32 when |mean| >> sigma (deep stacks, offset inputs).
         scale = torch.rsqrt(var + bn.eps)
         if gamma is not None:
             scale = scale * gamma
-        shift = -mean * scale
-        if beta is not None:
-            shift = shift + beta
-        y = torch.addcmul(shift.view(shape), h, scale.view(shape))
+        hc = h - mean.view(shape)
+        y = hc * scale.view(shape) if beta is None else torch.addcmul(beta.view(shape), hc, scale.view(shape))
         out = y if spec.act_stats else _act(y, spec.slope)
     if not dense:
         has_edge = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)

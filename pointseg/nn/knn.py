@@ -4,7 +4,8 @@ For each point :math:`i` the :math:`k\cdot d` nearest points in feature space ar
 squared Euclidean distance (the point itself is rank 0); dilation :math:`d` keeps ranks
 :math:`0, d, 2d, \dots, (k-1)d`. Stochastic dilation (training only) instead keeps, with
 probability :math:`\varepsilon`, one random set of :math:`k` ranks out of the :math:`k\cdot d`
-(one draw per call, shared by all points, as in the reference code).
+(one draw per call, shared by all points, as in the reference code, which draws its random
+number on every stochastic call, dilation 1 included).
 
 Distances are computed one chunk of query points at a time, with one matrix product per chunk,
 so memory stays within ``memory_budget`` bytes and no ``N x N`` matrix exists for large ``N``.
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import native
-from .checks import check_features
+from .checks import check_features, check_values
 
 # Bytes of distance workspace per chunk. Small on purpose: a chunk that stays in the last-level
 # cache is selected while still hot, and malloc reuses a block this size from call to call,
@@ -44,10 +45,19 @@ def _check_knn_args(n: int, k: int, dilation: int, where: str) -> None:
 
 def _select_ranks(k: int, dilation: int, stochastic: bool, epsilon: float, training: bool,
                   device: torch.device) -> Tensor | None:
-    """Ranks kept out of the sorted ``k*dilation`` candidates (None means ``::dilation``)."""
-    if stochastic and training and dilation > 1 and float(torch.rand(1)) < epsilon:
-        return torch.randperm(k * dilation)[:k].sort().values.to(device)
-    return None
+    """Ranks kept out of the sorted ``k*dilation`` candidates (None means ``::dilation``).
+
+    The random stream is the reference code's: a stochastic kNN draws ``torch.rand(1)`` on every
+    call (also at dilation 1 and in eval mode) and, when it falls below ``epsilon`` in training,
+    ``torch.randperm(k*dilation)`` (at dilation 1 that keeps all ``k``), so one seed gives the
+    same choices in both."""
+    if not stochastic:
+        return None
+    u = float(torch.rand(1))
+    if not (training and u < epsilon):
+        return None
+    ranks = torch.randperm(k * dilation)[:k].sort().values
+    return None if dilation == 1 else ranks.to(device)
 
 
 def _apply_ranks(cand: Tensor, dilation: int, ranks: Tensor | None) -> Tensor:
@@ -87,7 +97,7 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
         use_native = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.available()
     xt = x.transpose(1, 2)                                   # (B, N, C) view, no copy
     sq = (xt * xt).sum(-1).unsqueeze(1)                      # (B, 1, N)
-    if not bool(torch.isfinite(sq).all()):                   # NaN / inf / overflowing features
+    if check_values() and not bool(torch.isfinite(sq).all()):   # NaN / inf / overflowing features
         bad = int((~torch.isfinite(sq)).sum())
         raise ValueError(f"x holds NaN/inf (or overflowing) values at {bad} point(s) (shape {tuple(x.shape)})")
     if use_native and (SYMMETRIC_GRAM if symmetric is None else symmetric):

@@ -37,7 +37,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
 # kernels run on the thread pool of the OpenMP runtime torch has loaded (libgomp, shared by
 # soname) instead of competing with its spinning workers.
 FLAG_SETS = (FLAGS + ["-march=native", "-fopenmp"], FLAGS + ["-fopenmp"], FLAGS)
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -119,7 +119,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         f.argtypes = [p, p, p, i64, i64, i64, i64, p, i32, f64, i32, p, p, p, i32]
         f.restype = i32
         f = getattr(lib, f"ps_edge_backward_{name}")
-        f.argtypes = [p, p, p, i64, i64, i64, i64, i32, f64, p, p, p, p, i32]
+        f.argtypes = [p, p, p, i64, i64, i64, i64, i32, f64, p, p, p, p, p, i32]
         f.restype = i32
     lib.ps_abi_version.restype = i32
     if lib.ps_abi_version() != ABI_VERSION:
@@ -315,8 +315,9 @@ def edge_forward(a: Tensor | None, b: Tensor, idx: Tensor, sgn: Tensor | None, a
 
 
 def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: float, p: Tensor,
-                  q: Tensor) -> tuple[Tensor, Tensor] | None:
-    """Gradients of a and b for ``dL/dh_e = p_c + q_c h_e`` on every edge (see ``edge_forward``)."""
+                  q: Tensor, mu: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+    """Gradients of a and b for ``dL/dh_e = p_c + q_c (h_e - mu_c)`` on every edge (see
+    ``edge_forward``); ``p``, ``q``, ``mu`` are per-channel, passed in float64 (``mu`` None: 0)."""
     if not _usable(a, b, idx) or a.dtype != b.dtype:
         return None
     B, C, N = b.shape
@@ -324,8 +325,9 @@ def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: flo
     idx = idx.to(torch.int64).contiguous()
     pc = p.to(torch.float64).contiguous()
     qc = q.to(torch.float64).contiguous()
+    mc = torch.zeros_like(pc) if mu is None else mu.to(torch.float64).contiguous()
     ga, gb = torch.zeros_like(a), torch.zeros_like(b)
     getattr(_lib, f"ps_edge_backward_{_suffix(b)}")(
         a.data_ptr(), b.data_ptr(), idx.data_ptr(), B, C, N, idx.shape[-1], int(act_stats), float(slope),
-        pc.data_ptr(), qc.data_ptr(), ga.data_ptr(), gb.data_ptr(), torch.get_num_threads())
+        pc.data_ptr(), qc.data_ptr(), mc.data_ptr(), ga.data_ptr(), gb.data_ptr(), torch.get_num_threads())
     return ga.transpose(1, 2), gb.transpose(1, 2)

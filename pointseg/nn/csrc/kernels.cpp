@@ -14,7 +14,8 @@
 // channel-last rows; edge (j -> i) has z = a_i + b_j. Forward: per node and channel the neighbour j with the
 // largest s_c * b_j (s_c = +-1) and, optionally, per-plane sums of h and h^2 over all edges
 // (h = z, or act(z) with act(z) = z for z > 0 else slope * z). Backward: the gradient of a
-// per-channel function of those sums, dL/dh_e = p_c + q_c h_e, pushed to a and b.
+// per-channel function of those sums, dL/dh_e = p_c + q_c (h_e - mu_c), pushed to a and b. The
+// centred form matters in float32: with a large mean, p + q h (p ~ -q mu) cancels to a few bits.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -514,11 +515,19 @@ inline void vstore(T* p, const Vec<T>& v, int64_t cw) {
 template <typename T, int64_t W>
 void edge_backward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, int64_t N, int64_t k,
                         int64_t c0, int64_t cw, int act_stats, T slope, const double* pc,
-                        const double* qc, T* grad_a, T* grad_b) {
+                        const double* qc, const double* mc, T* grad_a, T* grad_b) {
     using V = Vec<T>;
-    T tp[EW] = {}, tq[EW] = {};
-    for (int64_t c = 0; c < cw; ++c) { tp[c] = T(pc[c0 + c]); tq[c] = T(qc[c0 + c]); }
+    // mu as an unevaluated sum hi + lo of two T: h - hi is exact for h near mu (Sterbenz), so
+    // h - mu keeps the precision of h itself instead of losing ulp(mu) to the rounding of mu.
+    T tp[EW] = {}, tq[EW] = {}, th[EW] = {}, tl[EW] = {};
+    for (int64_t c = 0; c < cw; ++c) {
+        tp[c] = T(pc[c0 + c]);
+        tq[c] = T(qc[c0 + c]);
+        th[c] = T(mc[c0 + c]);
+        tl[c] = T(mc[c0 + c] - double(th[c]));
+    }
     const V P = vload<T, EW>(tp, EW), Q = vload<T, EW>(tq, EW);
+    const V MH = vload<T, EW>(th, EW), ML = vload<T, EW>(tl, EW);
     const V zero{}, one = zero + T(1), s = zero + (act_stats ? slope : T(1));   // s = 1: h = z
     for (int64_t i = 0; i < N; ++i) {
         const int64_t* nb = idx + i * k;
@@ -529,7 +538,7 @@ void edge_backward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, i
             const V z = ai + vload<T, W>(b + off, cw);
             const auto pos = z > zero;
             const V h = blend(pos, z, s * z);                   // act(z)
-            const V g = blend(pos, one, s) * (P + Q * h);       // dh/dz (p + q h)
+            const V g = blend(pos, one, s) * (P + Q * ((h - MH) - ML));   // dh/dz (p + q (h - mu))
             acc += g;
             vstore<T, W>(grad_b + off, vload<T, W>(grad_b + off, cw) + g, cw);
         }
@@ -562,10 +571,10 @@ void edge_forward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t
 template <typename T>
 void edge_backward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C, int64_t N,
                    int64_t k, int act_stats, double slope, const double* pc, const double* qc,
-                   T* grad_a, T* grad_b, int nthreads) {
+                   const double* mc, T* grad_a, T* grad_b, int nthreads) {
     for_units(B, C, nthreads, [&](int64_t bb, int64_t c0, int64_t cw) {
         auto f = cw == EW ? edge_backward_unit<T, EW> : edge_backward_unit<T, 0>;
-        f(a + bb * N * C, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, act_stats, T(slope), pc, qc,
+        f(a + bb * N * C, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, act_stats, T(slope), pc, qc, mc,
           grad_a + bb * N * C, grad_b + bb * N * C);
     });
 }
@@ -620,11 +629,13 @@ int ps_edge_forward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t B
 }                                                                                                 \
 int ps_edge_backward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t C,     \
                             int64_t N, int64_t k, int act_stats, double slope, const double* pc,  \
-                            const double* qc, T* grad_a, T* grad_b, int nthreads) {               \
-    edge_backward<T>(a, b, idx, B, C, N, k, act_stats, slope, pc, qc, grad_a, grad_b, nthreads);  \
+                            const double* qc, const double* mc, T* grad_a, T* grad_b,            \
+                            int nthreads) {                                                       \
+    edge_backward<T>(a, b, idx, B, C, N, k, act_stats, slope, pc, qc, mc, grad_a, grad_b,         \
+                     nthreads);                                                                   \
     return 0;                                                                                     \
 }
 PS_EDGE(f32, float)
 PS_EDGE(f64, double)
-int ps_abi_version() { return 4; }
+int ps_abi_version() { return 5; }
 }
