@@ -14,7 +14,7 @@
 ``.xyz`` / ``.txt``     one point per line ``x y z [r g b [label]]``, separated by whitespace or
                         commas; ``#`` comments and one header line are skipped.
 ``.npy``                an ``(N, 3)``, ``(N, 6)`` or ``(N, 7)`` array: ``x y z [r g b [label]]``.
-``.las`` / ``.laz``     laspy (optional dependency; ``.laz`` also needs a LAZ backend such as
+``.las`` / ``.laz``     laspy (a dependency; ``.laz`` also needs a LAZ backend such as
                         ``lazrs``). Colours are taken from red/green/blue; an extra dimension
                         named ``label`` / ``pred`` is read. The ASPRS ``classification`` field
                         is *not* read as a label: its codes (ground, building, ...) are not
