@@ -393,3 +393,20 @@ def test_fuzz_case_that_hung_laspy_is_a_clean_error(tmp_path):
     p.write_bytes(data[:i] + b"4294967296" + data[i + 1:])
     with pytest.raises(ValueError, match="a.las"):
         read_scan(p)
+
+
+def test_view_screenshot_onto_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile
+    from pointseg.cli import main
+    xyz, rgb, label = _cloud(300)
+    scan = write_labelled_ply(tmp_path / "small.ply", xyz * 2, rgb, label, S3DIS)
+    out = tmp_path / "shot.png"
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(out))
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(["view", str(scan), "--screenshot", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Read-only file system" in err[0] and str(out) in err[0], err
+    assert not out.exists()

@@ -79,3 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:             # read-only or full file system, permissions: the OS names the path
+        print(f"pointseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
