@@ -95,15 +95,19 @@ def test_resolve_frame_refuses_unknown_axes_and_units_by_name(up, units):
 def sample():
     from pointseg.assets import asset
     from pointseg.engine.inference import SlidingConfig
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT, predict_scan
+    from pointseg.engine.segment import predict_scan
     from pointseg.io.scans import read_scan
     scan = read_scan(asset("sample_room.ply"))
+    # The model trained on these (synthetic) rooms, so agreement measures the frame handling, not a
+    # model's sensitivity to a room turned by 90 degrees (the real-S3DIS DGCNN default agrees on 88 %
+    # of the turned room's points: a turn is undone only up to a multiple of 90 degrees).
+    checkpoint = "resgcn7-synthetic"
     # stride 1 m keeps the three segmentations affordable on a loaded 2-core CPU
     sliding = SlidingConfig(stride=1.0)
 
     def run(xyz):
         s = type(scan)(xyz=xyz, rgb=scan.rgb)
-        return predict_scan(DEFAULT_CHECKPOINT, s, "cpu", sliding, progress=False)[0]
+        return predict_scan(checkpoint, s, "cpu", sliding, progress=False)[0]
     return scan, run, run(scan.xyz)
 
 
