@@ -8,7 +8,8 @@ from typing import Any, Callable
 from torch import nn
 
 from ..classes import ClassTable
-from .source import load_source, sha256_of
+from ..io.checksum import sha256_of
+from .source import load_source
 
 
 @dataclass

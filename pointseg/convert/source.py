@@ -1,21 +1,12 @@
 """Reading another project's checkpoint without ever unpickling code."""
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_source(path: str | Path) -> Any:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..classes import S3DIS, ClassTable
 from ..io.atomic import atomic_write_text
+from ..io.checksum import sha256_of
 from .rooms import Room, save_room
 
 log = logging.getLogger(__name__)
@@ -352,20 +353,12 @@ def read_room(room: RawRoom, root: Path, classes: ClassTable = S3DIS
 # prepare-s3dis
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _raw_sha256(room: RawRoom) -> str:
     """Checksum of a raw room: every file under it (relative names and contents), sorted."""
     h = hashlib.sha256()
     for f in sorted(p for p in room.path.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(room.path)).encode("utf-8", "surrogateescape") + b"\0")
-        h.update(_sha256(f).encode())
+        h.update(sha256_of(f).encode())
     return h.hexdigest()
 
 
@@ -393,7 +386,7 @@ def _prepare_one(job: tuple[RawRoom, Path, Path]) -> dict[str, Any]:
         try:
             rec = json.loads(rec_path.read_text())
             if (isinstance(rec, dict) and rec.get("raw_sha256") == raw_hash
-                    and rec.get("bytes") == npz.stat().st_size and rec.get("sha256") == _sha256(npz)):
+                    and rec.get("bytes") == npz.stat().st_size and rec.get("sha256") == sha256_of(npz)):
                 rec["skipped"] = True
                 return rec
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
@@ -406,7 +399,7 @@ def _prepare_one(job: tuple[RawRoom, Path, Path]) -> dict[str, Any]:
         "num_points": int(prepared.num_points),
         "class_counts": {n: int(c) for n, c in zip(S3DIS.names, counts)},
         "bbox_min": prepared.xyz.min(0).tolist(), "bbox_max": prepared.xyz.max(0).tolist(),
-        "sha256": _sha256(npz), "content_sha256": _content_sha256(prepared),
+        "sha256": sha256_of(npz), "content_sha256": _content_sha256(prepared),
         "bytes": npz.stat().st_size, "raw_sha256": raw_hash, "events": events,
     }
     atomic_write_text(rec_path, json.dumps(rec, indent=1))
