@@ -17,6 +17,7 @@ the PLY header comments; :mod:`pointseg.io.scans` turns them into a ``Scan``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -41,6 +42,20 @@ def _decode(raw: bytes, path: Path, what: str) -> str:
         return raw.decode("ascii")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: {what} is not ASCII text ({raw[:40]!r})") from None
+
+
+def _ascii_table(lines: list[str], width: int, path: Path, what: str,
+                 wrong_width: Callable[[int, int], str]) -> np.ndarray:
+    """``(len(lines), width)`` float64 rows of whitespace-separated numbers. A row with another
+    count is refused with ``wrong_width(row, count)``; a value that is not a number names ``what``."""
+    counts = [len(line.split()) for line in lines]
+    bad = next((j for j, c in enumerate(counts) if c != width), None)
+    if bad is not None:
+        raise ValueError(f"{path}: {wrong_width(bad, counts[bad])}")
+    try:
+        return np.array(" ".join(lines).split(), dtype=np.float64).reshape(len(lines), width)
+    except ValueError as ex:
+        raise ValueError(f"{path}: {what}: {ex}") from None
 
 
 def _count(tok: str, path: Path, what: str) -> int:
@@ -259,15 +274,8 @@ def _ply_ascii(path: Path, info: dict, data: bytes) -> dict[str, np.ndarray]:
             scalar = [p for p in props if not p.count_dtype]
         else:
             k = len(props)
-            counts = [len(line.split()) for line in chunk]
-            bad = next((j for j, c in enumerate(counts) if c != k), None)
-            if bad is not None:
-                raise ValueError(f"{path}: line {first_line + bad}: {counts[bad]} values for vertex {bad}, "
-                                 f"the header declares {k} properties")
-            try:
-                arr = np.array(" ".join(chunk).split(), dtype=np.float64).reshape(n, k)
-            except ValueError as ex:
-                raise ValueError(f"{path}: vertex data: {ex}") from None
+            arr = _ascii_table(chunk, k, path, "vertex data", lambda j, c: (
+                f"line {first_line + j}: {c} values for vertex {j}, the header declares {k} properties"))
             scalar = props
         for c, p in enumerate(scalar):
             if p.dtype[0] != "f":
@@ -388,15 +396,8 @@ def read_pcd_fields(path: Path) -> dict:
         if len(lines) != n:
             raise ValueError(f"{path}: header declares {n} points but the file holds {len(lines)} "
                              f"lines of data (truncated or corrupt file)")
-        counts = [len(ln.split()) for ln in lines]
-        bad = next((j for j, c in enumerate(counts) if c != nvals), None)
-        if bad is not None:
-            raise ValueError(f"{path}: point {bad} (after line {h['data_line'] - 1}): {counts[bad]} values, "
-                             f"the header declares {nvals}")
-        try:
-            arr = np.array(" ".join(lines).split(), dtype=np.float64).reshape(n, nvals)
-        except ValueError as ex:
-            raise ValueError(f"{path}: PCD data: {ex}") from None
+        arr = _ascii_table(lines, nvals, path, "PCD data", lambda j, c: (
+            f"point {j} (after line {h['data_line'] - 1}): {c} values, the header declares {nvals}"))
         c0 = 0
         for nm, d, c in zip(h["fields"], h["dtypes"], h["counts"]):
             col = arr[:, c0]
