@@ -375,7 +375,30 @@ class OgbNodeTask(Task):
         return res
 
 
-class OgbGraphTask(Task):
+class GraphBatchTask(Task):
+    """Graph-level tasks trained and evaluated over mini-batches of graphs; subclasses give
+    ``_loader(split, shuffle)``, ``_run(model, batch)`` and ``_loss(out, y)``."""
+
+    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
+        model.train()
+        losses = []
+        for batch in self._loader("train", True):
+            if batch.num_graphs < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+                continue                                  # BatchNorm cannot train on one graph of 1 node
+            losses.append(_optimise(opt, self._loss(self._run(model, batch), batch.y.to(self.device))))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def _collect(self, model: nn.Module, split: str) -> tuple[Tensor, Tensor]:
+        """Labels ``(G, T)`` and model outputs of every graph of ``split``, on the CPU."""
+        ys, outs = [], []
+        for batch in self._loader(split, False):
+            out = self._run(model, batch).cpu()
+            outs.append(out)
+            ys.append(batch.y.view(len(out), -1))
+        return torch.cat(ys), torch.cat(outs)
+
+
+class OgbGraphTask(GraphBatchTask):
     family = "ogbg"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -421,31 +444,17 @@ class OgbGraphTask(Task):
             return F.mse_loss(out[labeled], y[labeled])
         return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
 
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        model.train()
-        losses = []
-        for batch in self._loader("train", True):
-            if batch.num_graphs < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
-                continue                                  # BatchNorm cannot train on one graph of 1 node
-            out = self._run(model, batch)
-            losses.append(_optimise(opt, self._loss(out, batch.y.to(self.device))))
-        return float(np.mean(losses)) if losses else float("nan")
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         model.eval()
         res = {}
         for split in ("train", "valid", "test"):
-            ys, ps = [], []
-            for batch in self._loader(split, False):
-                out = self._run(model, batch).cpu()
-                ps.append(out.argmax(-1, keepdim=True) if "multiclass" in self.task_type else out)
-                ys.append(batch.y.view(len(out), -1))
-            res[split] = self._ogb_eval(torch.cat(ys), torch.cat(ps))
+            y, out = self._collect(model, split)
+            res[split] = self._ogb_eval(y, out.argmax(-1, keepdim=True) if "multiclass" in self.task_type else out)
         return res
 
 
-class GraphListTask(Task):
+class GraphListTask(GraphBatchTask):
     """Graph-level prediction on a list of graphs with index splits ``self.split`` (train / valid / test).
 
     Subclasses set ``graphs``, ``split``, ``kind`` (``multiclass`` | ``binary`` | ``regression``),
@@ -478,15 +487,6 @@ class GraphListTask(Task):
             return F.mse_loss(out[labeled], y[labeled])
         return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
 
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        model.train()
-        losses = []
-        for batch in self._loader("train", True):
-            if batch.num_graphs < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
-                continue                                  # BatchNorm cannot train on one graph of 1 node
-            losses.append(_optimise(opt, self._loss(self._run(model, batch), batch.y.to(self.device))))
-        return float(np.mean(losses)) if losses else float("nan")
-
     def score(self, y: np.ndarray, out: np.ndarray) -> float:
         if self.kind == "multiclass":
             return float((out.argmax(-1) == y.reshape(-1)).mean())
@@ -506,12 +506,11 @@ class GraphListTask(Task):
         model.eval()
         res = {}
         for split in ("train", "valid", "test"):
-            ys, ps = [], []
-            for batch in self._loader(split, False):
-                out = self._run(model, batch).cpu()
-                ps.append(out)
-                ys.append(batch.y.view(len(out), -1).float())
-            res[split] = self.score(torch.cat(ys).numpy(), torch.cat(ps).numpy()) if ps else float("nan")
+            if not len(self.split[split]):
+                res[split] = float("nan")
+                continue
+            y, out = self._collect(model, split)
+            res[split] = self.score(y.float().numpy(), out.numpy())
         return res
 
 
