@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pointseg.io.atomic import atomic_path
+from pointseg.atomic import atomic_path
 
 from .model import GraphNet, GraphNetConfig, count_parameters
 from .data import dataset_family

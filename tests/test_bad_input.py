@@ -260,13 +260,13 @@ def test_unsupported_device_is_one_line(name):
 # ----------------------------------------------------------------------------- item 6: output safety
 
 def _segment_outputs(folder, name="room"):
-    from pointseg.io.atomic import atomic_dir
+    from pointseg.atomic import atomic_dir
     with atomic_dir(folder, overwrite=True) as tmp:
         (tmp / f"{name}.json").write_text("{}")
 
 
 def test_overwrite_refuses_a_folder_holding_the_users_files(tmp_path):
-    from pointseg.io.atomic import atomic_dir
+    from pointseg.atomic import atomic_dir
     out = tmp_path / "out"
     out.mkdir()
     (out / "thesis.tex").write_text("mine")
@@ -277,7 +277,7 @@ def test_overwrite_refuses_a_folder_holding_the_users_files(tmp_path):
 
 
 def test_overwrite_never_replaces_a_file_with_a_folder(tmp_path):
-    from pointseg.io.atomic import atomic_dir
+    from pointseg.atomic import atomic_dir
     out = tmp_path / "out"
     out.write_text("precious")
     with pytest.raises(FileExistsError, match="not a folder pointseg wrote"):
@@ -288,7 +288,7 @@ def test_overwrite_never_replaces_a_file_with_a_folder(tmp_path):
 
 
 def test_overwrite_replaces_pointsegs_own_outputs(tmp_path):
-    from pointseg.io.atomic import atomic_dir
+    from pointseg.atomic import atomic_dir
     out = tmp_path / "out"
     _segment_outputs(out)
     with atomic_dir(out, overwrite=True) as tmp:
@@ -298,7 +298,7 @@ def test_overwrite_replaces_pointsegs_own_outputs(tmp_path):
 
 
 def test_a_folder_appearing_while_writing_is_left_alone(tmp_path):
-    from pointseg.io.atomic import atomic_dir
+    from pointseg.atomic import atomic_dir
     out = tmp_path / "out"
     with pytest.raises(FileExistsError, match="appeared while"):
         with atomic_dir(out) as tmp:
@@ -329,7 +329,7 @@ def test_stale_temporary_folder_of_a_killed_run_is_removed_on_the_next_run(tmp_p
     import socket
     import subprocess
     import sys
-    from pointseg.io.atomic import atomic_dir
+    from pointseg.atomic import atomic_dir
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     stale = tmp_path / ".blocks.ab12cd34.tmp"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pointseg.data.block_gen import make_blocks, room_normalization, room_to_blocks
-from pointseg.data.rooms import Room, save_room
+from pointseg.io.rooms import Room, save_room
 from pointseg.data.s3dis_blocks import BlockRelease
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pointseg.engine.metrics import SegMetrics, confusion_matrix, pool
+from pointseg.metrics import SegMetrics, confusion_matrix, pool
 
 
 def test_metrics_against_a_hand_computed_confusion_matrix():

@@ -10,7 +10,7 @@ import pytest
 
 from pointseg.classes import S3DIS
 from pointseg.cli import main
-from pointseg.data.rooms import load_room
+from pointseg.io.rooms import load_room
 from pointseg.data.s3dis_raw import parse_points, prepare_s3dis, read_points_file
 
 RELEASE = "Stanford3dDataset_v1.2_Aligned_Version"
@@ -197,7 +197,7 @@ def test_empty_room_is_an_error_and_leaves_no_file(raw_release: Path, tmp_path: 
 
 def test_prepare_rerun_redoes_a_room_whose_raw_file_changed_or_output_was_damaged(
         raw_release: Path, tmp_path: Path) -> None:
-    from pointseg.data.rooms import load_room
+    from pointseg.io.rooms import load_room
     out = tmp_path / "prepared"
     prepare_s3dis(raw_release, out, progress=False)
     npz = out / "Area_1" / "office_1.npz"

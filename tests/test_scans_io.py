@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pointseg.classes import S3DIS, ClassTable
-from pointseg.data.rooms import Room, save_room
+from pointseg.io.rooms import Room, save_room
 from pointseg.io.scans import (read_labels, read_scan, table_for_names, write_labelled_ply)
 
 

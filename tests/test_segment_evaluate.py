@@ -41,7 +41,7 @@ def ckpt(tmp_path_factory):
 
 
 def room_scan(rooms):
-    from pointseg.data.rooms import load_room
+    from pointseg.io.rooms import load_room
     return load_room(next((rooms / "Area_5").glob("*.npz")))
 
 

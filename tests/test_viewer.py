@@ -16,8 +16,8 @@ from pointseg.classes import S3DIS, ClassTable
 from pointseg.cli import main
 from pointseg.io.scans import Scan, read_scan, write_labelled_ply
 from viewer.render import render_png
-from viewer.state import (CORRECT_COLOUR, WRONG_COLOUR, ViewerState, confusion_matrix,
-                          display_subset, iou_per_class, mean_iou)
+from pointseg.metrics import confusion_matrix, iou_per_class, mean_iou
+from viewer.state import CORRECT_COLOUR, WRONG_COLOUR, ViewerState, display_subset
 
 W, H = 320, 240
 CEILING, FLOOR, WALL, TABLE, CHAIR, BOOKCASE = 0, 1, 2, 7, 8, 10

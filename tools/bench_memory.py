@@ -352,7 +352,7 @@ def plot(results: list[dict], path: Path, device: str) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    from pointseg.io.atomic import atomic_path
+    from pointseg.atomic import atomic_path
     graphs = [g for g in GRAPHS if any(r["graph"] == g for r in results)]
     metric = any("valid_metric" in r for r in results)
     fig, axes = plt.subplots(2 if metric else 1, len(graphs), figsize=(6 * len(graphs), 9 if metric else 4.5),
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print(text)
     if args.out:
-        from pointseg.io.atomic import atomic_write_text
+        from pointseg.atomic import atomic_write_text
         out = Path(args.out)
         atomic_write_text(out.with_suffix(".md"), header + "\n\n" + text + "\n")
         atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1))

@@ -263,7 +263,7 @@ def main() -> None:
                         "CPU peak RSS (VmHWM) in a fresh subprocess with MALLOC_MMAP_THRESHOLD_=131072, minus RSS "
                         "before the step; CUDA max_memory_allocated"))
     if args.json:
-        from pointseg.io.atomic import atomic_write_text
+        from pointseg.atomic import atomic_write_text
         atomic_write_text(args.json, json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                  "rows": rows}, indent=1))
 

@@ -25,7 +25,7 @@ from graphs.model import BACKBONES  # noqa: E402
 from graphs.tasks import make_task  # noqa: E402
 from graphs.presets import get_preset  # noqa: E402
 from graphs.train import _better, make_optimizer  # noqa: E402
-from pointseg.io.atomic import atomic_path, atomic_write_text  # noqa: E402
+from pointseg.atomic import atomic_path, atomic_write_text  # noqa: E402
 
 
 def study(dataset: str, root: str, depths: list[int], backbones: list[str], epochs: int, channels: int | None,

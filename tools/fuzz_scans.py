@@ -49,7 +49,7 @@ def _cloud(seed: int = 0):
 def write_seed_files(folder: Path) -> dict[str, Path]:
     """One valid file per reader, all holding the same points."""
     from pointseg.classes import S3DIS
-    from pointseg.data.rooms import Room, save_room
+    from pointseg.io.rooms import Room, save_room
     from pointseg.io.scans import write_labelled_ply
     folder.mkdir(parents=True, exist_ok=True)
     xyz, rgb, label = _cloud()

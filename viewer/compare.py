@@ -14,11 +14,11 @@ from typing import Sequence
 import numpy as np
 
 from pointseg.classes import ClassTable
+from pointseg.metrics import mean_iou
 from pointseg.io.scans import Scan, check_labels, read_labels
 
 from .render import (DEFAULT_MAX_POINTS, DEFAULT_SIZE, LegendEntry, _present, compose,
                      legend_entries, render_images, resolve_classes, save_png)
-from .state import mean_iou
 
 
 @dataclass

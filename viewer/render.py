@@ -22,12 +22,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pointseg.classes import ClassTable
-from pointseg.io.atomic import atomic_path
+from pointseg.metrics import confusion_matrix, iou_per_class
+from pointseg.atomic import atomic_path
 from pointseg.io.scans import Scan, check_labels, default_table, read_scan
 
 from .quiet import engine_output_silenced
-from .state import (CORRECT_COLOUR, MODE_TITLES, MODES, WRONG_COLOUR, colours_for,
-                    confusion_matrix, display_subset, iou_per_class)
+from .state import CORRECT_COLOUR, MODE_TITLES, MODES, WRONG_COLOUR, colours_for, display_subset
 
 VIEWS = ("top", "iso", "front", "side")
 # Direction from the cloud's centre to the camera, and the camera's up vector (z is up).

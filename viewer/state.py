@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from pointseg.classes import ClassTable
+from pointseg.metrics import confusion_matrix, iou_per_class
 from pointseg.io.scans import Scan
 
 MODES = ("rgb", "pred", "gt", "error")
@@ -28,28 +29,6 @@ KEYS: dict[str, str] = {
 }
 KEY_HELP = ("1 RGB   2 prediction   3 ground truth   4 error   M next mode   "
             "H hide ceiling/walls   L print legend")
-
-
-# ----------------------------------------------------------------------------- metrics
-
-def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``C[i, j]`` = number of points of true class ``i`` predicted as ``j``."""
-    idx = gt.astype(np.int64) * num_classes + pred.astype(np.int64)
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def iou_per_class(conf: np.ndarray) -> np.ndarray:
-    """IoU per class; NaN for classes absent from both ground truth and prediction."""
-    tp = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-
-
-def mean_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
-    """Mean IoU over the classes present in ground truth or prediction."""
-    iou = iou_per_class(confusion_matrix(gt, pred, num_classes))
-    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan")
 
 
 # ----------------------------------------------------------------------------- downsampling

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..classes import ClassTable
-from ..io.checksum import sha256_of
+from ..checksum import sha256_of
 from .source import load_source
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Literal, Sequence
 import numpy as np
 
 from ..classes import ClassTable
-from ..io.atomic import atomic_dir
+from ..atomic import atomic_dir
 
 BLOCK_CHANNELS: tuple[str, ...] = ("x", "y", "z", "r", "g", "b", "x_room", "y_room", "z_room")
 

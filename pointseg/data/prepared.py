@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 from ..classes import S3DIS, ClassTable
 from .block_gen import RoomNorm, room_normalization
-from .rooms import Room, load_room
+from ..io.rooms import Room, load_room
 
 _AREA_RE = re.compile(r"^Area_(\d+)$")
 

@@ -1,7 +1,7 @@
 """The raw S3DIS release (``Stanford3dDataset_v1.2_Aligned_Version``) -> prepared rooms.
 
 Layout read: ``Area_{k}/<room>/Annotations/<class>_<i>.txt``, one point per line ``x y z r g b``
-(design notes §3). Each room becomes ``OUT_DIR/Area_k/<room>.npz`` (:func:`pointseg.data.rooms.save_room`)
+(design notes §3). Each room becomes ``OUT_DIR/Area_k/<room>.npz`` (:func:`pointseg.io.rooms.save_room`)
 plus a per-room record ``OUT_DIR/Area_k/<room>.json`` (counts, repairs, checksums); the whole run
 is summarised in ``OUT_DIR/manifest.json`` and ``OUT_DIR/repairs.txt``.
 
@@ -27,9 +27,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..classes import S3DIS, ClassTable
-from ..io.atomic import atomic_write_text
-from ..io.checksum import sha256_of
-from .rooms import Room, save_room
+from ..atomic import atomic_write_text
+from ..checksum import sha256_of
+from ..io.rooms import Room, save_room
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io.atomic import atomic_dir
+from ..atomic import atomic_dir
 
 ROOM_KINDS = ("office", "conferenceRoom", "lounge", "hallway")
 

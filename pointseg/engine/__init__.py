@@ -1,1 +1,1 @@
-"""Pipelines: training, evaluation, segmentation, checkpoints and metrics."""
+"""Pipelines: training, evaluation, segmentation and checkpoints."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..classes import ClassTable
-from ..io.atomic import atomic_path
+from ..atomic import atomic_path
 
 FORMAT = "pointseg-checkpoint"
 VERSION = 1

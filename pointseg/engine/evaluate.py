@@ -14,10 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..classes import ClassTable
-from ..io.atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
 from .inference import SlidingConfig, block_level_confusion, predict_points
-from .metrics import SegMetrics, confusion_matrix, pool
+from ..metrics import SegMetrics, confusion_matrix, pool
 
 
 def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, device: str = "auto",

@@ -203,7 +203,7 @@ def block_level_confusion(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarr
                           seed: int = 0, num_points: int = 4096) -> np.ndarray:
     """Confusion over the points of the test blocks (stride 1 m, >= 100 points, 4096 sampled),
     the way the reference code scored (duplicated points counted, unsampled points ignored)."""
-    from .metrics import confusion_matrix
+    from ..metrics import confusion_matrix
     blocks, idx = room_to_blocks(xyz, rgb, 1.0, 1.0, num_points, min_points=100, rng=seed)
     if len(blocks) == 0:
         return np.zeros((num_classes, num_classes), dtype=np.int64)

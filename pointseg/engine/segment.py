@@ -157,9 +157,9 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
             render_size: tuple[int, int] = (480, 360), progress: bool = True, up: str = "auto",
             units: str = "auto", voxel: float | str | None = "auto") -> dict[str, Any]:
     """Segment one scan (default: the bundled sample room with the bundled checkpoint)."""
-    from ..io.atomic import atomic_dir, check_replaceable
+    from ..atomic import atomic_dir, check_replaceable
     from ..io.scans import read_scan, write_labelled_ply
-    from .metrics import SegMetrics, confusion_matrix
+    from ..metrics import SegMetrics, confusion_matrix
     from .train import resolve_device
 
     t_start = time.perf_counter()
@@ -242,7 +242,7 @@ def _write_outputs(out_dir: Path, overwrite: bool, name: str, scan: Any, pred: n
                    summary: dict[str, Any], timings: dict[str, float], render: bool,
                    render_size: tuple[int, int], t_start: float) -> None:
     """All outputs into a temporary folder that replaces ``out_dir`` only when complete."""
-    from ..io.atomic import atomic_dir
+    from ..atomic import atomic_dir
     from ..io.scans import write_labelled_ply
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()

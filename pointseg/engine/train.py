@@ -33,7 +33,7 @@ from ..config import save_config, to_dict
 from ..models import build_model, count_parameters
 from . import distributed as D
 from .checkpoint import load_checkpoint, model_payload, rng_state, save_checkpoint, set_rng_state
-from .metrics import SegMetrics, confusion_matrix
+from ..metrics import SegMetrics, confusion_matrix
 
 
 @dataclass

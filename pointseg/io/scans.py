@@ -19,7 +19,7 @@
                         named ``label`` / ``pred`` is read. The ASPRS ``classification`` field
                         is *not* read as a label: its codes (ground, building, ...) are not
                         room classes.
-``.npz``                a prepared S3DIS room (:func:`pointseg.data.rooms.load_room`).
+``.npz``                a prepared S3DIS room (:func:`pointseg.io.rooms.load_room`).
 ======================  ==================================================================
 
 Only regular files are read (a FIFO or a device such as ``/dev/zero`` is refused), and a count a
@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from ..classes import S3DIS, S3DIS_CLASSES, S3DIS_PALETTE, ClassTable
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .cloud_files import read_pcd_fields, read_ply_fields
 
 SCAN_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy", ".las", ".laz", ".npz")
@@ -473,7 +473,7 @@ def _check_las_header(path: Path, size: int) -> None:
 
 
 def _read_room(path: Path) -> dict:
-    from ..data.rooms import load_room
+    from .rooms import load_room
     room = load_room(path)
     classes = table_for_names(room.classes, "room") if room.classes is not None else None
     if room.classes is None and room.label is not None:

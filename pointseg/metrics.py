@@ -23,6 +23,20 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.n
     return np.bincount(gt * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """IoU per class; NaN for classes absent from both ground truth and prediction."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Mean IoU over the classes present in ground truth or prediction (NaN when there are none)."""
+    iou = iou_per_class(confusion_matrix(gt, pred, num_classes))
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
 @dataclass
 class SegMetrics:
     confusion: np.ndarray
@@ -44,10 +58,7 @@ class SegMetrics:
 
     @property
     def iou(self) -> np.ndarray:
-        tp = np.diag(self.confusion).astype(np.float64)
-        union = self.confusion.sum(0) + self.confusion.sum(1) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, tp / union, np.nan)
+        return iou_per_class(self.confusion)
 
     @property
     def macc(self) -> float:
