@@ -312,7 +312,7 @@ def test_a_folder_appearing_while_writing_is_left_alone(tmp_path):
 def test_segment_onto_a_read_only_file_system_is_one_line(tmp_path, monkeypatch):
     import errno
     import tempfile
-    from pointseg.engine.segment import segment
+    from pointseg.cli.segment import segment
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")

@@ -199,7 +199,8 @@ def test_checkpoint_for_another_class_table_is_refused(tmp_path, rooms, capsys):
 
 
 def test_bundled_room_with_the_named_synthetic_checkpoint(tmp_path):
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT, DEFAULT_SCAN
+    from pointseg.cli.segment import DEFAULT_SCAN
+    from pointseg.engine.segment import DEFAULT_CHECKPOINT
     assert DEFAULT_SCAN.exists() and DEFAULT_CHECKPOINT.exists()
     out = tmp_path / "demo"
     # the default checkpoint is the real DGCNN (tests/test_import.py); the synthetic ResGCN-7 by name

@@ -1,15 +1,17 @@
 """Compare models on one scan: Original | ground truth | one panel per model's prediction.
 
 Each ``--compare`` source is a prediction file (``.npy`` labels, ``.txt`` one label per line, or
-a labelled PLY from ``pointseg segment``) or a checkpoint (``.pt``), which is run through
-``pointseg.engine.segment.predict_scan``. Each model panel is titled with the model name and
-its mIoU against the scan's ground truth (mean over classes present in either).
+a labelled PLY from ``pointseg segment``) or a checkpoint (``.pt``), which is run through the
+``predict`` callable the caller passes in (``pointseg view`` passes
+``pointseg.engine.segment.predict_scan``: the viewer itself never runs a model). Each model panel
+is titled with the model name and its mIoU against the scan's ground truth (mean over classes
+present in either).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -19,6 +21,11 @@ from pointseg.io.scans import Scan, check_labels, read_labels
 
 from .render import (DEFAULT_MAX_POINTS, DEFAULT_SIZE, LegendEntry, _present, compose,
                      legend_entries, render_images, resolve_classes, save_png)
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+# (checkpoint path, scan) -> (labels (N,), model name)
+Predictor = Callable[[Path, Scan], tuple[np.ndarray, str]]
 
 
 @dataclass
@@ -45,24 +52,18 @@ def checkpoint_classes(path: str | Path) -> ClassTable | None:
     return None
 
 
-def load_prediction(source: str | Path, scan: Scan) -> Prediction:
-    """Labels for ``scan`` from a prediction file or a checkpoint."""
+def load_prediction(source: str | Path, scan: Scan, predict: Predictor | None = None) -> Prediction:
+    """Labels for ``scan`` from a prediction file, or from a checkpoint through ``predict``."""
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix.lower() in (".pt", ".pth", ".ckpt"):
-        try:
-            from pointseg.engine.segment import predict_scan
-        except ImportError:
-            raise ValueError(
-                f"{path}: checkpoints in --compare need the segment engine "
-                f"(pointseg.engine.segment.predict_scan), which is not available in this install; "
-                f"run 'pointseg segment' first and compare its labels (.npy or .ply)") from None
-        result = predict_scan(path, scan)
-        labels, name = result[0], result[1]
-        table = result[2] if len(result) > 2 else checkpoint_classes(path)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        if predict is None:
+            raise ValueError(f"{path}: a checkpoint in --compare needs a predictor to run it "
+                             "(render_compare(..., predict=pointseg.engine.segment.predict_scan))")
+        labels, name = predict(path, scan)
         labels = check_labels(np.asarray(labels), scan.num_points, str(path), None, "prediction")
-        return Prediction(labels, str(name), table)
+        return Prediction(labels, str(name), checkpoint_classes(path))
     labels, table, model = read_labels(path, scan.num_points)
     return Prediction(labels, model or path.stem, table)
 
@@ -71,14 +72,16 @@ def render_compare(scan: Scan, sources: Sequence[str | Path], out_path: str | Pa
                    classes: ClassTable | None = None, palette: str | Path | None = None,
                    size: tuple[int, int] = DEFAULT_SIZE, view: str = "iso",
                    max_points: int = DEFAULT_MAX_POINTS, hide="auto",
-                   point_size: float | None = None, overwrite: bool = False) -> Path:
-    """Original | ground truth | one panel per prediction, titled ``NAME  mIoU x%``."""
+                   point_size: float | None = None, overwrite: bool = False,
+                   predict: Predictor | None = None) -> Path:
+    """Original | ground truth | one panel per prediction, titled ``NAME  mIoU x%``; checkpoints
+    among ``sources`` are run through ``predict``."""
     if not sources:
         raise ValueError("--compare needs at least one prediction file or checkpoint")
     out = Path(out_path)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
-    preds = [load_prediction(s, scan) for s in sources]
+    preds = [load_prediction(s, scan, predict) for s in sources]
     if classes is None and scan.classes is None:
         classes = next((p.classes for p in preds if p.classes is not None), None)
     table = resolve_classes(scan, classes, palette)

@@ -1,7 +1,33 @@
-"""``pointseg segment [SCAN] [--checkpoint CKPT] [--out DIR]``: label every point of a scan."""
+"""``pointseg segment [SCAN] [--checkpoint CKPT] [--out DIR]``: label every point of a scan and
+write files other tools open.
+
+The command composes the leaves around the engine: read the scan (:mod:`pointseg.io.scans`),
+segment it (:mod:`pointseg.engine.segment`), write the files, render the picture (:mod:`viewer.render`).
+Outputs in ``OUT_DIR`` (written together: the folder appears complete or not at all):
+
+* ``<name>.labels.npy``: int64 ``(N,)`` predicted class per point (points with NaN/inf
+  coordinates are dropped at reading, counted in the summary);
+* ``<name>.ply``: binary PLY coloured by predicted class, with ``pred`` (and ground-truth
+  ``label`` when the scan has one) vertex properties and the class table in header comments;
+* ``<name>.png``: headless rendering (RGB | prediction | ground truth | error panels);
+* ``<name>.json``: summary: class table, per-class histogram, timings, model, and metrics when
+  the scan carries labels.
+"""
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pointseg.assets import asset
+
+if TYPE_CHECKING:
+    from pointseg.engine.inference import SlidingConfig
+    from pointseg.engine.segment import LoadedModel, Segmentation
+    from pointseg.io.scans import Scan
+
+DEFAULT_SCAN = asset("sample_room.ply")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +75,6 @@ def parse_voxel(text: str) -> float | str:
 def run(args: argparse.Namespace) -> int:
     from pointseg.engine.frame import UNIT_CHOICES, UP_CHOICES
     from pointseg.engine.inference import SlidingConfig
-    from pointseg.engine.segment import segment
 
     if args.up not in UP_CHOICES:
         raise ValueError(f"--up must be one of {', '.join(UP_CHOICES)}, got {args.up!r}")
@@ -71,3 +96,83 @@ def run(args: argparse.Namespace) -> int:
         print(f"[segment] against the scan's labels: OA {100 * m['oa']:.2f}  mIoU {100 * m['miou']:.2f}")
     print(f"[segment] wrote {s['out_dir']}/ (labels .npy, .ply, " + ("" if args.no_render else ".png, ") + ".json)")
     return 0
+
+
+def _say(line: str) -> None:
+    print(f"[segment] {line}")
+
+
+def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None = None,
+            out_dir: str | Path | None = None, device: str = "auto", overwrite: bool = False,
+            sliding: SlidingConfig | None = None, color_policy: str = "gray", render: bool = True,
+            render_size: tuple[int, int] = (480, 360), progress: bool = True, up: str = "auto",
+            units: str = "auto", voxel: float | str | None = "auto") -> dict[str, Any]:
+    """Segment one scan file and write its outputs (default: the bundled sample room with the
+    bundled checkpoint); returns the summary, with ``out_dir``."""
+    from pointseg.atomic import check_replaceable
+    from pointseg.engine.segment import DEFAULT_CHECKPOINT, load_model, segment_scan
+    from pointseg.io.scans import read_scan
+
+    t_start = time.perf_counter()
+    scan_path = Path(scan_path) if scan_path else DEFAULT_SCAN
+    checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    out_dir = Path(out_dir) if out_dir else Path("outputs") / scan_path.stem
+    if out_dir.exists() or out_dir.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"output folder {out_dir} already exists (pass --overwrite to replace it)")
+        check_replaceable(out_dir)        # refuse before the work, naming what is in the way
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    model = load_model(checkpoint, device)
+    timings["load_model_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scan = read_scan(scan_path)
+    timings["read_scan_s"] = time.perf_counter() - t
+    if scan.num_points == 0:
+        raise ValueError(f"{scan_path}: the scan holds no points")
+    notes = []
+    if scan.dropped:
+        notes.append(f"{scan.dropped} point(s) with NaN/inf coordinates were dropped")
+        _say(f"note: {notes[-1]}")
+    seg = segment_scan(model, scan, sliding, color_policy, progress, up, units, voxel, notes, say=_say)
+    timings.update(seg.timings)
+    summary: dict[str, Any] = {"scan": str(scan_path), "points": scan.num_points, "dropped_points": scan.dropped,
+                               "checkpoint": str(checkpoint), **seg.summary}
+    try:
+        _write_outputs(out_dir, overwrite, scan, seg, model, summary, timings, render, render_size, t_start)
+    except OSError as e:
+        if isinstance(e, (FileExistsError, FileNotFoundError, NotADirectoryError)):
+            raise
+        raise ValueError(f"{out_dir}: cannot write the outputs: {e.strerror or e}") from None
+    summary["out_dir"] = str(out_dir)
+    return summary
+
+
+def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation, model: LoadedModel,
+                   summary: dict[str, Any], timings: dict[str, float], render: bool,
+                   render_size: tuple[int, int], t_start: float) -> None:
+    """All outputs into a temporary folder that replaces ``out_dir`` only when complete."""
+    import json
+
+    import numpy as np
+
+    from pointseg.atomic import atomic_dir
+    from pointseg.io.scans import write_labelled_ply
+    name, pred = scan.name, seg.labels
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        t = time.perf_counter()
+        np.save(tmp / f"{name}.labels.npy", pred.astype(np.int64))
+        write_labelled_ply(tmp / f"{name}.ply", scan.xyz, None, seg.ground_truth, model.classes, pred=pred,
+                           model=str(model.ckpt.get("preset")))
+        timings["write_s"] = time.perf_counter() - t
+        if render:
+            from viewer.render import render_png
+            t = time.perf_counter()
+            render_png({"xyz": scan.xyz, "rgb": scan.rgb, "label": seg.ground_truth, "pred": pred},
+                       tmp / f"{name}.png", mode="panels", classes=model.classes, size=render_size)
+            timings["render_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t_start
+        summary["timings"] = timings
+        summary["points_per_s"] = scan.num_points / max(1e-9, timings["predict_s"])
+        (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))

@@ -83,12 +83,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.screenshot:
         if args.compare:
+            from pointseg.engine.segment import predict_scan
             from viewer.compare import render_compare
             if args.mode not in ("auto", "panels"):
                 raise ValueError("--compare always renders panels; leave out --mode")
             out = render_compare(scan, args.compare, args.screenshot, palette=args.palette,
                                  size=size or (640, 480), view=args.view, max_points=max_points,
-                                 hide=args.hide, point_size=args.point_size, overwrite=args.overwrite)
+                                 hide=args.hide, point_size=args.point_size, overwrite=args.overwrite,
+                                 predict=predict_scan)
         else:
             from viewer.render import render_png
             mode = "panels" if args.mode == "auto" else args.mode
