@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,12 +90,3 @@ class ClassTable:
 
 S3DIS = ClassTable(S3DIS_CLASSES, S3DIS_PALETTE, "s3dis")
 
-
-def class_index(names: Sequence[str], name: str, default: int | None = None) -> int:
-    """Index of ``name`` in ``names``; ``default`` when absent (e.g. ``stairs`` -> clutter)."""
-    try:
-        return list(names).index(name)
-    except ValueError:
-        if default is None:
-            raise
-        return default

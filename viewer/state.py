@@ -166,10 +166,6 @@ class ViewerState:
             raise ValueError(f"mode '{mode}' needs {need}")
 
     # --- key handling
-    def set_mode(self, mode: str) -> None:
-        self._check_mode(mode)
-        self.mode = mode
-
     def handle_key(self, key: str) -> bool:
         """Apply one key press; returns True when what is drawn changed."""
         action = KEYS.get(key.lower())

@@ -22,7 +22,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -479,8 +479,3 @@ def prepare_s3dis(raw_dir: str | Path, out_dir: str | Path, workers: int = 1,
     atomic_write_text(out_dir / "repairs.txt", "".join(_format_event(e) + "\n" for e in all_events))
     return manifest
 
-
-def iter_events(manifest: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    yield from manifest.get("events", [])
-    for r in manifest.get("rooms", []):
-        yield from r.get("events", [])

@@ -75,16 +75,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 MAX_BLOCK_POINTS = 1_000_000       # points per block a checkpoint may ask for (the reference: 4096)
-TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
-
-
-def export_model(src: str | Path, dst: str | Path) -> dict[str, Any]:
-    """Copy a checkpoint without its training state (optimizer, scheduler, RNG): what ``segment``
-    and ``evaluate`` need, about a third of the size of a training checkpoint."""
-    ckpt = load_checkpoint(src)
-    slim = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE and k not in ("format", "version")}
-    save_checkpoint(dst, slim)
-    return slim
 
 
 def model_payload(preset: str, model: torch.nn.Module, classes: ClassTable,
