@@ -1,24 +1,9 @@
-r"""DGCNN for point-cloud semantic segmentation (the S3DIS network of dgcnn.pytorch), from ``pointseg.nn``.
+r"""DGCNN for point-cloud semantic segmentation (the S3DIS network of dgcnn.pytorch), from
+``pointseg.nn``: see :class:`DGCNN` for the architecture.
 
-Input ``(B, C_in, N)`` (S3DIS: the nine block channels), output logits ``(B, num_classes, N)``:
-
-1. three EdgeConv stages (:class:`~pointseg.nn.EdgeMLPConv`, edge feature ``[x_j - x_i, x_i]``),
-   each on the kNN graph (``k`` neighbours, the point itself included) of its own input; the first
-   stage's kNN is computed on the channel slice ``knn_slice`` (the room-normalised xyz, channels
-   6-8, for S3DIS); edge MLPs ``[64, 64]``, ``[64, 64]``, ``[64]``; max over neighbours;
-2. ``conv6``: 1x1 conv of the concatenated stage outputs (192) to ``emb_channels``, global max
-   over points;
-3. ``conv7`` on ``[global repeated; stage outputs]`` -> 512, ``conv8`` -> 256, dropout,
-   ``conv9`` -> classes (no bias, no norm).
-
-Every layer is conv (no bias) -> BatchNorm -> LeakyReLU(0.2). ``conv7``'s input repeats one
-global vector on every point, so (``split_global=True``) :math:`W[g; x_i] = W_g g + W_x x_i` with
-:math:`W_g g` computed once per cloud: identical values and gradients, BatchNorm statistics
-unchanged, ``(B, 1216, N)`` never formed.
-
-``forward(x, neighbours=None)``: ``neighbours`` may give the three stages' neighbour indices
-``[(B, N, k)] * 3`` instead of computing them (to reproduce another implementation's exact graph,
-e.g. at distance ties).
+``conv7``'s input repeats one global vector on every point, so (``split_global=True``)
+:math:`W[g; x_i] = W_g g + W_x x_i` with :math:`W_g g` computed once per cloud: identical values
+and gradients, BatchNorm statistics unchanged, ``(B, 1216, N)`` never formed.
 """
 from __future__ import annotations
 
@@ -55,6 +40,36 @@ class DGCNNConfig:
 
 
 class DGCNN(nn.Module):
+    r"""The segmentation network of "Dynamic Graph CNN for Learning on Point Clouds" as
+    dgcnn.pytorch trains it on S3DIS (the shallow baseline of the DeepGCNs paper): three EdgeConv
+    stages, a global embedding, a point-wise head:
+
+    .. math::
+        h^s_i = \max_{j \in \mathcal{N}_k(i)} \mathrm{MLP}_s\big([h^{s-1}_j - h^{s-1}_i \,\|\, h^{s-1}_i]\big),
+        \quad s = 1, 2, 3, \qquad h^0 = x
+
+    .. math::
+        g = \max_n \mathrm{conv6}\big([h^1 \| h^2 \| h^3]\big)_n, \qquad
+        y_n = \mathrm{conv9}\Big(\mathrm{drop}\big(\mathrm{conv8}(\mathrm{conv7}([g \,\|\, h^1_n \| h^2_n \| h^3_n]))\big)\Big)
+
+    where :math:`\mathcal{N}_k(i)` are the ``k`` nearest neighbours of :math:`i` in its stage's
+    input, the point itself included (the first stage searches the channel slice ``knn_slice``:
+    the room-normalised xyz, channels 6-8, for S3DIS); the edge MLPs are ``[64, 64]``, ``[64, 64]``,
+    ``[64]`` (:class:`~pointseg.nn.EdgeMLPConv`); ``conv6`` maps the 192 stage channels to
+    ``emb_channels``, ``conv7`` -> 512, ``conv8`` -> 256, ``conv9`` -> classes (no bias, no norm).
+    Every other layer is conv (no bias) -> BatchNorm -> LeakyReLU(0.2).
+
+    Args:
+        cfg: the architecture (:class:`DGCNNConfig`); None: the ``dgcnn`` preset (983,552 parameters).
+        **overrides: fields of :class:`DGCNNConfig` replacing those of ``cfg``.
+
+    Shapes:
+        - **input:** ``x (B, in_channels, N)`` (S3DIS: the nine block channels); optionally
+          ``neighbours``, the three stages' neighbour indices ``[(B, N, k)] * 3`` used instead of
+          computing them (to reproduce another implementation's exact graph, e.g. at distance ties)
+        - **output:** per-point logits ``(B, num_classes, N)``
+    """
+
     architecture = "dgcnn"
 
     def __init__(self, cfg: DGCNNConfig | None = None, **overrides) -> None:

@@ -1,16 +1,5 @@
-r"""DeepGCN for point-cloud semantic segmentation (the reference ``sem_seg_dense`` network).
-
-Input ``(B, C_in, N)`` (S3DIS: 9 channels; the first 3 are the coordinates the head's kNN
-uses), output per-point logits ``(B, num_classes, N)``:
-
-1. head: EdgeConv(C_in -> c) on the kNN graph of ``x[:, :3]`` (dilation 1);
-2. backbone: ``n_blocks - 1`` dynamic blocks, each recomputing the dilated kNN of its own input;
-   dilation ``1 + i`` for ``res`` / ``dense`` (and reversible) blocks, 1 for ``plain``;
-   stochastic dilation with probability ``epsilon`` during training;
-3. fusion: 1x1 conv of the concatenated features of every block to 1024 channels, global max
-   over points, repeated per point (reversible backbones, ``block="rev"``: of the head's and the last
-   block's features only -- the "rev fusion" deviation, so no block output but the last stays alive);
-4. prediction on ``[fusion, features]``: 512 -> 256 -> dropout -> classes.
+r"""DeepGCN for point-cloud semantic segmentation (the reference ``sem_seg_dense`` network):
+see :class:`SegGCN` for the architecture.
 
 The fusion part of the prediction input is the same for every point of a cloud, so the first
 prediction layer computes ``W [f; x] + b = (W_f f + b) + W_x x`` with ``W_f f + b`` once per cloud
@@ -61,6 +50,39 @@ class SegGCNConfig:
 
 
 class SegGCN(nn.Module):
+    r"""The DeepGCNs segmentation network ("DeepGCNs: Can GCNs Go as Deep as CNNs?", the
+    ``sem_seg_dense`` reference): a head convolution, ``L - 1 = n_blocks - 1`` dynamic GCN blocks,
+    a global fusion and a point-wise prediction MLP:
+
+    .. math::
+        h^0 = \mathrm{conv}\big(x, \mathcal{G}_{k}(x_{:3})\big), \qquad
+        h^l = \mathcal{F}_l\big(h^{l-1}, \mathcal{G}_{k, d_l}(h^{l-1})\big) \;
+        \begin{cases} + \, h^{l-1} & \text{res} \\ \| \, h^{l-1} & \text{dense} \end{cases}
+
+    .. math::
+        g = \max_{n} \mathrm{MLP}_{\text{fuse}}\big([h^0 \| \dots \| h^{L-1}]\big)_n, \qquad
+        y_n = \mathrm{MLP}_{\text{pred}}\big([g \,\|\, h^0_n \| \dots \| h^{L-1}_n]\big)
+
+    where :math:`\mathcal{G}_{k,d}(h)` is the dilated kNN graph recomputed on each block's input
+    (dilation :math:`d_l = l` for ``res`` / ``dense`` and reversible backbones, 1 for ``plain``;
+    stochastic dilation with probability ``epsilon`` in training), ``conv`` is the chosen
+    convolution (EdgeConv by default), :math:`\mathrm{MLP}_{\text{fuse}}` maps to
+    ``fusion_channels`` (1024) and :math:`\mathrm{MLP}_{\text{pred}}` is 512 -> 256 -> dropout ->
+    classes. With ``block="rev"`` the fusion sees only :math:`h^0` and the last block's output (the
+    "rev fusion" deviation: no other block output stays alive).
+
+    Args:
+        cfg: the architecture (:class:`SegGCNConfig`: block kind, depth ``n_blocks``, width
+            ``channels``, ``conv``, ``k``, act / norm / order, ``epsilon``, ``dropout``,
+            ``in_channels``, ``num_classes``, ...); None: the ResGCN-28 defaults.
+        **overrides: fields of :class:`SegGCNConfig` replacing those of ``cfg``.
+
+    Shapes:
+        - **input:** ``x (B, in_channels, N)`` (S3DIS: the 9 block channels; the first
+          ``knn_channels`` are the coordinates of the head's kNN)
+        - **output:** per-point logits ``(B, num_classes, N)``
+    """
+
     architecture = "seg-gcn"      # the name checkpoints record (pointseg.models.presets.ARCHITECTURES)
     # W_f f computed once per cloud (see the module docstring); False: the concatenated input
     split_global: bool = True

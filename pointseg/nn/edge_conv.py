@@ -1,17 +1,9 @@
-r"""EdgeConv (DGCNN; the DeepGCNs default convolution).
+r"""EdgeConv (DGCNN; the DeepGCNs default convolution): see :class:`EdgeConv` for the operator.
 
-.. math::
-    h_i = \max_{j \in \mathcal{N}(i)} \; \mathrm{post}\big(W [x_i \,\|\, x_j - x_i] + b\big)
-
-where ``post`` is activation and norm in the layer's order. Because the map is linear before
-``post``, :math:`W[x_i, x_j - x_i] = (W_a - W_b) x_i + W_b x_j` with :math:`W = [W_a \| W_b]`:
+Because the map is linear before ``post``, :math:`W[x_i, x_j - x_i] = (W_a - W_b) x_i + W_b x_j` with :math:`W = [W_a \| W_b]`:
 the 1x1 convolution runs on the ``N`` points, not the ``N k`` edges, and only a sum of two
 gathered terms is formed per edge. The result is identical to the edge-wise formulation
 (BatchNorm statistics are still taken over every edge).
-
-Shapes: dense ``x (B, C, N)``, ``idx (B, N, k)`` -> ``(B, C_out, N)``;
-sparse ``x (N, C)``, ``edge_index (2, E)`` -> ``(N, C_out)`` (nodes without in-edges get ``post(·)``
-of nothing, i.e. 0, like PyG's max aggregation).
 """
 from __future__ import annotations
 
@@ -23,6 +15,31 @@ from .mlp import ConvNormAct, Order, pointwise_linear
 
 
 class EdgeConv(nn.Module):
+    r"""The edge convolution of DGCNN ("Dynamic Graph CNN for Learning on Point Clouds"), the
+    default convolution of the DeepGCNs point-cloud networks:
+
+    .. math::
+        h_i = \bigoplus_{j \in \mathcal{N}(i)} \mathrm{post}\big(W [x_i \,\|\, x_j - x_i] + b\big)
+
+    where :math:`\bigoplus` is the ``aggr`` reduction over the neighbours and ``post`` is the
+    activation and norm in the layer's ``order``.
+
+    Args:
+        in_channels: width :math:`C` of :math:`x`.
+        out_channels: width :math:`C_{out}` of :math:`h`.
+        act, norm, bias, order: the point-wise layer :math:`W \cdot + b` and its ``post``, as
+            :class:`~pointseg.nn.mlp.ConvNormAct` takes them: activation (``relu``, ``leakyrelu``,
+            ``prelu``, ``gelu`` or None); norm (``batch``, ``layer``, ``instance`` or None); learn
+            :math:`b`; ``conv-act-norm`` (the reference dense code) or ``conv-norm-act``.
+        aggr: neighbour reduction :math:`\bigoplus`: ``max`` (the papers'), ``sum`` or ``mean``.
+
+    Shapes:
+        - **input:** dense ``x (B, C, N)`` with neighbour indices ``(B, N, k)``, or sparse
+          ``x (N, C)`` with ``edge_index (2, E)`` (row 0 the neighbour :math:`j`, row 1 the centre :math:`i`)
+        - **output:** ``(B, C_out, N)`` or ``(N, C_out)``; a node without in-edges gets 0 (the
+          reduction of nothing, like PyG's max aggregation)
+    """
+
     def __init__(self, in_channels: int, out_channels: int, act: str | None = "relu",
                  norm: str | None = "batch", bias: bool = True, order: Order = "conv-act-norm",
                  aggr: str = "max") -> None:

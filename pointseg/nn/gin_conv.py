@@ -1,10 +1,5 @@
-r"""Graph isomorphism convolution (GIN), as in the DeepGCNs comparison.
-
-.. math::  h_i = \mathrm{post}\Big(W \big((1 + \epsilon)\, x_i + \sum_{j \in \mathcal{N}(i)} x_j\big) + b\Big)
-
-with a learnable (or fixed) scalar :math:`\epsilon`.
-Shapes: dense ``(B, C, N)`` + ``(B, N, k)``; sparse ``(N, C)`` + ``(2, E)``.
-"""
+r"""Graph isomorphism convolution (GIN), one of the convolutions the DeepGCNs paper compares:
+see :class:`GINConv`."""
 from __future__ import annotations
 
 import torch
@@ -15,6 +10,28 @@ from .mlp import ConvNormAct, Order
 
 
 class GINConv(nn.Module):
+    r"""The graph isomorphism operator of "How Powerful are Graph Neural Networks?", with one
+    point-wise layer as its MLP:
+
+    .. math::
+        h_i = \mathrm{post}\Big(W \big((1 + \epsilon)\, x_i + \sum_{j \in \mathcal{N}(i)} x_j\big) + b\Big)
+
+    where ``post`` is the activation and norm in ``order``.
+
+    Args:
+        in_channels: width :math:`C` of :math:`x`.
+        out_channels: width :math:`C_{out}` of :math:`h`.
+        act, norm, bias, order: the layer :math:`W \cdot + b` and its ``post``, as for
+            :class:`~pointseg.nn.EdgeConv`.
+        eps: initial value of :math:`\epsilon`.
+        train_eps: learn :math:`\epsilon` (else it stays fixed at ``eps``).
+
+    Shapes:
+        - **input:** dense ``x (B, C, N)`` with neighbour indices ``(B, N, k)``, or sparse
+          ``x (N, C)`` with ``edge_index (2, E)``
+        - **output:** ``(B, C_out, N)`` or ``(N, C_out)``
+    """
+
     def __init__(self, in_channels: int, out_channels: int, act: str | None = "relu",
                  norm: str | None = "batch", bias: bool = True, order: Order = "conv-act-norm",
                  eps: float = 0.0, train_eps: bool = True) -> None:

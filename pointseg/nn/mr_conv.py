@@ -1,16 +1,10 @@
-r"""Max-relative graph convolution (DeepGCNs).
-
-.. math::  h_i = \mathrm{post}\Big(W \big[x_i \,\|\, \max_{j \in \mathcal{N}(i)} (x_j - x_i)\big] + b\Big)
+r"""Max-relative graph convolution (DeepGCNs): see :class:`MRConv` for the operator.
 
 Since :math:`x_i` does not depend on :math:`j`, :math:`\max_j (x_j - x_i) = \max_j x_j - x_i`:
 the relative features are never formed per edge. The maximising neighbour of every node and
 channel is found without autograd (:func:`~pointseg.nn.edge_reduce.select_neighbors`, the
 compiled kernel on CPU) and gathered, so backward keeps ``(B, C, N)`` indices instead of the
 ``(B, C, N, k)`` gathered features that autograd of ``amax`` would save.
-
-Shapes: dense ``x (B, C, N)``, ``idx (B, N, k)`` -> ``(B, C_out, N)``;
-sparse ``x (N, C)``, ``edge_index (2, E)`` -> ``(N, C_out)``. A node with no in-edges gets
-``max = 0`` for its relative part (no ``-inf``).
 """
 from __future__ import annotations
 
@@ -44,6 +38,27 @@ def max_relative_reference(x: Tensor, graph: Tensor) -> Tensor:
 
 
 class MRConv(nn.Module):
+    r"""The max-relative graph convolution of DeepGCNs ("Can GCNs Go as Deep as CNNs?"), the
+    convolution of its PPI networks:
+
+    .. math::
+        h_i = \mathrm{post}\Big(W \big[x_i \,\|\, \max_{j \in \mathcal{N}(i)} (x_j - x_i)\big] + b\Big)
+
+    with the maximum taken per channel and ``post`` the activation and norm in ``order``.
+
+    Args:
+        in_channels: width :math:`C` of :math:`x`.
+        out_channels: width :math:`C_{out}` of :math:`h`.
+        act, norm, bias, order: the layer :math:`W \cdot + b` and its ``post``, as for
+            :class:`~pointseg.nn.EdgeConv`.
+
+    Shapes:
+        - **input:** dense ``x (B, C, N)`` with neighbour indices ``(B, N, k)``, or sparse
+          ``x (N, C)`` with ``edge_index (2, E)``
+        - **output:** ``(B, C_out, N)`` or ``(N, C_out)``; a node with no in-edges gets 0 for its
+          relative part (no ``-inf``)
+    """
+
     def __init__(self, in_channels: int, out_channels: int, act: str | None = "relu",
                  norm: str | None = "batch", bias: bool = True, order: Order = "conv-act-norm") -> None:
         super().__init__()

@@ -1,12 +1,8 @@
-r"""GraphSAGE with max pooling, as in the DeepGCNs comparison.
+r"""GraphSAGE with max pooling, one of the convolutions the DeepGCNs paper compares: see
+:class:`SAGEConv`.
 
-.. math::  h_i = \mathrm{MLP}_2\Big(\big[x_i \,\|\, \max_{j \in \mathcal{N}(i)} \mathrm{MLP}_1(x_j)\big]\Big)
-
-``relative=True`` gives the paper's RSAGE variant, :math:`\mathrm{MLP}_1(x_j - x_i)`.
-``MLP_1`` maps ``C -> C``, ``MLP_2`` maps ``2C -> C_out``. In the non-relative form ``MLP_1`` runs on
-the nodes, not the edges (its output depends on ``j`` only).
-
-Shapes: dense ``(B, C, N)`` + ``(B, N, k)``; sparse ``(N, C)`` + ``(2, E)``.
+In the non-relative form ``MLP_1`` runs on the nodes, not the edges (its output depends on
+``j`` only), and the result is gathered per edge.
 """
 from __future__ import annotations
 
@@ -18,6 +14,28 @@ from .mlp import ConvNormAct, Order
 
 
 class SAGEConv(nn.Module):
+    r"""GraphSAGE ("Inductive Representation Learning on Large Graphs") with max pooling, and the
+    relative variant RSAGE of DeepGCNs:
+
+    .. math::
+        h_i = \mathrm{MLP}_2\Big(\big[x_i \,\|\, \max_{j \in \mathcal{N}(i)} \mathrm{MLP}_1(m_{ji})\big]\Big),
+        \qquad m_{ji} = x_j \;\text{or, relative,}\; x_j - x_i
+
+    where :math:`\mathrm{MLP}_1` (``C -> C``) and :math:`\mathrm{MLP}_2` (``2C -> C_out``) are each
+    one point-wise layer (linear map, activation and norm in ``order``).
+
+    Args:
+        in_channels: width :math:`C` of :math:`x`.
+        out_channels: width :math:`C_{out}` of :math:`h`.
+        act, norm, bias, order: of both MLPs, as for :class:`~pointseg.nn.EdgeConv`.
+        relative: RSAGE: message :math:`x_j - x_i` instead of :math:`x_j`.
+
+    Shapes:
+        - **input:** dense ``x (B, C, N)`` with neighbour indices ``(B, N, k)``, or sparse
+          ``x (N, C)`` with ``edge_index (2, E)``
+        - **output:** ``(B, C_out, N)`` or ``(N, C_out)``
+    """
+
     def __init__(self, in_channels: int, out_channels: int, act: str | None = "relu",
                  norm: str | None = "batch", bias: bool = True, order: Order = "conv-act-norm",
                  relative: bool = False) -> None:
