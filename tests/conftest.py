@@ -1,5 +1,8 @@
+import importlib.util
 import os
 import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -16,6 +19,16 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def load_tool(name: str) -> ModuleType:
+    """The script ``tools/<name>.py`` loaded from its file, for the tests of that script: tools/
+    is not a package of the project, and the tests do not put it on ``sys.path``."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def saved_bytes(fn) -> int:

@@ -1,15 +1,12 @@
 """Mixed-precision training steps (autocast bf16 / fp16) stay finite and reduce the loss on one
 fixed batch: a small ResGCN on CPU (ResGCN-28 at full width takes minutes per dtype on a 2-core
 CPU; tools/gpu_check.py runs the full ResGCN-28 on CUDA), and ResGCN-28 on CUDA when present."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import load_tool
 
-from tools.gpu_check import check_amp  # noqa: E402
+check_amp = load_tool("gpu_check").check_amp
 
 
 def _cpu_autocast_supports(dtype):

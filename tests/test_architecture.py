@@ -149,6 +149,14 @@ def test_every_package_of_the_tree_has_a_row_and_the_allowed_graph_has_no_cycle(
         assert f"`{node}`" in doc, f"docs/architecture.md does not name {node}"
 
 
+def test_no_test_imports_tools():
+    # tools/ are scripts, not a package: tests that need their code get it from the package
+    # (tests of a script itself load it from its file, conftest.load_tool)
+    found = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sorted((ROOT / "tests").glob("*.py"))
+             for line, m in imported_modules(p.read_text(), module_name(p), False) if m.split(".")[0] == "tools"]
+    assert not found, "tests importing tools/:\n" + "\n".join(found)
+
+
 # ----------------------------------------------------------------------------- the checker itself
 
 @pytest.mark.parametrize("source,module,edge", [

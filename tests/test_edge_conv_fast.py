@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pointseg.models import build_model  # noqa: E402
-from pointseg.nn import EdgeConv, MRConv, native  # noqa: E402
-from pointseg.nn import edge_reduce as er  # noqa: E402
-from pointseg.nn.knn import dilated_knn  # noqa: E402
-from pointseg.nn.mr_conv import max_relative, max_relative_reference  # noqa: E402
-from tools.reference_gcn import ReferenceEdgeConv, ReferenceMRConv, to_reference  # noqa: E402
+from pointseg.models import build_model
+from pointseg.nn import EdgeConv, MRConv, native
+from pointseg.nn import edge_reduce as er
+from pointseg.nn.knn import dilated_knn
+from pointseg.nn.mr_conv import max_relative, max_relative_reference
+from pointseg.nn.reference import ReferenceEdgeConv, ReferenceMRConv, to_reference
 
 ORDERS = ("conv-act-norm", "conv-norm-act")
 ACTS = ("relu", "leakyrelu", None)

@@ -1,14 +1,9 @@
 """Float32 accuracy of the fast EdgeConv path: at least as close to float64 as the straightforward
 edge-tensor formulation, on inputs with a large common offset (where forming W_b x_j - W_b x_i
 from uncentred node terms, or the BatchNorm gradient as p + q h, cancels)."""
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tools.accuracy_fp32 import one_edge_conv  # noqa: E402
+from pointseg.nn.precision import one_edge_conv
 
 
 def test_fast_float32_is_as_accurate_as_the_edgewise_formulation_at_large_offsets():

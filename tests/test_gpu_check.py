@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from conftest import load_tool
 
-from tools import gpu_check  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+gpu_check = load_tool("gpu_check")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the skip table is what a machine without CUDA prints")

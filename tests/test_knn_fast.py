@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pointseg.nn import native
+from pointseg.nn.knn import _knn_select_torch, dilated_knn, dilated_knn_graph
+from pointseg.nn.reference import reference_knn
 
-from pointseg.nn import native  # noqa: E402
-from pointseg.nn.knn import _knn_select_torch, dilated_knn, dilated_knn_graph  # noqa: E402
-from tools.reference_gcn import reference_knn  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def stable_ranks(dist: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ ratios mean anything; every number is the median of ``--repeats`` interleaved ru
 
 * one training step (forward, cross-entropy, backward, Adam step) and one inference pass of
   ResGCN-28 on ``B`` blocks of ``N`` points, for pointseg's model and for the same network in
-  the reference formulation (``tools/reference_gcn.py``; same weights, a deep copy);
+  the reference formulation (``pointseg/nn/reference.py``; same weights, a deep copy);
 * the dilated kNN alone at dilation 1, 8, 27 on 64-channel features: pointseg (compiled
   selection), pointseg with ``torch.topk`` selection, the opt-in symmetric-tile scheme, the
   full-matrix reference, and torch-cluster when it is installed.
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from pointseg.models import build_model  # noqa: E402
 from pointseg.nn import native  # noqa: E402
 from pointseg.nn.knn import DEFAULT_MEMORY_BUDGET, _knn_select_torch, dilated_knn  # noqa: E402
-from tools.reference_gcn import reference_knn, to_reference  # noqa: E402
+from pointseg.nn.reference import reference_knn, to_reference  # noqa: E402
 
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 

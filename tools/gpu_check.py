@@ -5,7 +5,7 @@ Rows (each independent; a failure is reported, not raised):
 * ``knn``: dilated kNN on CUDA equals the CPU result (compared by the distances of the chosen
   neighbours, so exact ties may pick different points);
 * ``edgeconv``: the fast EdgeConv path on CUDA (forward, input and parameter gradients, running
-  statistics) equals the straightforward edge-tensor formulation of ``tools/reference_gcn.py``;
+  statistics) equals the straightforward edge-tensor formulation of ``pointseg/nn/reference.py``;
 * ``amp-bf16`` / ``amp-fp16``: 20 training steps of ResGCN-28 under autocast (GradScaler for
   fp16) stay finite and the loss falls;
 * ``rev-memory``: ``torch.cuda.max_memory_allocated`` of a reversible stack's training step is
@@ -35,12 +35,13 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if __name__ == "__main__":      # run from a checkout: pointseg lies next to tools/
+    sys.path.insert(0, str(ROOT))
 
 from pointseg.models import build_model  # noqa: E402
 from pointseg.nn import EdgeConv  # noqa: E402
 from pointseg.nn.knn import dilated_knn  # noqa: E402
-from tools.reference_gcn import ReferenceEdgeConv  # noqa: E402
+from pointseg.nn.reference import ReferenceEdgeConv  # noqa: E402
 
 Result = tuple[bool, str]
 

@@ -1,5 +1,6 @@
-r"""The straightforward ("reference") formulation of the dense DeepGCN layers: the oracle that
-``tools/bench_resgcn.py`` times against and the tests compare with. Not part of the library.
+r"""The straightforward ("reference") formulation of the dense DeepGCN layers: the oracle the fast
+paths are compared with (tests, :mod:`pointseg.nn.precision`) and timed against
+(``tools/bench_resgcn.py``). No layer or model uses it.
 
 * kNN: the full ``B x N x N`` matrix of squared distances ``|x_i|^2 - 2 x_i.x_j + |x_j|^2``,
   ``topk`` of the ``k*d`` nearest (sorted), every ``d``-th kept (stochastic dilation draws the
