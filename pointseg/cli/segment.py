@@ -131,11 +131,12 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     timings["read_scan_s"] = time.perf_counter() - t
     if scan.num_points == 0:
         raise ValueError(f"{scan_path}: the scan holds no points")
-    notes = []
+    notes: list[str] = []
     if scan.dropped:
         notes.append(f"{scan.dropped} point(s) with NaN/inf coordinates were dropped")
         _say(f"note: {notes[-1]}")
-    seg = segment_scan(model, scan, sliding, color_policy, progress, up, units, voxel, notes, say=_say)
+    seg = segment_scan(model, scan, sliding, color_policy=color_policy, progress=progress, up=up, units=units,
+                       voxel=voxel, notes=notes, say=_say)
     timings.update(seg.timings)
     summary: dict[str, Any] = {"scan": str(scan_path), "points": scan.num_points, "dropped_points": scan.dropped,
                                "checkpoint": str(checkpoint), **seg.summary}
