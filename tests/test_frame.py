@@ -65,11 +65,23 @@ def test_yaw_to_walls_recovers_the_turn_modulo_90_degrees(deg):
     assert abs(np.degrees(yaw) + deg) < 1.0
 
 
-def test_an_upright_metre_scan_gets_the_identity_frame():
+def test_an_upright_metre_scan_is_at_most_quarter_turned_exactly():
     f = resolve_frame(box_room())
-    assert f.is_identity, f.reasons
+    assert f.scale == 1.0, f.reasons
+    # no resampling: a signed permutation of x and y, z kept
+    assert set(np.unique(f.rotation)) <= {-1.0, 0.0, 1.0} and f.rotation[2, 2] == 1.0, f.rotation
     p = box_room()[:10].astype(np.float32)
-    assert f.forward(p) is p or np.array_equal(f.forward(p), p)
+    q = f.forward(p)
+    assert np.array_equal(np.sort(np.abs(q[:, :2]), axis=1), np.sort(np.abs(p[:, :2]), axis=1))
+    assert np.array_equal(q[:, 2], p[:, 2])
+
+
+@pytest.mark.parametrize("quarters", [1, 2, 3])
+def test_a_room_turned_by_quarter_turns_gets_the_same_frame_as_upright(quarters):
+    room = box_room()
+    upright = resolve_frame(room).forward(room)
+    turned = room @ rotation_z(quarters * np.pi / 2).T
+    np.testing.assert_allclose(resolve_frame(turned).forward(turned), upright, atol=1e-4)
 
 
 def test_frame_forward_and_inverse_round_trip_and_undo_camera_millimetres():
@@ -77,7 +89,7 @@ def test_frame_forward_and_inverse_round_trip_and_undo_camera_millimetres():
     cam_mm = camera(room) * 1000.0
     f = resolve_frame(cam_mm)
     assert f.scale == 0.001 and "mm" in f.reasons["units"] and "-y" in f.reasons["up"]
-    assert np.allclose(f.forward(cam_mm), room, atol=1e-4)
+    assert np.allclose(f.forward(cam_mm), resolve_frame(room).forward(room), atol=1e-4)   # the upright's frame
     assert np.allclose(f.inverse(f.forward(cam_mm)), cam_mm, atol=0.1)   # float32 millimetres
     g = Frame(rotation_z(0.3) @ rotation_to_z(np.array([1.0, 0, 0])), 0.01)
     assert np.allclose(g.inverse(g.forward(cam_mm)), cam_mm, atol=0.1)
@@ -93,35 +105,42 @@ def test_resolve_frame_refuses_unknown_axes_and_units_by_name(up, units):
 
 @pytest.fixture(scope="module")
 def sample():
+    """``run(checkpoint, xyz)`` segments the bundled sample room's colours at ``xyz``;
+    ``upright(checkpoint)`` is its labels as bundled (computed once per checkpoint)."""
     from pointseg.assets import asset
     from pointseg.engine.inference import SlidingConfig
     from pointseg.engine.segment import predict_scan
     from pointseg.io.scans import read_scan
     scan = read_scan(asset("sample_room.ply"))
-    # The model trained on these (synthetic) rooms, so agreement measures the frame handling, not a
-    # model's sensitivity to a room turned by 90 degrees (the real-S3DIS DGCNN default agrees on 88 %
-    # of the turned room's points: a turn is undone only up to a multiple of 90 degrees).
-    checkpoint = "resgcn7-synthetic"
-    # stride 1 m keeps the three segmentations affordable on a loaded 2-core CPU
+    # stride 1 m keeps the segmentations affordable on a loaded 2-core CPU
     sliding = SlidingConfig(stride=1.0)
+    cache: dict[str, np.ndarray] = {}
 
-    def run(xyz):
+    def run(checkpoint, xyz):
         s = type(scan)(xyz=xyz, rgb=scan.rgb)
         return predict_scan(checkpoint, s, "cpu", sliding, progress=False)[0]
-    return scan, run, run(scan.xyz)
+
+    def upright(checkpoint):
+        if checkpoint not in cache:
+            cache[checkpoint] = run(checkpoint, scan.xyz)
+        return cache[checkpoint]
+    return scan, run, upright
 
 
 def test_sample_room_in_a_camera_frame_in_millimetres_segments_like_upright_metres(sample):
     scan, run, upright = sample
-    labels = run((camera(scan.xyz.astype(np.float64)) * 1000.0).astype(np.float32))
-    assert np.mean(labels == upright) >= 0.99
+    labels = run("resgcn7-synthetic", (camera(scan.xyz.astype(np.float64)) * 1000.0).astype(np.float32))
+    assert np.mean(labels == upright("resgcn7-synthetic")) >= 0.99
 
 
-def test_sample_room_turned_about_the_vertical_segments_like_upright(sample):
+# the synthetic-trained ResGCN-7, and the real-S3DIS DGCNN default (less sure of itself on this
+# synthetic room, so block-sampling differences move more of its labels)
+@pytest.mark.parametrize("checkpoint", ["resgcn7-synthetic", pytest.param("dgcnn-s3dis", marks=pytest.mark.slow)])
+def test_sample_room_turned_about_the_vertical_segments_like_upright(sample, checkpoint):
     scan, run, upright = sample
     angle = np.random.default_rng(17).uniform(0, 2 * np.pi)
-    labels = run((scan.xyz.astype(np.float64) @ rotation_z(angle).T).astype(np.float32))
-    assert np.mean(labels == upright) >= 0.95
+    labels = run(checkpoint, (scan.xyz.astype(np.float64) @ rotation_z(angle).T).astype(np.float32))
+    assert np.mean(labels == upright(checkpoint)) >= 0.95
 
 
 def test_a_dense_scan_is_voxel_subsampled_and_every_point_maps_to_a_nearby_kept_point():
@@ -134,6 +153,6 @@ def test_a_dense_scan_is_voxel_subsampled_and_every_point_maps_to_a_nearby_kept_
     assert net.back is not None and net.back.shape == (len(dense),)
     assert len(net.xyz) < len(dense) / 4
     # every original point's representative is in its own voxel (within one voxel diagonal)
-    assert np.linalg.norm(net.xyz[net.back] - dense, axis=1).max() <= net.voxel * np.sqrt(3) + 1e-6
+    assert np.linalg.norm(net.xyz[net.back] - net.frame.forward(dense), axis=1).max() <= net.voxel * np.sqrt(3) + 1e-6
     off = network_input(Scan(xyz=dense), None, 1.0, 256, voxel="off")
     assert off.back is None and len(off.xyz) == len(dense)

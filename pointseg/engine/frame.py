@@ -21,7 +21,14 @@ Estimation (``auto``), each step printable as one line:
   metres, centimetres or millimetres, whichever is closest to 3 m on a log scale.
 * :func:`yaw_to_walls`: the dominant wall direction modulo 90 degrees from the horizontal
   normals (circular mean of ``4 phi``); the scan is turned so that walls run along x and y.
-  Turns under 1 degree are left out (a scan that is already axis-aligned is not resampled).
+  Turns under 1 degree are left out (a scan that is already axis-aligned is not resampled; the
+  quarter turn below is exact).
+* :func:`quarter_turn`: walls along x/y leave four orientations (multiples of 90 degrees). S3DIS
+  rooms come in all four, so none is "right", but the blocks a scan is cut into, and the
+  room-normalised coordinates a model sees, depend on which. The one taken is read off the room
+  itself: its longer side along x, then the end holding more of its points (the centroid's offset
+  from the centre of its extent) positive. A scan turned by any angle then gives the same blocks
+  as the upright one. A room too symmetric to tell keeps the orientation it has.
 """
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ UNIT_CHOICES: tuple[str, ...] = ("auto", *UNITS)
 TYPICAL_ROOM_HEIGHT_M = 3.0
 AXIS_SNAP_COS = float(np.cos(np.radians(10.0)))
 MIN_YAW_DEG = 1.0
+MIN_QUARTER_OFFSET = 0.002    # centroid offset / horizontal extent at or below which none is taken
+SQUARE_RATIO = 1.05           # sides within 5 % of each other: a square room
 _AXES = {"x": 0, "y": 1, "z": 2}
 
 
@@ -135,6 +144,37 @@ def yaw_to_walls(xyz_up: np.ndarray, seed: int = 0, normals: np.ndarray | None =
                    f"(agreement {abs(c):.2f} of {len(horiz)} wall normals)")
 
 
+def quarter_turn(xyz_aligned: np.ndarray) -> tuple[int, str]:
+    """Quarter turns ``q`` (0..3, counter-clockwise about z) for a z-up scan whose walls run along
+    x and y: the longer side of the horizontal extent (robust 1-99 percentile box) along x, then
+    the larger component of the centroid's offset from the box centre positive. A square room
+    (sides within ``SQUARE_RATIO``) takes the offset into the first quadrant instead."""
+    xy = np.asarray(xyz_aligned, dtype=np.float64)[:, :2]
+    lo, hi = np.percentile(xy, [1.0, 99.0], axis=0)
+    side, offset = hi - lo, xy.mean(0) - (lo + hi) / 2
+    tiny = MIN_QUARTER_OFFSET * float(np.linalg.norm(side))
+    if max(side) > SQUARE_RATIO * max(min(side), 1e-12):
+        base = 0 if side[0] >= side[1] else 1
+        o = offset if base == 0 else np.array([-offset[1], offset[0]])   # the offset after the base turn
+        d = int(np.argmax(np.abs(o)))
+        if abs(o[d]) <= tiny:
+            return base, f"quarter turn {90 * base} degrees: longer side along x (no off-centre mass to pick its end)"
+        q = base if o[d] > 0 else base + 2
+        return q, (f"quarter turn {90 * q} degrees: longer side along x, the room's off-centre mass towards "
+                   f"+{'xy'[d]}")
+    if np.linalg.norm(offset) <= tiny:
+        return 0, "square and symmetric room: quarter turn kept"
+    angle = np.degrees(np.arctan2(offset[1], offset[0])) % 360.0
+    q = int((-(angle // 90.0)) % 4)
+    return q, f"quarter turn {90 * q} degrees: square room, its off-centre mass turned towards +x+y"
+
+
+def _quarter_rotation(q: int) -> np.ndarray:
+    """Exact 90-degree multiples (no cos(pi/2) round-off)."""
+    c, s = [(1, 0), (0, 1), (-1, 0), (0, -1)][q % 4]
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
 def rotation_to_z(up: np.ndarray) -> np.ndarray:
     """The smallest rotation taking unit vector ``up`` to +z (exact signed permutation for axes)."""
     up = np.asarray(up, dtype=np.float64)
@@ -204,7 +244,10 @@ def resolve_frame(xyz: np.ndarray, up: str = "auto", units: str = "auto", seed: 
         reasons["units"] = f"{units} (given)"
     if up == "auto":
         yaw, why = yaw_to_walls(upright, seed, normals @ rot.T)
-        reasons["yaw"] = why
         if yaw != 0.0:
             rot = rotation_z(yaw) @ rot
+        q, qwhy = quarter_turn(upright @ rotation_z(yaw).T if yaw != 0.0 else upright)
+        reasons["yaw"] = f"{why}; {qwhy}"
+        if q:
+            rot = _quarter_rotation(q) @ rot
     return Frame(rot, UNITS[units], reasons)

@@ -53,11 +53,20 @@ class EdgeConv(nn.Module):
         self.mlp.reset_parameters()
 
     def node_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(a, b)`` with ``a = (W_a - W_b) x + bias`` and ``b = W_b x`` on every node."""
+        r"""``(a, b)`` with ``a_i + b_j = W_a x_i + W_b (x_j - x_i) + bias`` on every edge.
+
+        Formed from features centred on their (detached) per-cloud mean ``m``:
+        ``a = (W_a - W_b)(x - m) + W_a m + bias`` and ``b = W_b (x - m)``; the sum does not depend
+        on ``m``. Uncentred (``b = W_b x``), ``W_b x_j - W_b x_i`` cancels in float32 when the
+        features carry a large common offset (deep residual stacks), losing digits the
+        edge-wise ``W_b (x_j - x_i)`` keeps."""
         w = self.mlp.lin.weight
         c = self.in_channels
         wa, wb = w[:, :c], w[:, c:]
-        return pointwise_linear(x, wa - wb, self.mlp.lin.bias), pointwise_linear(x, wb, None)
+        m = x.detach().mean(dim=-1 if x.dim() == 3 else 0, keepdim=True)
+        xc = x - m
+        a = pointwise_linear(xc, wa - wb, self.mlp.lin.bias) + pointwise_linear(m, wa, None)
+        return a, pointwise_linear(xc, wb, None)
 
     def forward(self, x: Tensor, graph: Tensor) -> Tensor:
         check_graph(x, graph)
