@@ -138,7 +138,7 @@ def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
                  progress: bool = False, up: str = "auto", units: str = "auto",
                  voxel: float | str | None = "auto") -> tuple[np.ndarray, str]:
     """Labels for every point of a :class:`~pointseg.io.scans.Scan`, and the model's name."""
-    from .train import resolve_device
+    from .device import resolve_device
     dev = resolve_device(device)
     model, classes, ckpt = load_model(checkpoint, dev)
     rgb = model_input_colours(scan.rgb, scan.num_points, color_policy)
@@ -160,7 +160,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     from ..atomic import atomic_dir, check_replaceable
     from ..io.scans import read_scan, write_labelled_ply
     from ..metrics import SegMetrics, confusion_matrix
-    from .train import resolve_device
+    from .device import resolve_device
 
     t_start = time.perf_counter()
     scan_path = Path(scan_path) if scan_path else DEFAULT_SCAN
