@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,35 @@ def _score(task: Task, metrics: dict[str, Any] | None) -> float | None:
         return None
     value = metrics.get(task.selection_metric)
     return float("nan") if value is None else float(value)
+
+
+def optimizer_steps(task: Task, model: torch.nn.Module, optim: torch.optim.Optimizer, batches: Iterable[Any],
+                    device: torch.device, amp: str = "none", scaler: torch.amp.GradScaler | None = None,
+                    world_size: int = 1) -> Iterator[tuple[float, Any]]:
+    """One optimizer step per batch that has a loss; yields ``(loss averaged over processes, batch)``
+    after each step."""
+    for batch in batches:
+        optim.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            loss = task.loss(model, batch)
+        if loss is None:
+            continue
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
+        else:
+            loss.backward()
+            optim.step()
+        yield float(D.all_reduce_sum(loss.detach()) / world_size), batch
+
+
+def train_epoch(task: Task, model: torch.nn.Module, optim: torch.optim.Optimizer, epoch: int = 0) -> float:
+    """Epoch ``epoch`` of ``task`` on an existing model and optimizer, without checkpoints or logs (for
+    benchmarks and studies); returns the mean loss over its steps (NaN: no step)."""
+    model.train()
+    losses = [v for v, _ in optimizer_steps(task, model, optim, task.train_batches(model, epoch), task.device)]
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 class Trainer:
@@ -236,20 +266,11 @@ class Trainer:
                 bar = tqdm(batches, desc=f"epoch {epoch + 1}/{opts.epochs}", dynamic_ncols=True,
                            disable=not show or opts.bar != "steps")
                 t0, seen, taken, losses = time.perf_counter(), 0, 0, []
-                for batch in bar:
+                for loss_v, batch in optimizer_steps(task, ddp_model, optim, bar, device, opts.amp, scaler, world_size):
                     taken += 1
-                    optim.zero_grad(set_to_none=True)
-                    with autocast(device, opts.amp):
-                        loss = task.loss(ddp_model, batch)
-                    if loss is None:
-                        continue
-                    scaler.scale(loss).backward()
-                    scaler.step(optim)
-                    scaler.update()
                     step_in_epoch += 1
                     global_step += 1
                     seen += task.count(batch)
-                    loss_v = float(D.all_reduce_sum(loss.detach()) / world_size)
                     losses.append(loss_v)
                     if opts.check_finite and not math.isfinite(loss_v):
                         raise FloatingPointError(f"loss became {loss_v} at step {global_step}")
