@@ -12,7 +12,9 @@
 * ``csv`` — MoleculeNet-style CSV with a SMILES column, scaffold split, ROC-AUC or RMSE.
 * ``ogbl`` — node embeddings + :class:`~graphs.model.LinkPredictor`, random negatives, Hits@K.
 
-Metrics of OGB datasets come from ogb's ``Evaluator``.
+Metrics of OGB datasets come from ogb's ``Evaluator``. Every family implements the engine's task protocol
+(:class:`pointseg.engine.task.Task`: ``train_batches``, ``loss``, ``evaluate``, ``checkpoint_payload``), so
+:class:`pointseg.engine.trainer.Trainer` trains them all.
 """
 from __future__ import annotations
 
@@ -198,8 +200,24 @@ def row_normalize(x: Tensor) -> Tensor:
 
 
 class PlanetoidTask(Task):
-    """Public split, full batch. Train option ``normalize_features`` (default true, every preset): node
-    features are row-normalised first, as in Kipf & Welling's Planetoid protocol."""
+    r"""Transductive node classification on a Planetoid citation graph, public split, full batch.
+
+    One step per epoch on the whole graph: cross-entropy over the training nodes,
+    :math:`\mathcal{L} = -\frac{1}{|V_{tr}|}\sum_{v \in V_{tr}} \log \mathrm{softmax}(f(X, A))_{v, y_v}`.
+    Train option ``normalize_features`` (default true, every preset): node features are row-normalised
+    first, as in Kipf & Welling's Planetoid protocol.
+
+    Args:
+        name (str): ``cora``, ``citeseer`` or ``pubmed``.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``normalize_features``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`
+        - **output:** logits :math:`(|V|, C)`
+        - **metric:** accuracy (``acc``) on the train / val / test masks
+    """
 
     family, metric = "planetoid", "acc"
 
@@ -235,6 +253,23 @@ class PlanetoidTask(Task):
 
 
 class PPITask(Task):
+    r"""Inductive multi-label node classification over the PPI graphs (121 labels per node).
+
+    Mini-batches of whole graphs (``batch_size``, default 1); loss: mean binary cross-entropy over nodes
+    and labels, :math:`\mathcal{L} = \frac{1}{|V| T}\sum_{v,t} \mathrm{BCE}(f(X, A)_{v,t}, y_{v,t})`.
+
+    Args:
+        name (str): ``PPI``.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V_b|, 50)`, ``edge_index`` :math:`(2, |E_b|)`, ``batch`` :math:`(|V_b|)`
+        - **output:** logits :math:`(|V_b|, 121)`
+        - **metric:** micro-F1 of :math:`f > 0` over every node and label of each split
+    """
+
     family, metric = "ppi", "micro-F1"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -274,6 +309,29 @@ class PPITask(Task):
 
 
 class OgbNodeTask(Task):
+    r"""OGB node property prediction (``ogbn-*``): full batch (ogbn-arxiv: made undirected, self loops
+    added) or, for ogbn-proteins / ogbn-products, ``parts`` random node partitions re-drawn every epoch
+    (one optimizer step per partition's induced subgraph), evaluated with per-node predictions averaged
+    over ``eval_repeats`` fixed partitions of ``eval_parts``.
+
+    Loss over the training nodes: cross-entropy (multi-class; ``loss=log_ce`` gives
+    :func:`log_cross_entropy`) or binary cross-entropy (multi-label). With ``use_labels`` the one-hot labels
+    of a random ``label_rate`` of the training nodes are extra inputs (and ``label_iters`` rounds of label
+    reuse fill the others with the model's softmax).
+
+    Args:
+        name (str): an ``ogbn-*`` dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``parts``, ``eval_parts``, ``eval_repeats``, ``use_labels``, ``label_rate``, ``label_iters``, ``loss``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V_p|, F [+ C])`, ``edge_index`` :math:`(2, |E_p|)`, edge features
+          :math:`(|E_p|, D)` (ogbn-proteins)
+        - **output:** :math:`(|V_p|, C)` logits (or :math:`T` task logits)
+        - **metric:** ogb's ``Evaluator`` metric (accuracy, ROC-AUC) per split
+    """
+
     family = "ogbn"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -423,8 +481,23 @@ class OgbNodeTask(Task):
 
 
 class GraphBatchTask(Task):
-    """Graph-level tasks trained and evaluated over mini-batches of graphs; subclasses give
-    ``_loader(split, shuffle)``, ``_run(model, batch)`` and ``_loss(out, y)``."""
+    r"""Graph-level prediction trained and evaluated over mini-batches of graphs (pooled node features).
+
+    Subclasses give ``_loader(split, shuffle)``, ``_run(model, batch)`` (graph outputs) and ``target_kind``;
+    a training batch of a single graph is skipped when the model has BatchNorm.
+
+    Args:
+        name (str): the dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** a PyG ``Batch`` of :math:`G` graphs
+        - **output:** :math:`(G, T)` graph outputs
+    """
+
+    target_kind = "multiclass"                            # multiclass | binary | regression
 
     def train_batches(self, model: nn.Module, epoch: int, start: int = 0) -> Iterator[Any]:
         batch_norm = any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
@@ -435,6 +508,16 @@ class GraphBatchTask(Task):
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         return self._loss(self._run(model, batch), batch.y.to(self.device))
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy (``multiclass``), MSE (``regression``) or BCE (``binary``) on the labelled entries."""
+        if self.target_kind == "multiclass":
+            return F.cross_entropy(out, y.view(-1).long())
+        y = y.view(out.shape).float()
+        labeled = y == y                                  # NaN = missing label
+        if self.target_kind == "regression":
+            return F.mse_loss(out[labeled], y[labeled])
+        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
 
     def _collect(self, model: nn.Module, split: str) -> tuple[Tensor, Tensor]:
         """Labels ``(G, T)`` and model outputs of every graph of ``split``, on the CPU."""
@@ -447,6 +530,21 @@ class GraphBatchTask(Task):
 
 
 class OgbGraphTask(GraphBatchTask):
+    r"""OGB graph property prediction (``ogbg-*``): molecules with integer atom / bond features
+    (AtomEncoder / BondEncoder), other graphs with float features (ogbg-ppa: node features = sum of incident
+    edge features). Loss: cross-entropy (multi-class), BCE or MSE on the labelled entries (NaN = missing).
+
+    Args:
+        name (str): an ``ogbg-*`` dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``, default 32).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, C)` logits or :math:`(G, T)` task outputs
+        - **metric:** ogb's ``Evaluator`` metric (ROC-AUC, AP, accuracy, RMSE) per split
+    """
+
     family = "ogbg"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -457,6 +555,7 @@ class OgbGraphTask(GraphBatchTask):
         self.ds = ds
         self.metric = ds.eval_metric
         self.task_type = ds.task_type
+        self.target_kind = next((k for k in ("multiclass", "regression") if k in ds.task_type), "binary")
         self.num_out = int(ds.num_classes) if "multiclass" in ds.task_type else int(ds.num_tasks)
         self.split = {k: torch.as_tensor(v, dtype=torch.long) for k, v in ds.get_idx_split().items()}
 
@@ -483,22 +582,13 @@ class OgbGraphTask(GraphBatchTask):
         ea = batch.edge_attr if (self.mol or batch.edge_attr is None) else batch.edge_attr.float()
         return model(x, batch.edge_index, ea, batch.batch)
 
-    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
-        if "multiclass" in self.task_type:
-            return F.cross_entropy(out, y.view(-1).long())
-        y = y.view(out.shape).float()
-        labeled = y == y                                  # NaN = missing label
-        if "regression" in self.task_type:
-            return F.mse_loss(out[labeled], y[labeled])
-        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         model.eval()
         res = {}
         for split in ("train", "valid", "test"):
             y, out = self._collect(model, split)
-            res[split] = self._ogb_eval(y, out.argmax(-1, keepdim=True) if "multiclass" in self.task_type else out)
+            res[split] = self._ogb_eval(y, out.argmax(-1, keepdim=True) if self.target_kind == "multiclass" else out)
         return res
 
 
@@ -507,10 +597,20 @@ class GraphListTask(GraphBatchTask):
 
     Subclasses set ``graphs``, ``split``, ``target_kind`` (``multiclass`` | ``binary`` | ``regression``),
     ``num_out``, ``mol`` and ``metric``; loss: cross-entropy / BCE on labelled entries / MSE on labelled
-    entries; metric: accuracy / mean ROC-AUC over targets / mean RMSE over targets."""
+    entries; metric: accuracy / mean ROC-AUC over targets / mean RMSE over targets.
+
+    Args:
+        name (str): the dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``, default 32).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, C)` logits (multiclass) or :math:`(G, T)` target outputs
+        - **metric:** ``acc``, ``rocauc`` (higher is better) or ``rmse`` (lower is better) per split
+    """
 
     graphs: list
-    target_kind = "multiclass"
     mol = False
 
     def data_widths(self) -> dict[str, Any]:
@@ -525,15 +625,6 @@ class GraphListTask(GraphBatchTask):
         batch = batch.to(self.device)
         x = batch.x if self.mol else batch.x.float()
         return model(x, batch.edge_index, batch.edge_attr if self.mol else None, batch.batch)
-
-    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
-        if self.target_kind == "multiclass":
-            return F.cross_entropy(out, y.view(-1).long())
-        y = y.view(out.shape).float()
-        labeled = y == y                                  # NaN = missing label
-        if self.target_kind == "regression":
-            return F.mse_loss(out[labeled], y[labeled])
-        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
 
     def score(self, y: np.ndarray, out: np.ndarray) -> float:
         if self.target_kind == "multiclass":
@@ -568,7 +659,18 @@ class TUTask(GraphListTask):
     one fold's complement, of which a stratified 10 % (seed 0) is held out as validation for model selection,
     and tests on the fold. Node inputs: PyG's default (one-hot node labels; ``use_node_attr=true`` adds the
     continuous node attributes); a dataset without node features gets its one-hot node degree (capped at 64).
-    Edge labels are not used."""
+    Edge labels are not used.
+
+    Args:
+        name (str): a TU dataset (``MUTAG``, ``ENZYMES``, ...).
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``folds``, ``use_node_attr``, ``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, C)` class logits
+        - **metric:** accuracy (``acc``) on the fold (test), its held-out 10 % (valid) and the rest (train)
+    """
 
     family, metric, target_kind = "tu", "acc", "multiclass"
 
@@ -617,7 +719,18 @@ class MoleculeCsvTask(GraphListTask):
     """A MoleculeNet-style CSV (``name`` = its path): molecules from the SMILES column through ogb's
     ``smiles2graph`` (AtomEncoder / BondEncoder inputs), Bemis-Murcko scaffold split 80 / 10 / 10. Targets
     whose labelled values are all 0 / 1 are binary classification (mean ROC-AUC over targets), any other
-    numeric target regression (mean RMSE); empty cells are missing labels."""
+    numeric target regression (mean RMSE); empty cells are missing labels.
+
+    Args:
+        name (str): the CSV path.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``smiles_column``, ``target``, ``skip_invalid_smiles``, ``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, T)`, one output per target column
+        - **metric:** mean ROC-AUC (``rocauc``) or mean RMSE (``rmse``, lower is better) over the targets
+    """
 
     family, mol = "csv", True
 
@@ -652,6 +765,24 @@ class LinkModel(nn.Module):
 
 
 class OgbLinkTask(Task):
+    r"""OGB link prediction (``ogbl-*``): node embeddings :math:`h = \mathrm{GNN}(X, A)` scored by a
+    :class:`~graphs.model.LinkPredictor` :math:`s(u, v)`. Each batch of ``batch_size`` positive training edges
+    (default 65536) is paired with as many uniformly random node pairs as negatives:
+    :math:`\mathcal{L} = -\overline{\log \sigma(s(e))} - \overline{\log \sigma(-s(e'))}`.
+
+    Args:
+        name (str): an ``ogbl-*`` dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``, ``predictor_layers``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`, a batch of edges :math:`(E_b, 2)`
+        - **output:** edge scores :math:`(E_b)`
+        - **metric:** ogb's ``Evaluator`` metric (Hits@K) per split; "train" scores as many training edges as
+          there are validation edges, against the validation negatives
+    """
+
     family = "ogbl"
 
     def __init__(self, *a: Any, **k: Any) -> None:
