@@ -92,7 +92,7 @@ def run_training(dataset: str, preset_name: str | None, root: str, epochs: int |
         fit = Trainer(task, FitOptions(
             out=out / f"run{r}", tb_dir=out / "tb" / f"run{r}", epochs=epochs, seed=seed + r, device=str(dev),
             progress=progress, bar="epochs", bar_desc=f"{dataset} run{r} ({r + 1} of {runs})",
-            check_finite=False)).fit()
+            check_finite=False)).fit()          # graph runs have always carried on through a NaN epoch loss
         best, losses = fit.best_metrics, fit.epoch_losses
         valid_scores.append(best["valid"])
         test_scores.append(best["test"])

@@ -5,6 +5,7 @@ A task owns its data, its model, its loss and its metrics; the trainer owns ever
 (device and DDP set-up, seeds, AMP, progress bar, TensorBoard, best-by-validation, exact resume,
 deferred Ctrl-C, atomic checkpoints). One training run calls, in order::
 
+    task.seed(seed)                                      # after torch / numpy are seeded
     task.setup(device, rank, world_size, progress)       # datasets, loaders
     model = task.build_model()
     optim = task.optimizer(model); sched = task.lr_schedule(optim)
