@@ -34,7 +34,7 @@ grow with depth; it returns only its output.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -49,7 +49,8 @@ from pointseg.nn.reversible import RevBranch, reversible_stack
 
 @dataclass
 class GraphNetConfig:
-    """Architecture of a graph network; presets in ``graphs.presets`` are overrides of it."""
+    """Architecture of a graph network; presets in ``graphs.presets`` are overrides of it. Filled by
+    :func:`pointseg.config.from_dict` (typed, unknown options refused by name)."""
 
     backbone: str = "res+"          # a key of BACKBONES
     conv: str = "gen"               # a pointseg.nn.make_conv name
@@ -99,14 +100,6 @@ class GraphNetConfig:
     virtual_node: bool = False
     fusion_channels: int = 1024
     head_dropout: float = 0.0
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GraphNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown graph model option(s) {unknown} (known: {sorted(known)})")
-        return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -417,5 +410,6 @@ class LinkPredictor(nn.Module):
         return self.lins[-1](h).squeeze(-1)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def gnn_of(model: nn.Module) -> "GraphNet":
+    """The :class:`GraphNet` of a model (a link model's ``gnn``; what presets count)."""
+    return model.gnn if hasattr(model, "gnn") else model

@@ -10,7 +10,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from .model import GraphNet, GraphNetConfig, count_parameters
+from pointseg.config import from_dict
+from pointseg.models import count_parameters
+
+from .model import GraphNet, GraphNetConfig
 
 # RevGNN-Deep and -Wide on ogbn-proteins differ only in depth, width and dropout.
 _REV_PROTEINS = dict(backbone="rev", groups=2, aggr="max", mlp_layers=2, norm="layer", conv_edge="linear",
@@ -137,7 +140,7 @@ def get_preset(name: str) -> dict[str, Any]:
 
 
 def preset_model_config(name: str, **overrides: Any) -> GraphNetConfig:
-    return GraphNetConfig.from_dict({**get_preset(name)["model"], **overrides})
+    return from_dict(GraphNetConfig, {**get_preset(name)["model"], **overrides}, what="graph model option")
 
 
 def build_preset(name: str, **overrides: Any) -> GraphNet:

@@ -12,13 +12,16 @@
 * ``csv`` — MoleculeNet-style CSV with a SMILES column, scaffold split, ROC-AUC or RMSE.
 * ``ogbl`` — node embeddings + :class:`~graphs.model.LinkPredictor`, random negatives, Hits@K.
 
-Metrics of OGB datasets come from ogb's ``Evaluator``.
+Metrics of OGB datasets come from ogb's ``Evaluator``. Every family implements the engine's task protocol
+(:class:`pointseg.engine.task.Task`: ``train_batches``, ``loss``, ``evaluate``, ``checkpoint_payload``), so
+:class:`pointseg.engine.trainer.Trainer` trains them all.
 """
 from __future__ import annotations
 
 import math
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,10 +30,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import add_self_loops, remove_self_loops, scatter, subgraph, to_undirected
 
+from pointseg.config import from_dict
+from pointseg.engine.task import Task as EngineTask
+from pointseg.models import count_parameters
+
+from .config import GraphTrainConfig
 from .data import dataset_family, load_ogb, load_planetoid, load_ppi, load_tu, ogb_master
-from .model import GraphNet, GraphNetConfig, LinkPredictor
+from .model import GraphNet, GraphNetConfig, LinkPredictor, gnn_of
+from .optim import LinearWarmup, make_optimizer
 
 PARTITIONED = {"ogbn-proteins", "ogbn-products"}
+LOWER_IS_BETTER = {"rmse", "mae"}
+SPLITS = ("train", "valid", "test")
 
 
 def _edge_sum_features(data) -> Tensor:
@@ -38,14 +49,41 @@ def _edge_sum_features(data) -> Tensor:
     return scatter(data.edge_attr.float(), data.edge_index[1], dim=0, dim_size=data.num_nodes, reduce="sum")
 
 
-class Task(ABC):
+class Task(EngineTask):
+    """A graph family as an engine :class:`~pointseg.engine.task.Task`: the model is a
+    :class:`~graphs.model.GraphNet` built from :attr:`net_cfg` (set by :meth:`model_config`), the
+    optimizer and linear warm-up come from the training options, and ``evaluate`` gives the family's
+    metric on each split; ``best.pt`` is chosen by the ``valid`` split.
+
+    Batches are drawn from the run's generator :attr:`gen` in sequence (re-seeded per run by the
+    trainer), not from ``(seed, epoch)``: graph runs are not resumable, and their batches stay those of
+    earlier releases.
+
+    Args:
+        name (str): the dataset (a Planetoid / TU / OGB name, ``PPI`` or a CSV path).
+        root (str): the folder holding it.
+        train (GraphTrainConfig): the training options.
+        device (torch.device): where data and model live.
+    """
+
+    kind, selection_metric = "graph", "valid"
     family = ""
     metric = ""
-    higher_is_better = True
 
-    def __init__(self, name: str, root: str, train: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, name: str, root: str, train: GraphTrainConfig, device: torch.device) -> None:
         self.name, self.root, self.train_cfg, self.device = name, root, train, device
+        self.dataset = name                               # as the user named it (checkpoints, messages)
+        self.rank, self.world_size = 0, 1
         self.gen = torch.Generator().manual_seed(0)
+        self.net_cfg: GraphNetConfig | None = None
+        self.preset, self.run = "", 0
+
+    @property
+    def higher_is_better(self) -> bool:  # type: ignore[override]
+        return self.metric not in LOWER_IS_BETTER
+
+    def seed(self, seed: int) -> None:
+        self.gen.manual_seed(seed)
 
     # ---- model
     @abstractmethod
@@ -71,7 +109,7 @@ class Task(ABC):
             if self.family == "ogbl":
                 model["head"] = "none"
         model.update(overrides)
-        cfg = GraphNetConfig.from_dict(model)
+        cfg = from_dict(GraphNetConfig, model, what="graph model option")
         what = f"preset {preset.get('name', '?')!r} (made for {preset['dataset'] or 'any dataset'})"
         if cfg.uses_edge_features and not w["edge_channels"] and not w.get("mol"):
             raise ValueError(f"{what} needs edge features, but {self.name} has none; "
@@ -86,10 +124,33 @@ class Task(ABC):
                              f"{w['out_channels']}; use the generic preset 'deepergcn'")
         if cfg.edge_encoder == "linear" and cfg.edge_channels != w["edge_channels"]:
             raise ValueError(f"{what} expects {cfg.edge_channels} edge channels, {self.name} has {w['edge_channels']}")
+        self.net_cfg, self.preset = cfg, str(preset.get("name", ""))
         return cfg
 
     def build(self, cfg: GraphNetConfig) -> nn.Module:
         return GraphNet(cfg)
+
+    def build_model(self) -> nn.Module:
+        if self.net_cfg is None:
+            raise ValueError(f"{self.name}: no model config yet (call model_config first)")
+        return self.build(self.net_cfg)
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return make_optimizer(model, self.train_cfg, self.train_cfg.lr)
+
+    def lr_schedule(self, optimizer: torch.optim.Optimizer) -> LinearWarmup:
+        return LinearWarmup(optimizer, self.train_cfg.warmup_epochs)
+
+    def epoch_scalars(self, loss: float, metrics: dict[str, Any] | None) -> dict[str, float]:
+        return {"loss/train": loss, **{f"{self.metric}/{split}": v for split, v in (metrics or {}).items()}}
+
+    def checkpoint_payload(self, model: nn.Module) -> dict[str, Any]:
+        from pointseg.config import to_dict
+        return {"kind": self.kind, "dataset": self.dataset, "root": str(self.root), "family": self.family,
+                "metric": self.metric, "preset": self.preset, "run": self.run,
+                "model_config": self.net_cfg.to_dict(), "train_config": to_dict(self.train_cfg),
+                "params": count_parameters(gnn_of(model)),
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
     def describe(self) -> str:
         """One line about how the data is fed (printed at the start of training); empty if nothing to say."""
@@ -103,10 +164,6 @@ class Task(ABC):
         raise ValueError(f"{self.name} has a fixed split, no folds")
 
     @abstractmethod
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        """One epoch of training; returns the mean loss."""
-
-    @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Metric per split (``train`` / ``valid`` / ``test``)."""
 
@@ -116,14 +173,6 @@ class Task(ABC):
         from ogb.nodeproppred import Evaluator as NE
         ev = {"ogbn": NE, "ogbg": GE, "ogbl": LE}[self.family](self.name)
         return float(ev.eval({"y_true": y_true.cpu().numpy(), "y_pred": y_pred.cpu().numpy()})[ev.eval_metric])
-
-
-def _optimise(opt: torch.optim.Optimizer, loss: Tensor) -> float:
-    """One optimiser step on ``loss`` (gradients cleared first); returns its value."""
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return loss.item()
 
 
 def log_cross_entropy(logits: Tensor, y: Tensor, eps: float = 1.0 - math.log(2.0)) -> Tensor:
@@ -151,15 +200,31 @@ def row_normalize(x: Tensor) -> Tensor:
 
 
 class PlanetoidTask(Task):
-    """Public split, full batch. Train option ``normalize_features`` (default true, every preset): node
-    features are row-normalised first, as in Kipf & Welling's Planetoid protocol."""
+    r"""Transductive node classification on a Planetoid citation graph, public split, full batch.
+
+    One step per epoch on the whole graph: cross-entropy over the training nodes,
+    :math:`\mathcal{L} = -\frac{1}{|V_{tr}|}\sum_{v \in V_{tr}} \log \mathrm{softmax}(f(X, A))_{v, y_v}`.
+    Train option ``normalize_features`` (default true, every preset): node features are row-normalised
+    first, as in Kipf & Welling's Planetoid protocol.
+
+    Args:
+        name (str): ``cora``, ``citeseer`` or ``pubmed``.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``normalize_features``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`
+        - **output:** logits :math:`(|V|, C)`
+        - **metric:** accuracy (``acc``) on the train / val / test masks
+    """
 
     family, metric = "planetoid", "acc"
 
     def __init__(self, *a: Any, **k: Any) -> None:
         super().__init__(*a, **k)
         self.data = load_planetoid(self.name, self.root)[0].to(self.device)
-        self.normalize_features = bool(self.train_cfg.get("normalize_features", True))
+        self.normalize_features = self.train_cfg.normalize_features
         if self.normalize_features:
             self.data.x = row_normalize(self.data.x)
 
@@ -170,10 +235,12 @@ class PlanetoidTask(Task):
     def data_widths(self) -> dict[str, Any]:
         return dict(in_channels=self.data.num_features, out_channels=int(self.data.y.max()) + 1, edge_channels=0)
 
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        model.train()
+    def train_batches(self, model: nn.Module, epoch: int, start: int = 0) -> list[None]:
+        return [None][start:]                             # full batch: one step per epoch
+
+    def loss(self, model: nn.Module, batch: None) -> Tensor:
         out = model(self.data.x, self.data.edge_index)
-        return _optimise(opt, F.cross_entropy(out[self.data.train_mask], self.data.y[self.data.train_mask]))
+        return F.cross_entropy(out[self.data.train_mask], self.data.y[self.data.train_mask])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -186,6 +253,23 @@ class PlanetoidTask(Task):
 
 
 class PPITask(Task):
+    r"""Inductive multi-label node classification over the PPI graphs (121 labels per node).
+
+    Mini-batches of whole graphs (``batch_size``, default 1); loss: mean binary cross-entropy over nodes
+    and labels, :math:`\mathcal{L} = \frac{1}{|V| T}\sum_{v,t} \mathrm{BCE}(f(X, A)_{v,t}, y_{v,t})`.
+
+    Args:
+        name (str): ``PPI``.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V_b|, 50)`, ``edge_index`` :math:`(2, |E_b|)`, ``batch`` :math:`(|V_b|)`
+        - **output:** logits :math:`(|V_b|, 121)`
+        - **metric:** micro-F1 of :math:`f > 0` over every node and label of each split
+    """
+
     family, metric = "ppi", "micro-F1"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -198,17 +282,16 @@ class PPITask(Task):
 
     def _loader(self, split: str, shuffle: bool):
         from torch_geometric.loader import DataLoader
-        return DataLoader(self.splits[split], batch_size=int(self.train_cfg.get("batch_size", 1)), shuffle=shuffle,
+        return DataLoader(self.splits[split], batch_size=self.train_cfg.batch(1), shuffle=shuffle,
                           generator=self.gen if shuffle else None)
 
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        model.train()
-        losses = []
-        for batch in self._loader("train", True):
-            batch = batch.to(self.device)
-            out = model(batch.x, batch.edge_index, batch=batch.batch)
-            losses.append(_optimise(opt, F.binary_cross_entropy_with_logits(out, batch.y)))
-        return float(np.mean(losses))
+    def train_batches(self, model: nn.Module, epoch: int, start: int = 0) -> Iterable[Any]:
+        return self._loader("train", True)
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        batch = batch.to(self.device)
+        out = model(batch.x, batch.edge_index, batch=batch.batch)
+        return F.binary_cross_entropy_with_logits(out, batch.y)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -226,6 +309,29 @@ class PPITask(Task):
 
 
 class OgbNodeTask(Task):
+    r"""OGB node property prediction (``ogbn-*``): full batch (ogbn-arxiv: made undirected, self loops
+    added) or, for ogbn-proteins / ogbn-products, ``parts`` random node partitions re-drawn every epoch
+    (one optimizer step per partition's induced subgraph), evaluated with per-node predictions averaged
+    over ``eval_repeats`` fixed partitions of ``eval_parts``.
+
+    Loss over the training nodes: cross-entropy (multi-class; ``loss=log_ce`` gives
+    :func:`log_cross_entropy`) or binary cross-entropy (multi-label). With ``use_labels`` the one-hot labels
+    of a random ``label_rate`` of the training nodes are extra inputs (and ``label_iters`` rounds of label
+    reuse fill the others with the model's softmax).
+
+    Args:
+        name (str): an ``ogbn-*`` dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``parts``, ``eval_parts``, ``eval_repeats``, ``use_labels``, ``label_rate``, ``label_iters``, ``loss``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V_p|, F [+ C])`, ``edge_index`` :math:`(2, |E_p|)`, edge features
+          :math:`(|E_p|, D)` (ogbn-proteins)
+        - **output:** :math:`(|V_p|, C)` logits (or :math:`T` task logits)
+        - **metric:** ogb's ``Evaluator`` metric (accuracy, ROC-AUC) per split
+    """
+
     family = "ogbn"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -253,10 +359,8 @@ class OgbNodeTask(Task):
         # ``label_iters`` the label channels of the other nodes are then filled with the model's own softmax
         # predictions that many times (label reuse), without gradients, before the forward that counts.
         t = self.train_cfg
-        self.use_labels = bool(t.get("use_labels", False))
-        self.label_rate = float(t.get("label_rate", 0.5))
-        self.label_iters = int(t.get("label_iters", 0))
-        self.loss_kind = str(t.get("loss", "ce"))
+        self.use_labels, self.label_rate, self.label_iters, self.loss_kind = (
+            t.use_labels, t.label_rate, t.label_iters, t.loss)
         kind = "multi-label" if self.multilabel else "multi-class"
         if self.use_labels and (self.multilabel or not 0.0 < self.label_rate < 1.0):
             raise ValueError(f"use_labels needs a multi-class task and 0 < label_rate < 1 ({self.name}: "
@@ -305,7 +409,7 @@ class OgbNodeTask(Task):
         assign = torch.randint(0, k, (self.data.num_nodes,), generator=gen)
         return [torch.nonzero(assign == i).view(-1) for i in range(k) if (assign == i).any()]
 
-    def _loss(self, out: Tensor, nodes: Tensor, mask: Tensor) -> Tensor:
+    def _masked_loss(self, out: Tensor, nodes: Tensor, mask: Tensor) -> Tensor:
         y = self.data.y[nodes][mask].to(self.device)
         if self.loss_kind == "log_ce":
             return log_cross_entropy(out[mask], y.view(-1))
@@ -320,8 +424,9 @@ class OgbNodeTask(Task):
             x_all[unlabeled, -self.num_out:] = pred[unlabeled].softmax(-1)
         return x_all
 
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        model.train()
+    def train_batches(self, model: nn.Module, epoch: int, start: int = 0) -> Iterator[tuple]:
+        """``(nodes, inputs, train_mask)`` per partition (one, ``nodes=None``, for a whole graph); the label
+        inputs of the epoch are drawn (and reused through ``model``) when the first batch is taken."""
         train_mask = torch.zeros(self.data.num_nodes, dtype=torch.bool)
         train_mask[self.split["train"]] = True
         x_all = None
@@ -333,15 +438,15 @@ class OgbNodeTask(Task):
             if self.label_iters:
                 x_all = self._reuse_labels(model, x_all, torch.cat([train[~fed], self.split["valid"],
                                                                     self.split["test"]]))
-        parts = self._parts(int(self.train_cfg.get("parts", 10)), self.gen) if self.partitioned else [None]
-        losses = []
-        for nodes in parts:
-            out, ids = self._forward(model, nodes, x_all)
-            mask = train_mask[ids].to(self.device)
-            if not mask.any():
-                continue
-            losses.append(_optimise(opt, self._loss(out, ids, mask)))
-        return float(np.mean(losses)) if losses else float("nan")
+        parts = self._parts(self.train_cfg.parts, self.gen) if self.partitioned else [None]
+        for nodes in parts[start:]:
+            yield nodes, x_all, train_mask
+
+    def loss(self, model: nn.Module, batch: tuple) -> Tensor | None:
+        nodes, x_all, train_mask = batch
+        out, ids = self._forward(model, nodes, x_all)
+        mask = train_mask[ids].to(self.device)
+        return self._masked_loss(out, ids, mask) if mask.any() else None
 
     @torch.no_grad()
     def predict(self, model: nn.Module) -> Tensor:
@@ -354,12 +459,12 @@ class OgbNodeTask(Task):
         # ``eval_repeats`` fixed partitions (seeds 12345, 12346, ...: the same every call, so evaluations are
         # comparable); each node's prediction is the mean over them, which evens out the edges a single
         # partition cuts. Multi-label outputs are averaged as probabilities, multi-class ones as softmax.
-        repeats = int(self.train_cfg.get("eval_repeats", 3))
+        repeats = self.train_cfg.eval_repeats
         if repeats < 1:
             raise ValueError(f"train option eval_repeats must be >= 1, got {repeats}")
         out = torch.zeros(self.data.num_nodes, self.num_out)
         for r in range(repeats):
-            for nodes in self._parts(int(self.train_cfg.get("eval_parts", 5)), torch.Generator().manual_seed(12345 + r)):
+            for nodes in self._parts(self.train_cfg.eval_parts, torch.Generator().manual_seed(12345 + r)):
                 logits = self._forward(model, nodes, x_all)[0].cpu()
                 out[nodes] += torch.sigmoid(logits) if self.multilabel else logits.softmax(-1)
         return out / repeats
@@ -376,17 +481,43 @@ class OgbNodeTask(Task):
 
 
 class GraphBatchTask(Task):
-    """Graph-level tasks trained and evaluated over mini-batches of graphs; subclasses give
-    ``_loader(split, shuffle)``, ``_run(model, batch)`` and ``_loss(out, y)``."""
+    r"""Graph-level prediction trained and evaluated over mini-batches of graphs (pooled node features).
 
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        model.train()
-        losses = []
+    Subclasses give ``_loader(split, shuffle)``, ``_run(model, batch)`` (graph outputs) and ``target_kind``;
+    a training batch of a single graph is skipped when the model has BatchNorm.
+
+    Args:
+        name (str): the dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** a PyG ``Batch`` of :math:`G` graphs
+        - **output:** :math:`(G, T)` graph outputs
+    """
+
+    target_kind = "multiclass"                            # multiclass | binary | regression
+
+    def train_batches(self, model: nn.Module, epoch: int, start: int = 0) -> Iterator[Any]:
+        batch_norm = any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
         for batch in self._loader("train", True):
-            if batch.num_graphs < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+            if batch.num_graphs < 2 and batch_norm:
                 continue                                  # BatchNorm cannot train on one graph of 1 node
-            losses.append(_optimise(opt, self._loss(self._run(model, batch), batch.y.to(self.device))))
-        return float(np.mean(losses)) if losses else float("nan")
+            yield batch
+
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        return self._loss(self._run(model, batch), batch.y.to(self.device))
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy (``multiclass``), MSE (``regression``) or BCE (``binary``) on the labelled entries."""
+        if self.target_kind == "multiclass":
+            return F.cross_entropy(out, y.view(-1).long())
+        y = y.view(out.shape).float()
+        labeled = y == y                                  # NaN = missing label
+        if self.target_kind == "regression":
+            return F.mse_loss(out[labeled], y[labeled])
+        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
 
     def _collect(self, model: nn.Module, split: str) -> tuple[Tensor, Tensor]:
         """Labels ``(G, T)`` and model outputs of every graph of ``split``, on the CPU."""
@@ -399,6 +530,21 @@ class GraphBatchTask(Task):
 
 
 class OgbGraphTask(GraphBatchTask):
+    r"""OGB graph property prediction (``ogbg-*``): molecules with integer atom / bond features
+    (AtomEncoder / BondEncoder), other graphs with float features (ogbg-ppa: node features = sum of incident
+    edge features). Loss: cross-entropy (multi-class), BCE or MSE on the labelled entries (NaN = missing).
+
+    Args:
+        name (str): an ``ogbg-*`` dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``, default 32).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, C)` logits or :math:`(G, T)` task outputs
+        - **metric:** ogb's ``Evaluator`` metric (ROC-AUC, AP, accuracy, RMSE) per split
+    """
+
     family = "ogbg"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -409,6 +555,7 @@ class OgbGraphTask(GraphBatchTask):
         self.ds = ds
         self.metric = ds.eval_metric
         self.task_type = ds.task_type
+        self.target_kind = next((k for k in ("multiclass", "regression") if k in ds.task_type), "binary")
         self.num_out = int(ds.num_classes) if "multiclass" in ds.task_type else int(ds.num_tasks)
         self.split = {k: torch.as_tensor(v, dtype=torch.long) for k, v in ds.get_idx_split().items()}
 
@@ -426,7 +573,7 @@ class OgbGraphTask(GraphBatchTask):
 
     def _loader(self, split: str, shuffle: bool):
         from torch_geometric.loader import DataLoader
-        return DataLoader(self.ds[self.split[split]], batch_size=int(self.train_cfg.get("batch_size", 32)),
+        return DataLoader(self.ds[self.split[split]], batch_size=self.train_cfg.batch(32),
                           shuffle=shuffle, generator=self.gen if shuffle else None)
 
     def _run(self, model: nn.Module, batch) -> Tensor:
@@ -435,34 +582,35 @@ class OgbGraphTask(GraphBatchTask):
         ea = batch.edge_attr if (self.mol or batch.edge_attr is None) else batch.edge_attr.float()
         return model(x, batch.edge_index, ea, batch.batch)
 
-    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
-        if "multiclass" in self.task_type:
-            return F.cross_entropy(out, y.view(-1).long())
-        y = y.view(out.shape).float()
-        labeled = y == y                                  # NaN = missing label
-        if "regression" in self.task_type:
-            return F.mse_loss(out[labeled], y[labeled])
-        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         model.eval()
         res = {}
         for split in ("train", "valid", "test"):
             y, out = self._collect(model, split)
-            res[split] = self._ogb_eval(y, out.argmax(-1, keepdim=True) if "multiclass" in self.task_type else out)
+            res[split] = self._ogb_eval(y, out.argmax(-1, keepdim=True) if self.target_kind == "multiclass" else out)
         return res
 
 
 class GraphListTask(GraphBatchTask):
     """Graph-level prediction on a list of graphs with index splits ``self.split`` (train / valid / test).
 
-    Subclasses set ``graphs``, ``split``, ``kind`` (``multiclass`` | ``binary`` | ``regression``),
+    Subclasses set ``graphs``, ``split``, ``target_kind`` (``multiclass`` | ``binary`` | ``regression``),
     ``num_out``, ``mol`` and ``metric``; loss: cross-entropy / BCE on labelled entries / MSE on labelled
-    entries; metric: accuracy / mean ROC-AUC over targets / mean RMSE over targets."""
+    entries; metric: accuracy / mean ROC-AUC over targets / mean RMSE over targets.
+
+    Args:
+        name (str): the dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``, default 32).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, C)` logits (multiclass) or :math:`(G, T)` target outputs
+        - **metric:** ``acc``, ``rocauc`` (higher is better) or ``rmse`` (lower is better) per split
+    """
 
     graphs: list
-    kind = "multiclass"
     mol = False
 
     def data_widths(self) -> dict[str, Any]:
@@ -470,7 +618,7 @@ class GraphListTask(GraphBatchTask):
 
     def _loader(self, split: str, shuffle: bool):
         from torch_geometric.loader import DataLoader
-        return DataLoader([self.graphs[i] for i in self.split[split]], batch_size=int(self.train_cfg.get("batch_size", 32)),
+        return DataLoader([self.graphs[i] for i in self.split[split]], batch_size=self.train_cfg.batch(32),
                           shuffle=shuffle, generator=self.gen if shuffle else None)
 
     def _run(self, model: nn.Module, batch) -> Tensor:
@@ -478,22 +626,13 @@ class GraphListTask(GraphBatchTask):
         x = batch.x if self.mol else batch.x.float()
         return model(x, batch.edge_index, batch.edge_attr if self.mol else None, batch.batch)
 
-    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
-        if self.kind == "multiclass":
-            return F.cross_entropy(out, y.view(-1).long())
-        y = y.view(out.shape).float()
-        labeled = y == y                                  # NaN = missing label
-        if self.kind == "regression":
-            return F.mse_loss(out[labeled], y[labeled])
-        return F.binary_cross_entropy_with_logits(out[labeled], y[labeled])
-
     def score(self, y: np.ndarray, out: np.ndarray) -> float:
-        if self.kind == "multiclass":
+        if self.target_kind == "multiclass":
             return float((out.argmax(-1) == y.reshape(-1)).mean())
         vals = []
         for t in range(y.shape[1]):
             lab = ~np.isnan(y[:, t])
-            if self.kind == "regression":
+            if self.target_kind == "regression":
                 if lab.any():
                     vals.append(float(np.sqrt(np.mean((out[lab, t] - y[lab, t]) ** 2))))
             elif lab.any() and len(np.unique(y[lab, t])) == 2:       # ROC-AUC needs both classes
@@ -520,14 +659,25 @@ class TUTask(GraphListTask):
     one fold's complement, of which a stratified 10 % (seed 0) is held out as validation for model selection,
     and tests on the fold. Node inputs: PyG's default (one-hot node labels; ``use_node_attr=true`` adds the
     continuous node attributes); a dataset without node features gets its one-hot node degree (capped at 64).
-    Edge labels are not used."""
+    Edge labels are not used.
 
-    family, metric, kind = "tu", "acc", "multiclass"
+    Args:
+        name (str): a TU dataset (``MUTAG``, ``ENZYMES``, ...).
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``folds``, ``use_node_attr``, ``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, C)` class logits
+        - **metric:** accuracy (``acc``) on the fold (test), its held-out 10 % (valid) and the rest (train)
+    """
+
+    family, metric, target_kind = "tu", "acc", "multiclass"
 
     def __init__(self, *a: Any, **k: Any) -> None:
         super().__init__(*a, **k)
         from torch_geometric.utils import degree
-        ds = load_tu(self.name, self.root, bool(self.train_cfg.get("use_node_attr", False)))
+        ds = load_tu(self.name, self.root, self.train_cfg.use_node_attr)
         graphs = [ds[i] for i in range(len(ds))]
         if graphs[0].x is None:
             degs = [degree(g.edge_index[1], g.num_nodes).long().clamp(max=64) for g in graphs]
@@ -537,7 +687,7 @@ class TUTask(GraphListTask):
         self.graphs = graphs
         self.labels = np.array([int(g.y) for g in graphs])
         self.num_out = int(self.labels.max()) + 1
-        self.folds = int(self.train_cfg.get("folds", 10))
+        self.folds = self.train_cfg.folds
         if not 2 <= self.folds <= len(graphs):
             raise ValueError(f"train option folds must be in 2..{len(graphs)} for {self.name}, got {self.folds}")
         from sklearn.model_selection import StratifiedKFold
@@ -569,7 +719,18 @@ class MoleculeCsvTask(GraphListTask):
     """A MoleculeNet-style CSV (``name`` = its path): molecules from the SMILES column through ogb's
     ``smiles2graph`` (AtomEncoder / BondEncoder inputs), Bemis-Murcko scaffold split 80 / 10 / 10. Targets
     whose labelled values are all 0 / 1 are binary classification (mean ROC-AUC over targets), any other
-    numeric target regression (mean RMSE); empty cells are missing labels."""
+    numeric target regression (mean RMSE); empty cells are missing labels.
+
+    Args:
+        name (str): the CSV path.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``smiles_column``, ``target``, ``skip_invalid_smiles``, ``batch_size``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **output:** :math:`(G, T)`, one output per target column
+        - **metric:** mean ROC-AUC (``rocauc``) or mean RMSE (``rmse``, lower is better) over the targets
+    """
 
     family, mol = "csv", True
 
@@ -577,21 +738,21 @@ class MoleculeCsvTask(GraphListTask):
         super().__init__(*a, **k)
         from .data import load_molecule_csv, scaffold_split
         t = self.train_cfg
-        targets = [c for c in str(t.get("target", "") or "").split(",") if c]
-        self.graphs, smiles, self.skipped = load_molecule_csv(self.name, str(t.get("smiles_column", "smiles")),
-                                                              targets, bool(t.get("skip_invalid_smiles", False)))
+        targets = [c for c in t.target.split(",") if c]
+        self.graphs, smiles, self.skipped = load_molecule_csv(self.name, t.smiles_column, targets,
+                                                              t.skip_invalid_smiles)
         self.targets = targets
         y = torch.cat([g.y for g in self.graphs]).numpy()
         lab = y[~np.isnan(y)]
-        self.kind = "binary" if lab.size and np.isin(lab, (0.0, 1.0)).all() else "regression"
-        self.metric = "rocauc" if self.kind == "binary" else "rmse"
+        self.target_kind = "binary" if lab.size and np.isin(lab, (0.0, 1.0)).all() else "regression"
+        self.metric = "rocauc" if self.target_kind == "binary" else "rmse"
         self.num_out = len(targets)
         self.split = scaffold_split(smiles)
 
     def describe(self) -> str:
         n = {k: len(v) for k, v in self.split.items()}
         skipped = f", skipped {len(self.skipped)} invalid SMILES (lines {self.skipped[:10]})" if self.skipped else ""
-        return (f"{len(self.graphs)} molecules, targets {self.targets} ({self.kind}, {self.metric}), scaffold split "
+        return (f"{len(self.graphs)} molecules, targets {self.targets} ({self.target_kind}, {self.metric}), scaffold split "
                 f"{n['train']} / {n['valid']} / {n['test']}{skipped}")
 
 
@@ -604,6 +765,24 @@ class LinkModel(nn.Module):
 
 
 class OgbLinkTask(Task):
+    r"""OGB link prediction (``ogbl-*``): node embeddings :math:`h = \mathrm{GNN}(X, A)` scored by a
+    :class:`~graphs.model.LinkPredictor` :math:`s(u, v)`. Each batch of ``batch_size`` positive training edges
+    (default 65536) is paired with as many uniformly random node pairs as negatives:
+    :math:`\mathcal{L} = -\overline{\log \sigma(s(e))} - \overline{\log \sigma(-s(e'))}`.
+
+    Args:
+        name (str): an ``ogbl-*`` dataset.
+        root (str): the folder holding it.
+        train (GraphTrainConfig): training options (``batch_size``, ``predictor_layers``).
+        device (torch.device): where data and model live.
+
+    Shapes:
+        - **input:** node features :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`, a batch of edges :math:`(E_b, 2)`
+        - **output:** edge scores :math:`(E_b)`
+        - **metric:** ogb's ``Evaluator`` metric (Hits@K) per split; "train" scores as many training edges as
+          there are validation edges, against the validation negatives
+    """
+
     family = "ogbl"
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -621,27 +800,27 @@ class OgbLinkTask(Task):
 
     def build(self, cfg: GraphNetConfig) -> nn.Module:
         gnn = GraphNet(cfg)
-        return LinkModel(gnn, LinkPredictor(gnn.out_channels, int(self.train_cfg.get("predictor_layers", 3)),
+        return LinkModel(gnn, LinkPredictor(gnn.out_channels, self.train_cfg.predictor_layers,
                                             cfg.dropout))
 
     def _edges(self, split: str, key: str = "edge") -> Tensor:
         e = self.split[split][key]
         return torch.as_tensor(e, dtype=torch.long)
 
-    def train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer) -> float:
-        model.train()
+    def train_batches(self, model: nn.Module, epoch: int, start: int = 0) -> Iterator[Tensor]:
+        """Batches of positive training edges ``(E_b, 2)`` in a fresh random order."""
         pos = self._edges("train")
-        x, ei = self.data.x.to(self.device), self.data.edge_index.to(self.device)
-        bs = int(self.train_cfg.get("batch_size", 64 * 1024))
-        losses = []
-        for perm in torch.randperm(len(pos), generator=self.gen).split(bs):
-            h = model.gnn(x, ei)
-            e = pos[perm].to(self.device)
-            neg = torch.randint(0, self.data.num_nodes, e.shape, generator=self.gen).to(self.device)
-            p = model.predictor(h[e[:, 0]], h[e[:, 1]])
-            n = model.predictor(h[neg[:, 0]], h[neg[:, 1]])
-            losses.append(_optimise(opt, -F.logsigmoid(p).mean() - F.logsigmoid(-n).mean()))
-        return float(np.mean(losses))
+        for perm in torch.randperm(len(pos), generator=self.gen).split(self.train_cfg.batch(64 * 1024)):
+            yield pos[perm]
+
+    def loss(self, model: nn.Module, pos: Tensor) -> Tensor:
+        """``-log σ(s(e)) - log σ(-s(e'))`` over the positive edges ``e`` and as many random negatives ``e'``."""
+        h = model.gnn(self.data.x.to(self.device), self.data.edge_index.to(self.device))
+        e = pos.to(self.device)
+        neg = torch.randint(0, self.data.num_nodes, e.shape, generator=self.gen).to(self.device)
+        p = model.predictor(h[e[:, 0]], h[e[:, 1]])
+        n = model.predictor(h[neg[:, 0]], h[neg[:, 1]])
+        return -F.logsigmoid(p).mean() - F.logsigmoid(-n).mean()
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -670,8 +849,11 @@ TASKS = {"planetoid": PlanetoidTask, "ppi": PPITask, "ogbn": OgbNodeTask, "ogbg"
          "tu": TUTask, "csv": MoleculeCsvTask}
 
 
-def make_task(name: str, root: str, train: dict[str, Any], device: torch.device) -> Task:
+def make_task(name: str, root: str, train: GraphTrainConfig | dict[str, Any], device: torch.device) -> Task:
+    """The task of dataset ``name``'s family; ``train`` as options or a mapping of them (checked by name)."""
+    if not isinstance(train, GraphTrainConfig):
+        train = from_dict(GraphTrainConfig, train, what="training option")
     family = dataset_family(name, root)
-    if family == "planetoid":
-        name = name.lower()
-    return TASKS[family](name, root, train, device)
+    task = TASKS[family](name.lower() if family == "planetoid" else name, root, train, device)
+    task.dataset = name
+    return task

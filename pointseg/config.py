@@ -80,13 +80,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], d: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+def from_dict(cls: type[T], d: dict[str, Any], prefix: str = "", what: str = "config key") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys (named as ``what``s)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a mapping of {what}s, got {d!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"unknown config key(s) {[prefix + u for u in unknown]}; "
+        raise ValueError(f"unknown {what}(s) {[prefix + u for u in unknown]}; "
                          f"known under '{prefix or '.'}': {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in d.items()}
     return cls(**kwargs)
@@ -128,8 +130,9 @@ def apply_overrides(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, An
 
 
 def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None,
-                overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from a YAML path or mapping (or its defaults) and apply overrides."""
+                overrides: Sequence[str] = (), what: str = "config key") -> T:
+    """Load ``cls`` from a YAML path or mapping (or its defaults) and apply overrides; unknown keys
+    are refused by name, as ``what``s."""
     if source is None:
         base: dict[str, Any] = to_dict(cls())
     elif isinstance(source, dict):
@@ -148,7 +151,7 @@ def load_config(cls: type[T], source: str | Path | dict[str, Any] | None = None,
             raise ValueError(f"{path}: a config file must hold a mapping at top level")
         base = _fill_defaults(cls, base)
     try:
-        return from_dict(cls, apply_overrides(base, overrides))
+        return from_dict(cls, apply_overrides(base, overrides), what=what)
     except ValueError as e:
         where = f"{source}: " if isinstance(source, (str, Path)) else ""
         raise ValueError(f"{where}{e}") from None

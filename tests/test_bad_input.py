@@ -244,7 +244,7 @@ def test_synth_with_1e12_points_is_refused_by_name(tmp_path):
 ])
 def test_nonsense_training_config_is_refused_by_key(override, key):
     from pointseg.config import load_config
-    from pointseg.engine.train import TrainConfig, validate_config
+    from pointseg.engine.config import TrainConfig, validate_config
     cfg = load_config(TrainConfig, None, [override])
     with pytest.raises(ValueError, match=f"config {key}="):
         validate_config(cfg)
@@ -252,7 +252,7 @@ def test_nonsense_training_config_is_refused_by_key(override, key):
 
 @pytest.mark.parametrize("name", ["tpu", "", "cuda:x"])
 def test_unsupported_device_is_one_line(name):
-    from pointseg.engine.train import resolve_device
+    from pointseg.engine.device import resolve_device
     with pytest.raises(ValueError, match="--device"):
         resolve_device(name)
 
@@ -347,7 +347,7 @@ def test_stale_temporary_folder_of_a_killed_run_is_removed_on_the_next_run(tmp_p
 
 def test_blocks_cache_is_keyed_on_every_parameter_that_shapes_the_blocks(tmp_path, monkeypatch):
     import pointseg.engine.datasets as DS
-    from pointseg.engine.train import DataConfig
+    from pointseg.engine.config import DataConfig
     made = []
     monkeypatch.setattr(DS, "_blocks_from_prepared", lambda prepared, blocks, cfg, progress: made.append(blocks))
     base = dict(source="rooms", root=str(tmp_path / "prepared"))
@@ -359,7 +359,7 @@ def test_blocks_cache_is_keyed_on_every_parameter_that_shapes_the_blocks(tmp_pat
 
 def test_non_utf8_yaml_config_names_the_file(tmp_path):
     from pointseg.config import load_config
-    from pointseg.engine.train import TrainConfig
+    from pointseg.engine.config import TrainConfig
     p = tmp_path / "bad.yaml"
     p.write_bytes(b"epochs: 2\nname: \xff\xfe\n")
     with pytest.raises(ValueError, match="bad.yaml.*not UTF-8"):

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from graph_fixtures import write_planetoid
 from graphs.presets import default_preset, get_preset
 from graphs.tasks import make_task, row_normalize
-from graphs.train import param_groups, run_training
+from graphs.optim import param_groups
+from graphs.train import run_training
 from pointseg.cli import main
 from pointseg.nn import GCNConv
 
@@ -33,7 +34,7 @@ def test_gcn2_is_two_bias_free_gcn_layers_with_16_hidden_and_first_layer_weight_
     assert not [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d))
                 and not any(m is c.lin for c in convs)]
     assert preset["train"]["lr"] == 0.01 and preset["train"]["epochs"] == 200
-    decayed, free = param_groups(model, preset["train"])
+    decayed, free = param_groups(model, task.train_cfg)           # the preset's training options, typed
     assert decayed["weight_decay"] == 5e-4 and free["weight_decay"] == 0.0
     assert [p for p in decayed["params"]] == [convs[0].lin.weight]
     assert [p for p in free["params"]] == [convs[1].lin.weight]

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from graphs.model import BACKBONES, GraphNet, GraphNetConfig, count_parameters, register_backbone
+from graphs.model import BACKBONES, GraphNet, GraphNetConfig, register_backbone
+from pointseg.models import count_parameters
 from graphs.presets import PRESETS, build_preset, get_preset, preset_parameter_count
 from pointseg.cli import main
 

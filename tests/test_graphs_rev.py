@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from graph_fixtures import write_ogb, write_planetoid
-from graphs.model import GraphNet, GraphNetConfig, count_parameters
+from graphs.model import GraphNet, GraphNetConfig
+from pointseg.models import count_parameters
 from graphs.presets import PRESETS, build_preset
 from pointseg.cli import main
 
@@ -182,6 +183,7 @@ def test_revgat_arxiv_preset_trains_from_cli_with_label_inputs(roots, tmp_path, 
 @pytest.mark.parametrize("label_iters", [0, 1])
 def test_label_inputs_feed_some_training_labels_in_training_and_all_in_evaluation(roots, label_iters):
     from graphs.tasks import make_task
+    from pointseg.engine.trainer import train_epoch
     task = make_task("ogbn-arxiv", str(roots["ogbn-arxiv"]), {"use_labels": True, "label_iters": label_iters},
                      torch.device("cpu"))
     assert task.data_widths()["in_channels"] == 128 + 40
@@ -193,7 +195,7 @@ def test_label_inputs_feed_some_training_labels_in_training_and_all_in_evaluatio
         return logits.clone().requires_grad_(), torch.arange(90)
     task._forward = spy
     model = torch.nn.Linear(1, 1)
-    task.train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    train_epoch(task, model, torch.optim.SGD(model.parameters(), lr=0.1))
     n_train = len(seen)
     task.predict(model)
     assert n_train == 1 + label_iters and len(seen) == 2 * (1 + label_iters)
@@ -235,7 +237,7 @@ def test_unknown_training_option_is_refused_by_name(roots, tmp_path, capsys):
 
 
 def test_warmup_lr_is_linear_then_constant():
-    from graphs.train import warmup_lr
+    from graphs.optim import warmup_lr
     assert [warmup_lr(0.01, e, 4) for e in (1, 2, 4, 5, 100)] == pytest.approx([0.0025, 0.005, 0.01, 0.01, 0.01])
     assert warmup_lr(0.01, 1, 0) == 0.01
 

@@ -8,7 +8,7 @@ import torch
 from graph_fixtures import write_ogb, write_planetoid, write_ppi
 from graphs.presets import get_preset
 from graphs.tasks import OgbNodeTask, make_task
-from graphs.train import load_checkpoint, run_training
+from graphs.train import load_graph_checkpoint, run_training
 from pointseg.cli import main
 
 FINAL = re.compile(r"^test (\S+) (\d\.\d+) ± (\d\.\d+) \| valid (\d\.\d+) ± (\d\.\d+)", re.M)
@@ -57,7 +57,7 @@ def test_planetoid_trains_from_cli_beats_chance_and_checkpoint_evaluates(roots, 
     assert m.group(1) == "acc" and last < first
     assert float(m.group(2)) > 0.6                      # 3 balanced classes: chance is 1/3
     ck = torch.load(tmp_path / "cora" / "run1" / "best.pt", weights_only=True)
-    assert ck["dataset"] == "Cora" and ck["metric"] == "acc" and "state_dict" in ck
+    assert ck["dataset"] == "Cora" and ck["metric"] == "acc" and "model" in ck
     assert list((tmp_path / "cora" / "tb").iterdir())
     assert main(["graphs", "evaluate", str(tmp_path / "cora" / "run0" / "best.pt")]) == 0
     assert "test acc" in capsys.readouterr().out
@@ -135,11 +135,11 @@ def test_partitioned_evaluation_averages_fixed_partitions_deterministically(root
     singles = []
     for s in sorted(set(seeds)):
         monkeypatch.setattr(OgbNodeTask, "_parts", lambda t, k, gen, s=s: orig(t, k, torch.Generator().manual_seed(s)))
-        task.train_cfg["eval_repeats"] = 1
+        task.train_cfg.eval_repeats = 1
         singles.append(task.predict(model))
     assert not torch.allclose(singles[0], singles[1])
     assert torch.allclose(torch.stack(singles).mean(0), a, atol=1e-6)
-    task.train_cfg["eval_repeats"] = 0
+    task.train_cfg.eval_repeats = 0
     with pytest.raises(ValueError, match="eval_repeats"):
         task.predict(model)
 
@@ -159,9 +159,9 @@ def test_ogbg_molpcba_generic_preset_with_virtual_node_from_cli(tmp_path, capsys
                                "--epochs", "4", "--set", "layers=2", "--set", "channels=32")
     assert m.group(1) == "ap" and last < first
     assert all(s["y_true"][1] == 128 and s["y_pred"] == s["y_true"] for _, s in spy.calls)
-    ck = load_checkpoint(tmp_path / "m" / "run0" / "best.pt")
+    ck = load_graph_checkpoint(tmp_path / "m" / "run0" / "best.pt")
     assert ck["model_config"]["virtual_node"] is True and ck["model_config"]["node_encoder"] == "atom"
-    assert any(".vn_mlps." in k for k in ck["state_dict"])   # the virtual node's per-layer MLPs were saved
+    assert any(".vn_mlps." in k for k in ck["model"])   # the virtual node's per-layer MLPs were saved
 
 
 def test_ogbg_ppa_node_features_from_edges(roots, tmp_path, capsys):
@@ -182,7 +182,7 @@ def test_ppi_multilabel_micro_f1(roots, tmp_path):
     res = run_training("PPI", "resmrgcn-28-ppi", str(roots["ppi"]), epochs=3, out=tmp_path / "ppi",
                        overrides=dict(layers=2, channels=16), progress=False)
     assert res["metric"] == "micro-F1" and res["losses"][-1] < res["losses"][0]
-    ck = load_checkpoint(tmp_path / "ppi" / "run0" / "best.pt")
+    ck = load_graph_checkpoint(tmp_path / "ppi" / "run0" / "best.pt")
     assert ck["model_config"]["head"] == "fusion"
 
 

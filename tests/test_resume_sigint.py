@@ -74,7 +74,7 @@ def test_stale_checkpoint_temporaries_are_removed_on_resume(tmp_path, blocks):
 
 
 def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_last_pt(tmp_path, blocks, monkeypatch):
-    import pointseg.engine.train as T
+    import pointseg.engine.trainer as T
     out = train(tiny_config(tmp_path / "run", blocks, max_steps=1), progress=False)
     before = (out / "last.pt").read_bytes()
 

@@ -9,7 +9,8 @@ import torch
 
 from pointseg.config import load_config
 from pointseg.engine.checkpoint import load_checkpoint
-from pointseg.engine.train import TrainConfig, train
+from pointseg.engine.config import TrainConfig
+from pointseg.engine.train import train
 
 P = 128  # points per block: small, so the suite stays fast
 

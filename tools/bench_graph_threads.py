@@ -26,16 +26,17 @@ sys.path[:0] = [{root!r}, {tests!r}]
 torch.set_num_threads({threads})
 from graphs.presets import get_preset
 from graphs.tasks import make_task
-from graphs.train import make_optimizer
+from graphs.optim import make_optimizer
+from pointseg.engine.trainer import train_epoch
 preset = {{**get_preset({preset!r}), "name": {preset!r}}}
 task = make_task("Cora", {data!r}, dict(preset["train"]), torch.device("cpu"))
 torch.manual_seed(0)
 model = task.build(task.model_config(preset, {{}}))
-opt = make_optimizer(model, preset["train"], 0.01)
+opt = make_optimizer(model, task.train_cfg, 0.01)
 times = []
 for _ in range({epochs} + 2):
     t = time.perf_counter()
-    task.train_epoch(model, opt)
+    train_epoch(task, model, opt)
     task.evaluate(model)
     times.append(time.perf_counter() - t)
 print(json.dumps(times[2:]))

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from graphs.model import BACKBONES  # noqa: E402
 from graphs.tasks import make_task  # noqa: E402
 from graphs.presets import get_preset  # noqa: E402
-from graphs.train import _better, make_optimizer  # noqa: E402
+from graphs.optim import make_optimizer  # noqa: E402
+from pointseg.engine.trainer import better, train_epoch  # noqa: E402
 from pointseg.atomic import atomic_path, atomic_write_text  # noqa: E402
 
 
@@ -62,12 +63,12 @@ def study(dataset: str, root: str, depths: list[int], backbones: list[str], epoc
             raise ValueError(f"depth {depth} is too shallow for preset {preset_name!r} (its head is a convolution)")
         cfg = task.model_config(preset, dict(backbone=backbone, layers=layers))
         model = task.build(cfg)
-        opt = make_optimizer(model, train, float(train["lr"]))
+        opt = make_optimizer(model, task.train_cfg, task.train_cfg.lr)
         best_valid, best_test, losses = float("nan"), float("nan"), []
         for _ in range(epochs):
-            losses.append(task.train_epoch(model, opt))
+            losses.append(train_epoch(task, model, opt))
             res = task.evaluate(model)
-            if _better(task.metric, res["valid"], best_valid):
+            if better(task.higher_is_better, res["valid"], best_valid):
                 best_valid, best_test = res["valid"], res["test"]
         scores[(backbone, depth)] = best_test
         curves[(backbone, depth)] = losses

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default="cpu")
     t.add_argument("--out", default=None, help="output folder (checkpoints run*/best.pt, tb/ logs)")
     t.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model option (repeatable)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model option (repeatable; YAML values: true, null, 0.5)")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
                    help="override a training option (repeatable): lr, epochs, optimizer, weight_decay, "
                         "warmup_epochs, batch_size, parts, eval_parts, eval_repeats, predictor_layers, "
@@ -56,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name} {n if n is not None else '-'}")
         return 0
     if cmd == "train":
-        from graphs.train import parse_overrides, run_training
-        train_overrides = parse_overrides(args.train_set)
+        from pointseg.config import apply_overrides
+        from graphs.train import run_training
+        # one value grammar with `pointseg train`: YAML values (true / null / 1e-3 / [1, 2])
+        train_overrides = apply_overrides({}, args.train_set or [])
         csv = args.dataset.lower().endswith(".csv")
         if not csv and (args.smiles_column or args.target or args.skip_invalid_smiles):
             raise ValueError("--smiles-column / --target / --skip-invalid-smiles apply to .csv datasets only")
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             train_overrides.update(smiles_column=args.smiles_column or "smiles", target=",".join(args.target or []),
                                    skip_invalid_smiles=args.skip_invalid_smiles)
         run_training(args.dataset, args.preset, args.root, epochs=args.epochs, runs=args.runs, device=args.device,
-                     out=args.out, overrides=parse_overrides(args.set), lr=args.lr, seed=args.seed,
+                     out=args.out, overrides=apply_overrides({}, args.set or []), lr=args.lr, seed=args.seed,
                      overwrite=args.overwrite, progress=not args.no_progress,
                      train_overrides=train_overrides, threads=args.threads)
         return 0

@@ -33,7 +33,8 @@ def resolve_config_path(name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from pointseg.config import load_config
-    from pointseg.engine.train import TrainConfig, train
+    from pointseg.engine.config import TrainConfig
+    from pointseg.engine.train import train
 
     overrides = list(args.overrides)
     if args.device:

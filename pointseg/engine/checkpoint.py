@@ -1,9 +1,13 @@
 """Checkpoints: plain tensors and containers only, written atomically, read with ``weights_only=True``.
 
+One format (``pointseg-checkpoint``) for both applications, told apart by ``kind``: ``segmentation``
+(``pointseg train`` / ``import``) or ``graph`` (``pointseg graphs train``); readers refuse the other kind.
 A checkpoint holds everything needed to rebuild and use the model without the training code:
-the preset name and full model config, the weights, the class table (names + palette) and the
-input convention (channels, block size, normalisation). Training checkpoints add the optimizer,
-scheduler and RNG states for an exact ``--resume``.
+the preset name and full model config, the weights (``model``), the class table (names + palette) and
+the input convention (channels, block size, normalisation) — or, for graphs, the task description
+(dataset, family, metric, run) — plus provenance and the training state the trainer writes (epoch,
+steps, best score, metrics). ``last.pt`` adds the optimizer, scheduler and RNG states for an exact
+``--resume``.
 """
 from __future__ import annotations
 

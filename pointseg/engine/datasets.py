@@ -1,4 +1,4 @@
-"""Training / validation datasets from a :class:`~pointseg.engine.train.DataConfig`.
+"""Training / validation datasets from a :class:`~pointseg.engine.config.DataConfig`.
 
 Every source ends as the block-release layout read by :class:`~pointseg.data.s3dis_blocks.S3DISBlocks`:
 
@@ -18,7 +18,7 @@ from .distributed import world
 
 if TYPE_CHECKING:
     from ..data.s3dis_blocks import S3DISBlocks
-    from .train import DataConfig
+    from .config import DataConfig
 
 SOURCES = ("blocks", "rooms", "synthetic")
 

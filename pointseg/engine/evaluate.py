@@ -26,7 +26,7 @@ def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, devic
     """Evaluate a checkpoint on the prepared rooms of one area; returns the JSON report."""
     from tqdm import tqdm
     from ..data.prepared import PreparedRooms
-    from .train import resolve_device
+    from .device import resolve_device
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(ckpt_path, map_location=dev)

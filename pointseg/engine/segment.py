@@ -139,7 +139,7 @@ class Segmentation:
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> LoadedModel:
     """The checkpoint (a path or a bundled name) on ``device`` (``--device``: auto, cpu, cuda, cuda:N)."""
-    from .train import resolve_device
+    from .device import resolve_device
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location=dev)
     model, classes = build_from_checkpoint(ckpt, checkpoint)
