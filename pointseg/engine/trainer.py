@@ -194,7 +194,7 @@ class Trainer:
             optim.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
             epoch, step_in_epoch, global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
-            best = ck.get("best_score")
+            best = ck.get("best_score", ck.get("best_miou"))   # best_miou: last.pt of pointseg before the one trainer
             if "scaler" in ck and scaler.is_enabled():
                 scaler.load_state_dict(ck["scaler"])
             set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])

@@ -28,7 +28,8 @@ class GINConv(nn.Module):
 
     Shapes:
         - **input:** dense ``x (B, C, N)`` with neighbour indices ``(B, N, k)``, or sparse
-          ``x (N, C)`` with ``edge_index (2, E)``
+          ``x (N, C)`` with ``edge_index (2, E)``; the sum runs over the given neighbours as
+          they are (a dilated kNN graph's rank-0 self included)
         - **output:** ``(B, C_out, N)`` or ``(N, C_out)``
     """
 
