@@ -206,6 +206,17 @@ class _Layout:
                 return w, s0
         return None
 
+    def wall_opening(self, width: float, z0_range: tuple[float, float], height_range: tuple[float, float],
+                     top: float | None = None) -> tuple[_Wall, float, float, float] | None:
+        """``(wall, s0, z0, z1)``: a free stretch of ``width`` on a wall (:meth:`wall_slot`) and an
+        opening's vertical span, its bottom and height drawn uniformly, its top capped at ``top``."""
+        slot = self.wall_slot(width)
+        if slot is None:
+            return None
+        z0 = self.rng.uniform(*z0_range)
+        z1 = z0 + self.rng.uniform(*height_range)
+        return (*slot, z0, z1 if top is None else min(z1, top))
+
     def fp_free(self, fp: tuple[float, float, float, float], margin: float = 0.15) -> bool:
         x0, y0, x1, y1 = fp
         if x0 < -1e-6 or y0 < -1e-6 or x1 > self.L + 1e-6 or y1 > self.W + 1e-6:
@@ -277,12 +288,10 @@ def _add_door(sc: _Scene, lay: _Layout, walls=None) -> bool:
 
 def _add_window(sc: _Scene, lay: _Layout) -> bool:
     width = lay.rng.uniform(0.9, 2.0)
-    slot = lay.wall_slot(width)
-    if slot is None:
+    opening = lay.wall_opening(width, (0.8, 1.0), (1.1, 1.5), top=lay.H - 0.25)
+    if opening is None:
         return False
-    w, s0 = slot
-    z0 = lay.rng.uniform(0.8, 1.0)
-    z1 = min(z0 + lay.rng.uniform(1.1, 1.5), lay.H - 0.25)
+    w, s0, z0, z1 = opening
     inst = sc.instance("window")
     depth = lay.rng.uniform(0.1, 0.2)
     _wall_panel(sc, inst, w, s0, s0 + width, z0, z1, -depth, 1.05)
@@ -296,12 +305,10 @@ def _add_window(sc: _Scene, lay: _Layout) -> bool:
 
 def _add_board(sc: _Scene, lay: _Layout) -> bool:
     width = lay.rng.uniform(1.2, 2.6)
-    slot = lay.wall_slot(width)
-    if slot is None:
+    opening = lay.wall_opening(width, (0.85, 1.0), (0.9, 1.2))
+    if opening is None:
         return False
-    w, s0 = slot
-    z0 = lay.rng.uniform(0.85, 1.0)
-    z1 = z0 + lay.rng.uniform(0.9, 1.2)
+    w, s0, z0, z1 = opening
     inst = sc.instance("board")
     off = 0.025
     _wall_panel(sc, inst, w, s0, s0 + width, z0, z1, off, 1.0)
