@@ -232,3 +232,37 @@ def test_symmetric_tile_knn_float32_matches_row_chunk_path_up_to_ties():
     xt = x.transpose(1, 2).double()
     d = torch.cdist(xt, xt) ** 2
     torch.testing.assert_close(d.gather(2, a), d.gather(2, b), rtol=1e-4, atol=1e-4)
+
+
+needs_fused = pytest.mark.skipif(not native.available() or not native._lib.ps_has_knn_fused(),
+                                 reason="the fused kNN needs a kernel build with AVX-512")
+
+
+@needs_fused
+@pytest.mark.parametrize("channels", [3, 9, 64])
+@pytest.mark.parametrize("k,dilation,n", [(16, 1, 1003), (8, 8, 1003), (4, 27, 999), (4, 4, 37)])
+def test_fused_knn_equals_a_stable_sort_of_exact_distances(channels, k, dilation, n):
+    # Integer features: every dot product is exact in float32 whatever the summation order, so the
+    # oracle is exact, ties included (broken by the lower index, the point itself first).
+    g = torch.Generator().manual_seed(channels * 1000 + n)
+    x = torch.randint(-6, 7, (2, channels, n), generator=g).float()
+    ranks = torch.arange(0, k * dilation, dilation)
+    x64 = x.double()
+    d = (x64 * x64).sum(1).unsqueeze(1) - 2 * x64.transpose(1, 2) @ x64
+    d.diagonal(dim1=1, dim2=2).fill_(-float("inf"))
+    want = stable_ranks(d, ranks)
+    got = _knn_select_torch(x, k, dilation, None, 2**20, fused=True)
+    assert torch.equal(got, want)
+    # and the row-chunk path (GEMM, then selection) agrees
+    assert torch.equal(_knn_select_torch(x, k, dilation, None, 2**20, fused=False), want)
+
+
+@needs_fused
+def test_fused_knn_keeps_stochastic_ranks_and_matches_the_row_chunk_path_in_float32():
+    torch.manual_seed(3)
+    x = torch.randn(2, 64, 2048)
+    ranks = torch.randperm(16 * 8)[:16].sort().values
+    a = _knn_select_torch(x, 16, 8, ranks, 2**22, fused=True)
+    b = _knn_select_torch(x, 16, 8, ranks, 2**22, fused=False)
+    # the dot products are summed in another order: only float32 near-ties may differ
+    assert (a == b).all(-1).float().mean() > 0.999

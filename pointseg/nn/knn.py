@@ -79,7 +79,8 @@ def _rank_list(k: int, dilation: int, ranks: Tensor | None) -> Tensor:
 
 @torch.no_grad()
 def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, memory_budget: int,
-                      use_native: bool | None = None, symmetric: bool | None = None) -> Tensor:
+                      use_native: bool | None = None, symmetric: bool | None = None,
+                      fused: bool | None = None) -> Tensor:
     """Neighbours ``(B, N, k)`` of ``x (B, C, N)`` at the kept ranks of the ``k*dilation`` nearest.
 
     One matrix product per chunk of query rows gives ``|x_j|^2 - 2 q.x_j`` (the row constant
@@ -89,6 +90,9 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
     the ``k*dilation`` nearest, sorted, and the kept ranks are taken. ``use_native=False`` forces the latter
     (benchmarks and tests compare the two). With the compiled kernel, ``symmetric=True`` (default:
     :data:`SYMMETRIC_GRAM`) takes the symmetric-tile scheme of :func:`_knn_symmetric` where it applies.
+    Otherwise, in float32 where the kernel build has it (AVX-512), the Gram products are fused into the
+    selection (:func:`~pointseg.nn.native.knn_fused`; ``fused=False`` or :data:`FUSED_KNN` off: the
+    row chunks below).
     """
     B, C, N = x.shape
     kd = k * dilation
@@ -104,6 +108,10 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
         sym = _knn_symmetric(x, xt, sq, keep, memory_budget)
         if sym is not None:
             return sym
+    if use_native and (FUSED_KNN if fused is None else fused):
+        out = native.knn_fused(x, sq, keep)
+        if out is not None:
+            return out
     rows = _chunk_rows(B, N, x.element_size(), memory_budget, 1 if use_native else 3)
     out = torch.empty(B, N, k, dtype=torch.long, device=x.device)
     buf = torch.empty(B * rows * N, dtype=x.dtype, device=x.device)   # reused by every chunk
@@ -123,6 +131,10 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
         out[:, s:e] = cand if ranks is None and dilation == 1 else cand.index_select(-1, keep_dev)
     return out
 
+
+# Fused Gram + selection (compiled path, float32, AVX-512 builds): the Gram rows of 8 query points
+# at a time are selected while in L2, so no distance chunk goes through memory (docs/performance.md).
+FUSED_KNN = True
 
 # Symmetric-tile kNN (compiled path). Per-row candidate lists cost B*N*cap entries, so the
 # scheme is used only while they fit SYMMETRIC_MEMORY (clouds are then processed one at a time if

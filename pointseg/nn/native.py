@@ -37,7 +37,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
 # kernels run on the thread pool of the OpenMP runtime torch has loaded (libgomp, shared by
 # soname) instead of competing with its spinning workers.
 FLAG_SETS = (FLAGS + ["-march=native", "-fopenmp"], FLAGS + ["-fopenmp"], FLAGS)
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -121,6 +121,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         f = getattr(lib, f"ps_edge_backward_{name}")
         f.argtypes = [p, p, p, i64, i64, i64, i64, i32, f64, p, p, p, p, p, i32]
         f.restype = i32
+    lib.ps_has_knn_fused.restype = i32
+    lib.ps_knn_fused_f32.argtypes = [p, p, i64, i64, i64, p, i64, p, i32]
+    lib.ps_knn_fused_f32.restype = i32
     lib.ps_abi_version.restype = i32
     if lib.ps_abi_version() != ABI_VERSION:
         raise RuntimeError(f"kernel ABI {lib.ps_abi_version()} != expected {ABI_VERSION}")
@@ -231,6 +234,25 @@ def knn_select(dot: Tensor, sq: Tensor, self_offset: int, ranks: Tensor) -> Tens
         torch.get_num_threads())
     if rc != 0:
         raise ValueError(f"knn_select: bad ranks {r.tolist()} for rows of {N} (code {rc})")
+    return out
+
+
+def knn_fused(x: Tensor, sq: Tensor, ranks: Tensor) -> Tensor | None:
+    """The kNN of :func:`knn_select` over every row of a cloud, with the Gram matrix products fused
+    into the selection (float32 builds with AVX-512): ``x (B, C, N)``, ``sq (B, N)`` the squared
+    norms; returns ``(B, N, len(ranks))`` int64, or None when this build or input cannot use it."""
+    if not _usable(x, sq) or x.dtype != torch.float32 or sq.dtype != torch.float32 or x.shape[-1] >= 2**32:
+        return None
+    if not _lib.ps_has_knn_fused():
+        return None
+    B, C, N = x.shape
+    x, sq = x.contiguous(), sq.reshape(B, N).contiguous()
+    r = ranks.to(device="cpu", dtype=torch.int64).contiguous()
+    out = torch.empty(B, N, r.numel(), dtype=torch.int64)
+    rc = _lib.ps_knn_fused_f32(x.data_ptr(), sq.data_ptr(), B, C, N, r.data_ptr(), r.numel(), out.data_ptr(),
+                               torch.get_num_threads())
+    if rc != 0:
+        raise ValueError(f"knn_fused: bad ranks {r.tolist()} for rows of {N} (code {rc})")
     return out
 
 

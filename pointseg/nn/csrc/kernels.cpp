@@ -10,6 +10,8 @@
 // keeps a few hundred candidates in one branch-free pass; only those are radix-sorted. No sort
 // of the row.
 //
+// 1c. The same selection fused with the Gram matrix products (AVX-512 builds; see below).
+//
 // 2. The EdgeConv edge pass (see pointseg/nn/edge_reduce.py). Node terms a, b are (B, N, C)
 // channel-last rows; edge (j -> i) has z = a_i + b_j. Forward: per node and channel the neighbour j with the
 // largest s_c * b_j (s_c = +-1) and, optionally, per-plane sums of h and h^2 over all edges
@@ -444,6 +446,83 @@ int knn_finish(typename Traits<T>::Packed* cand, const int64_t* cnt, int64_t row
     return 0;
 }
 
+// 1c. Fused dilated kNN (float32, AVX-512): the Gram rows of a block of R query points are
+// computed into a per-thread R x N buffer that stays in L2 and are selected from there at once,
+// instead of a large chunk of the Gram matrix being written by a GEMM and read back by the
+// selection. The features of a cloud are first packed into panels Xp[p][c][0..32) of 32
+// columns, so the micro-kernel (R rows x 32 columns of accumulators, one FMA per channel and
+// register) reads one contiguous stream. The values v_j = sq_j - 2 dot_j are those of
+// select_rows, so the selection (and its tie rule) is the same; only the dot products are summed
+// in another order than the GEMM's (channel by channel, fused multiply-add).
+#ifdef __AVX512F__
+constexpr int64_t PANEL = 32;
+constexpr int FUSED_ROWS = 8;
+
+template <int R>
+inline void gram_rows(const float* xp, int64_t C, int64_t n, int64_t i0, float* D) {
+    const int64_t panels = (n + PANEL - 1) / PANEL;
+    const float* ap = xp + (i0 / PANEL) * C * PANEL + (i0 % PANEL);   // x[c][i0 + r] = ap[c * PANEL + r]
+    for (int64_t p = 0; p < panels; ++p) {
+        const float* bp = xp + p * C * PANEL;
+        __m512 acc[R][2];
+        for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < C; ++c) {
+            const __m512 b0 = _mm512_loadu_ps(bp + c * PANEL), b1 = _mm512_loadu_ps(bp + c * PANEL + 16);
+            const float* a = ap + c * PANEL;
+            for (int r = 0; r < R; ++r) {
+                const __m512 av = _mm512_set1_ps(a[r]);
+                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+        const int64_t j = p * PANEL, w = std::min<int64_t>(PANEL, n - j);
+        for (int r = 0; r < R; ++r) {
+            if (w == PANEL) {
+                _mm512_storeu_ps(D + r * n + j, acc[r][0]);
+                _mm512_storeu_ps(D + r * n + j + 16, acc[r][1]);
+            } else {
+                alignas(64) float last[PANEL];
+                _mm512_store_ps(last, acc[r][0]);
+                _mm512_store_ps(last + 16, acc[r][1]);
+                std::memcpy(D + r * n + j, last, sizeof(float) * w);
+            }
+        }
+    }
+}
+
+// x (B, C, n) contiguous, sq (B, n): out (B, n, nranks) as ps_knn_select over the whole Gram.
+int knn_fused(const float* x, const float* sq, int64_t B, int64_t C, int64_t n, const int64_t* ranks,
+              int64_t nranks, int64_t* out, int nthreads) {
+    if (n <= 0 || n > 0xFFFFFFFFll || C <= 0 || ranks[nranks - 1] >= n || ranks[0] < 0) return 1;
+    for (int64_t t = 1; t < nranks; ++t)
+        if (ranks[t] <= ranks[t - 1]) return 2;
+    const int64_t panels = (n + PANEL - 1) / PANEL, cloud = panels * C * PANEL;
+    std::vector<float> xp(B * cloud, 0.0f);                    // zero past n: the last panel's tail
+    parallel_for(B * C, nthreads, [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+            const int64_t b = q / C, c = q % C;
+            const float* src = x + q * n;
+            float* dst = xp.data() + b * cloud + c * PANEL;
+            for (int64_t j = 0; j < n; ++j) dst[(j / PANEL) * C * PANEL + j % PANEL] = src[j];
+        }
+    });
+    const int64_t blocks = (n + FUSED_ROWS - 1) / FUSED_ROWS;
+    parallel_for(B * blocks, nthreads, [&](int64_t q0, int64_t q1) {
+        std::vector<float> D(FUSED_ROWS * n);
+        for (int64_t q = q0; q < q1; ++q) {
+            const int64_t b = q / blocks, i0 = (q % blocks) * FUSED_ROWS;
+            const int64_t rows = std::min<int64_t>(FUSED_ROWS, n - i0);
+            const float* cx = xp.data() + b * cloud;
+            if (rows == FUSED_ROWS) gram_rows<FUSED_ROWS>(cx, C, n, i0, D.data());
+            else for (int64_t r = 0; r < rows; ++r) gram_rows<1>(cx, C, n, i0 + r, D.data() + r * n);
+            RowValues<float> rv{D.data(), n, sq + b * n, FUSED_ROWS, i0, n};
+            select_rows<float>(rv, 0, rows, n, ranks, nranks, out + (b * n + i0) * nranks);
+        }
+    });
+    return 0;
+}
+#endif
+
 // Edge passes. a, b are channel-last (B, N, C) so that one neighbour row b[j, c0:c0+W] is
 // contiguous and every per-edge operation is a vector operation over W channels. Work units are
 // (batch, block of W channels): a unit owns its slice of every output, so no atomics, and the
@@ -637,5 +716,23 @@ int ps_edge_backward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t 
 }
 PS_EDGE(f32, float)
 PS_EDGE(f64, double)
-int ps_abi_version() { return 5; }
+// 1 when this build has the fused kNN (AVX-512); ps_knn_fused_f32 returns 9 otherwise.
+int ps_has_knn_fused() {
+#ifdef __AVX512F__
+    return 1;
+#else
+    return 0;
+#endif
+}
+int ps_knn_fused_f32(const float* x, const float* sq, int64_t B, int64_t C, int64_t n,
+                     const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {
+#ifdef __AVX512F__
+    if (nranks <= 0) return 0;
+    return knn_fused(x, sq, B, C, n, ranks, nranks, out, nthreads);
+#else
+    (void)x; (void)sq; (void)B; (void)C; (void)n; (void)ranks; (void)nranks; (void)out; (void)nthreads;
+    return 9;
+#endif
+}
+int ps_abi_version() { return 6; }
 }
