@@ -234,7 +234,7 @@ def test_symmetric_tile_knn_float32_matches_row_chunk_path_up_to_ties():
     torch.testing.assert_close(d.gather(2, a), d.gather(2, b), rtol=1e-4, atol=1e-4)
 
 
-needs_fused = pytest.mark.skipif(not native.available() or not native._lib.ps_has_knn_fused(),
+needs_fused = pytest.mark.skipif(not native.has_knn_fused(),
                                  reason="the fused kNN needs a kernel build with AVX-512")
 
 

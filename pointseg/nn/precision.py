@@ -19,6 +19,7 @@ means: where ``p + q h`` cancels), and a deep residual stack of EdgeConv layers
 from __future__ import annotations
 
 import copy
+import statistics
 from typing import Callable
 
 import torch
@@ -106,6 +107,5 @@ def deep_stack(depth: int = 28, points: int = 1024, channels: int = 32, k: int =
 
 def deep_stack_median(seeds: int = 6, norm: str = "l2", **kwargs) -> tuple[float, float, list[tuple[float, float]]]:
     """Median over ``seeds`` seeds of :func:`deep_stack`'s (fast, reference) errors, and every pair."""
-    import statistics
     pairs = [deep_stack(seed=s, norm=norm, **kwargs) for s in range(seeds)]
     return statistics.median(f for f, _ in pairs), statistics.median(r for _, r in pairs), pairs

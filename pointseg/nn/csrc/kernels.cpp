@@ -248,13 +248,20 @@ void select_rows(const RowValues<T>& rv, int64_t row_begin, int64_t row_end, int
     }
 }
 
+// 0 when ranks (nranks > 0) select from rows of n values (column indices fit 32 bits): within
+// [0, n) -> else 1; strictly ascending -> else 2.
+inline int check_ranks(const int64_t* ranks, int64_t nranks, int64_t n) {
+    if (n <= 0 || n > 0xFFFFFFFFll || ranks[nranks - 1] >= n || ranks[0] < 0) return 1;
+    for (int64_t t = 1; t < nranks; ++t)
+        if (ranks[t] <= ranks[t - 1]) return 2;
+    return 0;
+}
+
 template <typename T>
 int run(const RowValues<T>& rv, int64_t rows, int64_t n, const int64_t* ranks, int64_t nranks,
         int64_t* out, int nthreads) {
     if (rows <= 0 || nranks <= 0) return 0;
-    if (n <= 0 || n > 0xFFFFFFFFll || ranks[nranks - 1] >= n || ranks[0] < 0) return 1;
-    for (int64_t t = 1; t < nranks; ++t)
-        if (ranks[t] <= ranks[t - 1]) return 2;
+    if (const int bad = check_ranks(ranks, nranks, n)) return bad;
     parallel_for(rows, nthreads, [&](int64_t b, int64_t e) {
         select_rows<T>(rv, b, e, n, ranks, nranks, out);
     });
@@ -423,9 +430,7 @@ int knn_finish(typename Traits<T>::Packed* cand, const int64_t* cnt, int64_t row
     using P = typename Traits<T>::Packed;
     constexpr int KEY_BYTES = sizeof(typename Traits<T>::Key);
     if (rows <= 0 || nranks <= 0) return 0;
-    if (ranks[0] < 0) return 1;
-    for (int64_t t = 1; t < nranks; ++t)
-        if (ranks[t] <= ranks[t - 1]) return 2;
+    if (const int bad = check_ranks(ranks, nranks, 0xFFFFFFFFll)) return bad;   // rows: candidate lists
     const int64_t kmax = ranks[nranks - 1] + 1;
     parallel_for(rows, nthreads, [&](int64_t r0, int64_t r1) {
         std::vector<P> tmp(cap);
@@ -493,9 +498,8 @@ inline void gram_rows(const float* xp, int64_t C, int64_t n, int64_t i0, float* 
 // x (B, C, n) contiguous, sq (B, n): out (B, n, nranks) as ps_knn_select over the whole Gram.
 int knn_fused(const float* x, const float* sq, int64_t B, int64_t C, int64_t n, const int64_t* ranks,
               int64_t nranks, int64_t* out, int nthreads) {
-    if (n <= 0 || n > 0xFFFFFFFFll || C <= 0 || ranks[nranks - 1] >= n || ranks[0] < 0) return 1;
-    for (int64_t t = 1; t < nranks; ++t)
-        if (ranks[t] <= ranks[t - 1]) return 2;
+    if (C <= 0) return 1;
+    if (const int bad = check_ranks(ranks, nranks, n)) return bad;
     const int64_t panels = (n + PANEL - 1) / PANEL, cloud = panels * C * PANEL;
     std::vector<float> xp(B * cloud, 0.0f);                    // zero past n: the last panel's tail
     parallel_for(B * C, nthreads, [&](int64_t q0, int64_t q1) {
