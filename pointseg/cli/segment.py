@@ -73,13 +73,10 @@ def parse_voxel(text: str) -> float | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pointseg.engine.frame import UNIT_CHOICES, UP_CHOICES
+    from pointseg.engine.frame import check_frame_choices
     from pointseg.engine.inference import SlidingConfig
 
-    if args.up not in UP_CHOICES:
-        raise ValueError(f"--up must be one of {', '.join(UP_CHOICES)}, got {args.up!r}")
-    if args.units not in UNIT_CHOICES:
-        raise ValueError(f"--units must be one of {', '.join(UNIT_CHOICES)}, got {args.units!r}")
+    check_frame_choices(args.up, args.units)
     voxel = parse_voxel(args.voxel)
     # Validated here (ValueError naming the option) before the checkpoint or the scan is read.
     sliding = SlidingConfig(stride=args.stride, repeats=args.repeats, batch_size=args.batch_size,

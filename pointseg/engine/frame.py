@@ -220,13 +220,19 @@ class Frame:
         return ((np.asarray(xyz, dtype=np.float64) / self.scale) @ self.rotation).astype(np.float32)
 
 
-def resolve_frame(xyz: np.ndarray, up: str = "auto", units: str = "auto", seed: int = 0) -> Frame:
-    """The :class:`Frame` for ``--up`` / ``--units``; ``auto`` estimates from the scan itself.
-    The wall turn is part of ``--up auto`` (an explicit ``--up`` is taken as already aligned)."""
+def check_frame_choices(up: str, units: str) -> None:
+    """``--up`` / ``--units`` refused by name unless they are choices of :data:`UP_CHOICES` /
+    :data:`UNIT_CHOICES`."""
     if up not in UP_CHOICES:
         raise ValueError(f"--up must be one of {', '.join(UP_CHOICES)}, got {up!r}")
     if units not in UNIT_CHOICES:
         raise ValueError(f"--units must be one of {', '.join(UNIT_CHOICES)}, got {units!r}")
+
+
+def resolve_frame(xyz: np.ndarray, up: str = "auto", units: str = "auto", seed: int = 0) -> Frame:
+    """The :class:`Frame` for ``--up`` / ``--units``; ``auto`` estimates from the scan itself.
+    The wall turn is part of ``--up auto`` (an explicit ``--up`` is taken as already aligned)."""
+    check_frame_choices(up, units)
     reasons = {}
     normals = planar_normals(xyz, seed=seed) if up == "auto" else None
     if up == "auto":
