@@ -266,3 +266,46 @@ def test_fused_knn_keeps_stochastic_ranks_and_matches_the_row_chunk_path_in_floa
     b = _knn_select_torch(x, 16, 8, ranks, 2**22, fused=False)
     # the dot products are summed in another order: only float32 near-ties may differ
     assert (a == b).all(-1).float().mean() > 0.999
+
+
+def exact_knn_ranks(x: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """Oracle for integer features (exact in float32 and float64): a stable sort of
+    ``|x_j|^2 - 2 q.x_j`` with the point itself first."""
+    x64 = x.double()
+    d = (x64 * x64).sum(1).unsqueeze(1) - 2 * x64.transpose(1, 2) @ x64
+    d.diagonal(dim1=1, dim2=2).fill_(-float("inf"))
+    return stable_ranks(d, ranks)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_knn_exact_when_the_sampled_threshold_keeps_too_few(fused, stochastic):
+    """The strided sample (every 16th of 4096 columns) is 256 copies of the origin, nearer to every
+    other point than almost all of the rest, and the row needs 320 ranks: the filtered pass keeps
+    too few candidates and the selection must redo the row from all its values."""
+    if fused and not native.has_knn_fused():
+        pytest.skip("the fused kNN needs a kernel build with AVX-512")
+    g = torch.Generator().manual_seed(5)
+    n, k, d = 4096, 16, 20
+    x = torch.randint(-6, 7, (2, 64, n), generator=g).float()
+    x[:, :, ::16] = 0.0
+    ranks = torch.randperm(k * d, generator=g)[:k].sort().values if stochastic else torch.arange(0, k * d, d)
+    want = exact_knn_ranks(x, ranks)
+    got = _knn_select_torch(x, k, d, None if not stochastic else ranks, 2**22, fused=fused)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("k,dilation", [(16, 1), (16, 4), (8, 27)])
+def test_knn_of_heavily_duplicated_points_breaks_ties_by_the_lower_index(fused, k, dilation):
+    """27 distinct positions for 1003 points: every row has ties of ~37 at every distance, so
+    the candidates at or below the threshold are far more than the ranks need."""
+    if fused and not native.has_knn_fused():
+        pytest.skip("the fused kNN needs a kernel build with AVX-512")
+    g = torch.Generator().manual_seed(k * dilation)
+    x = torch.randint(-1, 2, (2, 3, 1003), generator=g).float()
+    ranks = torch.arange(0, k * dilation, dilation)
+    got = _knn_select_torch(x, k, dilation, None, 2**20, fused=fused)
+    assert torch.equal(got, exact_knn_ranks(x, ranks))
+    assert torch.equal(got[..., 0], torch.arange(1003).expand(2, 1003))    # the point itself first
+    assert torch.equal(_knn_select_torch(x.double(), k, dilation, None, 2**20), got)
