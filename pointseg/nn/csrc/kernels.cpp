@@ -293,31 +293,53 @@ inline __m512i order_keys(__m512 v) {
     return _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32(int(0x80000000u))));
 }
 
-// The t-th smallest (from 0) of the nvec x 16 keys s: the least K with more than t keys <= K.
-inline uint32_t kth_key(const uint32_t* s, int64_t nvec, int64_t t) {
-    __m512i lo_v = _mm512_set1_epi32(-1), hi_v = _mm512_setzero_si512();
-    for (int64_t v = 0; v < nvec; ++v) {
-        const __m512i x = _mm512_load_si512((const void*)(s + 16 * v));
-        lo_v = _mm512_min_epu32(lo_v, x);
-        hi_v = _mm512_max_epu32(hi_v, x);
-    }
-    uint32_t lo = _mm512_reduce_min_epu32(lo_v), hi = _mm512_reduce_max_epu32(hi_v);
+// The t-th smallest (from 0) of the m keys s, all in [lo, hi]: the least K with more than t
+// keys <= K, by bisection of [lo, hi] (at most 32 counting passes).
+inline uint32_t kth_key(const uint32_t* s, int64_t m, int64_t t, uint32_t lo, uint32_t hi) {
+    const int64_t full = m / 16;
+    const __mmask16 tail = (__mmask16)((1u << (m % 16)) - 1);
     while (lo < hi) {
         const uint32_t mid = lo + (hi - lo) / 2;
-        const __m512i m = _mm512_set1_epi32((int)mid);
-        int64_t c = 0;
-        for (int64_t v = 0; v < nvec; ++v)
-            c += __builtin_popcount((unsigned)_mm512_cmple_epu32_mask(_mm512_load_si512((const void*)(s + 16 * v)), m));
+        const __m512i mv = _mm512_set1_epi32((int)mid);
+        int64_t c = __builtin_popcount((unsigned)_mm512_mask_cmple_epu32_mask(
+            tail, _mm512_maskz_loadu_epi32(tail, s + 16 * full), mv));
+        for (int64_t v = 0; v < full; ++v)
+            c += __builtin_popcount((unsigned)_mm512_cmple_epu32_mask(_mm512_loadu_si512((const void*)(s + 16 * v)), mv));
         if (c > t) hi = mid; else lo = mid + 1;
     }
     return lo;
 }
+inline void key_range(const uint32_t* s, int64_t nvec, uint32_t& lo, uint32_t& hi) {
+    __m512i lo_v = _mm512_set1_epi32(-1), hi_v = _mm512_setzero_si512();
+    for (int64_t v = 0; v < nvec; ++v) {
+        const __m512i x = _mm512_loadu_si512((const void*)(s + 16 * v));
+        lo_v = _mm512_min_epu32(lo_v, x);
+        hi_v = _mm512_max_epu32(hi_v, x);
+    }
+    lo = _mm512_reduce_min_epu32(lo_v);
+    hi = _mm512_reduce_max_epu32(hi_v);
+}
+
+// Keeps, in order and in place, the packed entries of a[0, m) whose key is <= K; returns their number.
+inline int64_t keep_packed_below(uint64_t* a, int64_t m, uint32_t K) {
+    const __m512i lim = _mm512_set1_epi64((long long)(((uint64_t)K << 32) | 0xFFFFFFFFull));
+    int64_t w = 0;
+    for (int64_t i = 0; i < m; i += 8) {                    // writes stay at or behind the reads
+        const __mmask8 valid = m - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (m - i)) - 1);
+        const __m512i x = _mm512_maskz_loadu_epi64(valid, a + i);
+        const __mmask8 keep = _mm512_mask_cmple_epu64_mask(valid, x, lim);
+        _mm512_storeu_si512((void*)(a + w), _mm512_maskz_compress_epi64(keep, x));
+        w += __builtin_popcount((unsigned)keep);
+    }
+    return w;
+}
 
 // Appends pack(v_j, j) for every column j != self with key(v_j) <= K, in column order, to buf
-// (which has room for 16 entries past the count); the survivors' least and greatest keys.
+// and the keys alone to kb (both with room for 16 entries past the count); the survivors' least
+// and greatest keys.
 template <bool KNN>
 int64_t keep_keys_below(const float* d, const float* q, int64_t n, int64_t self, uint32_t K, uint64_t* buf,
-                        uint32_t& kmin, uint32_t& kmax) {
+                        uint32_t* kb, uint32_t& kmin, uint32_t& kmax) {
     const __m512 two = _mm512_set1_ps(2.0f);
     const __m512i kk = _mm512_set1_epi32((int)K);
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -339,6 +361,7 @@ int64_t keep_keys_below(const float* d, const float* q, int64_t n, int64_t self,
         const __m512i cj = _mm512_maskz_compress_epi32(m, _mm512_add_epi32(_mm512_set1_epi32((int)j), lane));
         _mm512_storeu_si512((void*)(buf + cnt), _mm512_permutex2var_epi32(cj, lo, ck));
         _mm512_storeu_si512((void*)(buf + cnt + 8), _mm512_permutex2var_epi32(cj, hi, ck));
+        _mm512_storeu_si512((void*)(kb + cnt), ck);
         cnt += __builtin_popcount((unsigned)m);
     }
     kmin = _mm512_reduce_min_epu32(mn);
@@ -366,16 +389,26 @@ void RowSelector<float>::row(const RowValues<float>& rv, int64_t r, int64_t* o) 
     const float* d; const float* q; int64_t self;
     row_inputs(rv, r, n, d, q, self);
     if (!filtered) return row_generic(d, q, self, o);
+    // the threshold: a key at about 3 standard deviations above the sample rank expected for kmax
     alignas(64) uint32_t keys[256];
     const int64_t step = n / S;
     for (int64_t s = 0; s < S; ++s) pack(q ? q[s * step] - 2.0f * d[s * step] : d[s * step], 0, &keys[s]);
-    const uint32_t K = kth_key(keys, S / 16, t);
+    uint32_t lo, hi;
+    key_range(keys, S / 16, lo, hi);
+    const uint32_t K = kth_key(keys, S, t, lo, hi);
     uint32_t kmin, kmx;
-    const int64_t cnt = q ? keep_keys_below<true>(d, q, n, self, K, buf.data(), kmin, kmx)
-                          : keep_keys_below<false>(d, nullptr, n, -1, K, buf.data(), kmin, kmx);
+    uint32_t* kb = reinterpret_cast<uint32_t*>(tmp.data());
+    int64_t cnt = q ? keep_keys_below<true>(d, q, n, self, K, buf.data(), kb, kmin, kmx)
+                    : keep_keys_below<false>(d, nullptr, n, -1, K, buf.data(), kb, kmin, kmx);
     const int64_t need = kmax - (self >= 0);
     if (cnt < need) return full_row(d, q, self, o);
-    if (need == 0 || cnt > 4 * need + 64) return finish(buf.data(), cnt, self, o);
+    if (need == 0) return emit(buf.data(), self, o);
+    if (cnt > need) {
+        // the survivors past the need-th smallest key cannot matter: bisect for that key and
+        // sort only what is at or below it (ties included, still in column order)
+        kmx = kth_key(kb, cnt, need - 1, kmin, kmx);
+        cnt = keep_packed_below(buf.data(), cnt, kmx);
+    }
     emit(radix_sort_range(buf.data(), tmp.data(), cnt, kmin, kmx - kmin), self, o);
 }
 #endif
