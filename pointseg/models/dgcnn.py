@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..nn import ConvNormAct, DilatedKnn, Pointwise
 from ..nn.checks import check_features
 from ..nn.edge_mlp_conv import EdgeMLPConv
+from ..nn.global_max import GlobalMax
 from ..nn.mlp import pointwise_linear
 
 
@@ -96,6 +97,7 @@ class DGCNN(nn.Module):
             width = widths[-1]
         self.feature_channels = sum(s[-1] for s in cfg.stages)
         self.embed = ConvNormAct(self.feature_channels, cfg.emb_channels, **kw)               # conv6
+        self.pool = GlobalMax()
         head = [cfg.emb_channels + self.feature_channels, *cfg.head_channels]
         self.head = nn.ModuleList(ConvNormAct(head[i], head[i + 1], **kw) for i in range(len(head) - 1))
         self.dropout = nn.Dropout(cfg.dropout)
@@ -148,7 +150,7 @@ class DGCNN(nn.Module):
         if x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"x must have {self.cfg.in_channels} channels (B, C, N), got shape {tuple(x.shape)}")
         feats = torch.cat(self.features(x, neighbours), dim=1)
-        glob = self.embed(feats).amax(dim=2, keepdim=True)
+        glob = self.pool(self.embed(feats))
         h = self._first_head_layer(glob, feats)
         for layer in self.head[1:]:
             h = layer(h)

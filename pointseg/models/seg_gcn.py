@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..nn import GCNBlock, DilatedKnn, MLP, make_conv
 from ..nn.checks import check_features, trusted_inputs
+from ..nn.global_max import GlobalMax
 from ..nn.mlp import ConvNormAct
 
 
@@ -122,6 +123,7 @@ class SegGCN(nn.Module):
         fusion_in = sum(feat_dims)
         self.feature_channels = fusion_in
         self.fusion = MLP([fusion_in, cfg.fusion_channels], **conv_kw)
+        self.pool = GlobalMax()
         self.prediction = MLP([fusion_in + cfg.fusion_channels, 512, 256, cfg.num_classes],
                               dropout=cfg.dropout, last_plain=True, **conv_kw)
 
@@ -147,7 +149,7 @@ class SegGCN(nn.Module):
             raise ValueError(f"x must have {self.cfg.in_channels} channels (B, C, N), got shape {tuple(x.shape)}")
         with trusted_inputs():           # validated once above: no per-block host syncs
             feats = torch.cat(self.features(x), dim=1)
-            fusion = self.fusion(feats).amax(dim=2, keepdim=True)              # (B, F, 1)
+            fusion = self.pool(self.fusion(feats))                             # (B, F, 1)
             first = self.prediction[0]
             if not self.split_global or not isinstance(first, ConvNormAct):
                 return self.prediction(torch.cat([fusion.expand(-1, -1, feats.shape[2]), feats], dim=1))

@@ -37,7 +37,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
 # kernels run on the thread pool of the OpenMP runtime torch has loaded (libgomp, shared by
 # soname) instead of competing with its spinning workers.
 FLAG_SETS = (FLAGS + ["-march=native", "-fopenmp"], FLAGS + ["-fopenmp"], FLAGS)
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -120,6 +120,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         f.restype = i32
         f = getattr(lib, f"ps_edge_backward_{name}")
         f.argtypes = [p, p, p, i64, i64, i64, i64, i32, f64, p, p, p, p, p, i32]
+        f.restype = i32
+        f = getattr(lib, f"ps_max_backward_{name}")
+        f.argtypes = [p, p, p, i64, i64, p, i32]
         f.restype = i32
     lib.ps_has_knn_fused.restype = i32
     lib.ps_knn_fused_f32.argtypes = [p, p, i64, i64, i64, p, i64, p, i32]
@@ -358,3 +361,18 @@ def edge_backward(a: Tensor, b: Tensor, idx: Tensor, act_stats: bool, slope: flo
         a.data_ptr(), b.data_ptr(), idx.data_ptr(), B, C, N, idx.shape[-1], int(act_stats), float(slope),
         pc.data_ptr(), qc.data_ptr(), mc.data_ptr(), ga.data_ptr(), gb.data_ptr(), torch.get_num_threads())
     return ga.transpose(1, 2), gb.transpose(1, 2)
+
+
+def max_backward(y: Tensor, v: Tensor, g: Tensor) -> Tensor | None:
+    """Gradient of ``v = y.amax(-1, keepdim=True)`` for ``g`` (shaped like ``v``), exactly as autograd
+    of ``amax`` forms it (split evenly over ties), in one sweep; None when the kernels cannot be used."""
+    if not _usable(y, v, g) or not (y.dtype == v.dtype == g.dtype) or y.dim() < 1:
+        return None
+    n = y.shape[-1]
+    rows = y.numel() // max(n, 1)
+    y, v, g = y.contiguous(), v.contiguous(), g.contiguous()
+    out = torch.empty_like(y)
+    getattr(_lib, f"ps_max_backward_{_suffix(y)}")(y.data_ptr(), v.data_ptr(), g.data_ptr(), rows, n,
+                                                   out.data_ptr(), torch.get_num_threads())
+    return out
+

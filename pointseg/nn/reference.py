@@ -9,7 +9,9 @@ paths are compared with (tests, :mod:`pointseg.nn.precision`) and timed against
   edge, activation and BatchNorm on the edge tensor (statistics over all edges, as BatchNorm2d
   does), max over ``j``;
 * MRConv: ``max_j (x_j - x_i)`` from the ``(B, C, N, k)`` tensor of relative features;
-* SegGCN prediction: the first layer on the concatenated ``[fusion; x]`` (``split_global = False``).
+* SegGCN prediction: the first layer on the concatenated ``[fusion; x]`` (``split_global = False``);
+* the global max over the points: autograd of ``amax`` (:class:`~pointseg.nn.global_max.GlobalMax`
+  swapped out).
 
 :func:`to_reference` turns a pointseg model into this formulation with the *same* parameters
 and buffers (state-dict keys are unchanged), so both can be run side by side.
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointseg.nn.edge_conv import EdgeConv
+from pointseg.nn.global_max import GlobalMax
 from pointseg.nn.graph import gather_neighbors
 from pointseg.nn.knn import DilatedKnn, _select_ranks
 from pointseg.nn.mr_conv import MRConv, max_relative_reference
@@ -89,10 +92,19 @@ class ReferenceMRConv(nn.Module):
         return self.mlp(torch.cat([x, max_relative_reference(x, graph)], dim=1 if x.dim() == 3 else -1))
 
 
+class ReferenceGlobalMax(nn.Module):
+    def __init__(self, pool: GlobalMax) -> None:
+        super().__init__()
+
+    def forward(self, y: Tensor) -> Tensor:
+        return y.amax(dim=-1, keepdim=True)
+
+
 def to_reference(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every EdgeConv, MRConv and DilatedKnn in the reference form."""
+    """A deep copy of ``model`` with every EdgeConv, MRConv, DilatedKnn and GlobalMax in the reference form."""
     ref = copy.deepcopy(model)
-    swaps = {EdgeConv: ReferenceEdgeConv, MRConv: ReferenceMRConv, DilatedKnn: ReferenceKnn}
+    swaps = {EdgeConv: ReferenceEdgeConv, MRConv: ReferenceMRConv, DilatedKnn: ReferenceKnn,
+             GlobalMax: ReferenceGlobalMax}
     for parent in list(ref.modules()):
         for name, child in list(parent.named_children()):
             for cls, ref_cls in swaps.items():

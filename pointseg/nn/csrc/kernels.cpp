@@ -835,6 +835,25 @@ void edge_backward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_
     });
 }
 
+// 3. Backward of the maximum over the last axis as autograd of torch.amax defines it: the
+// gradient of each row split evenly over the positions equal to the row's maximum,
+// (g / count) * (y == v), bit for bit, in one sweep per row (autograd of amax forms the mask,
+// converts it, sums it and multiplies: four passes over freshly allocated full-size tensors).
+template <typename T>
+void max_backward(const T* y, const T* v, const T* g, int64_t rows, int64_t n, T* out, int nthreads) {
+    parallel_for(rows, nthreads, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const T* yr = y + r * n;
+            const T vr = v[r];
+            int64_t c = 0;
+            for (int64_t j = 0; j < n; ++j) c += (yr[j] == vr);
+            const T s = g[r] / T(c);                         // no maximum found (NaN): NaN, as torch
+            T* o = out + r * n;
+            for (int64_t j = 0; j < n; ++j) o[j] = s * T(yr[j] == vr);
+        }
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -893,6 +912,15 @@ int ps_edge_backward_##NAME(const T* a, const T* b, const int64_t* idx, int64_t 
 }
 PS_EDGE(f32, float)
 PS_EDGE(f64, double)
+
+#define PS_MAX(NAME, T)                                                                           \
+int ps_max_backward_##NAME(const T* y, const T* v, const T* g, int64_t rows, int64_t n, T* out,    \
+                           int nthreads) {                                                        \
+    max_backward<T>(y, v, g, rows, n, out, nthreads);                                              \
+    return 0;                                                                                      \
+}
+PS_MAX(f32, float)
+PS_MAX(f64, double)
 // 1 when this build has the fused kNN (AVX-512); ps_knn_fused_f32 returns 9 otherwise.
 int ps_has_knn_fused() {
 #ifdef __AVX512F__
@@ -911,5 +939,5 @@ int ps_knn_fused_f32(const float* x, const float* sq, int64_t B, int64_t C, int6
     return 9;
 #endif
 }
-int ps_abi_version() { return 6; }
+int ps_abi_version() { return 7; }
 }
