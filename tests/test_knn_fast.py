@@ -140,38 +140,54 @@ def test_cuda_knn_equals_reference():
 
 
 @pytest.mark.skipif(not native.available(), reason="no C++ compiler: only the torch path exists")
+def cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and f" {flag}" in line for line in f)
+    except OSError:
+        return False
+
+
 def test_every_kernel_build_gives_the_same_results(tmp_path, monkeypatch):
-    """The CPU-specific build (-march=native: vector filter and edge passes) and the portable
-    fallbacks agree exactly with each other (the torch path is compared with the loaded build
-    above)."""
+    """The CPU-specific build (-march=native: vector filter and edge passes), an AVX2-only build
+    (where this CPU has AVX2: its own vector selection) and the portable fallbacks agree exactly
+    with each other (the torch path is compared with the loaded build above)."""
     import ctypes
 
     torch.manual_seed(8)
     x = torch.randn(2, 16, 700)
     x[:, :, 100:140] = x[:, :, 100:101]                      # exact ties
+    dup = torch.randint(-1, 2, (2, 3, 1003)).float()         # 27 positions: ~37-fold ties
+    few = torch.randint(-6, 7, (1, 64, 4096)).float()
+    few[:, :, ::16] = 0.0                                    # the sample keeps too few: full rows
     a, b = torch.randn(2, 40, 700), torch.randn(2, 40, 700)  # 2 full 16-channel blocks + 8
     p, q = torch.randn(40, dtype=torch.float64), torch.randn(40, dtype=torch.float64)
     kd = ((8, 1), (8, 3), (16, 10))
 
     def results():
         out = [dilated_knn(x, k, d) for k, d in kd] + [dilated_knn(x.double(), k, d) for k, d in kd]
-        out += list(native.edge_forward(a, b, out[1], None, True, 0.0, True))
-        out += list(native.edge_backward(a, b, out[1], True, 0.0, p, q))
-        return out
+        edges = list(native.edge_forward(a, b, out[1], None, True, 0.0, True))
+        edges += list(native.edge_backward(a, b, out[1], True, 0.0, p, q))
+        out += [dilated_knn(dup, 16, 4), dilated_knn(few, 16, 20),
+                native.rank_select(x[0], torch.arange(0, 64, 4))]
+        return out, edges
 
     cxx = native._compiler()
+    flag_sets = list(native.FLAG_SETS)
+    if cpu_has("avx2") and cpu_has("fma"):
+        flag_sets.append(native.FLAGS + ["-mavx2", "-mfma", "-fopenmp"])
     outputs = []
-    for i, flags in enumerate(native.FLAG_SETS):
+    for i, flags in enumerate(flag_sets):
         path = tmp_path / f"k{i}.so"
         native._build(cxx, flags, path)
         lib = ctypes.CDLL(str(path))
         native._declare(lib)
         monkeypatch.setattr(native, "_lib", lib)
         outputs.append(results())
-    for got in outputs[1:]:
-        for g, w in zip(got[:6], outputs[0][:6]):
+    for got, edges in outputs[1:]:
+        for g, w in zip(got, outputs[0][0]):
             assert torch.equal(g, w)
-        for g, w in zip(got[6:], outputs[0][6:]):            # float sums: order may differ
+        for g, w in zip(edges, outputs[0][1]):               # float sums: order may differ
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
 
 

@@ -282,19 +282,38 @@ void RowSelector<T>::row(const RowValues<T>& rv, int64_t r, int64_t* o) {
     row_generic(d, q, self, o);
 }
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// The float32 row with vector instructions, in the order-preserving key space of pack()
+// throughout: the sample's threshold key by bisection with vector counts, the filter as
+// compress-and-store of every 16 (AVX-512) or 8 (AVX2) columns with no branch on the survivors,
+// a second bisection for the key of the last rank needed, and the radix sort over the key range
+// the survivors actually span. Under the branchy versions (nth_element on the sample, a pack
+// loop per group of columns that kept anything) the selection took 1.8x the time of the Gram
+// products. The primitives per instruction set:
+//   kth_key(s, m, t, lo, hi)   the t-th smallest (from 0) of the m keys s, all in [lo, hi]: the
+//                              least K with more than t keys <= K, by bisection (<= 32 counts);
+//   keep_keys_below<KNN>(...)  appends pack(v_j, j) to buf and key(v_j) to kb for every column
+//                              j != self with key(v_j) <= K, in column order (both with room for
+//                              16 entries past the count); returns the count and the least
+//                              and greatest of those keys;
+//   keep_packed_below(a, m, K) keeps, in order and in place, the packed entries of a[0, m) whose
+//                              key is <= K; returns their number.
+// The least and greatest of the m keys s.
+inline void key_range(const uint32_t* s, int64_t m, uint32_t& lo, uint32_t& hi) {
+    lo = 0xFFFFFFFFu;
+    hi = 0;
+    for (int64_t i = 0; i < m; ++i) {
+        lo = std::min(lo, s[i]);
+        hi = std::max(hi, s[i]);
+    }
+}
+
 #ifdef __AVX512F__
-// The float32 row with AVX-512, in the order-preserving key space of pack() throughout: the
-// sample's threshold key by bisection with vector counts, the filter as compress-and-store of
-// every 16 columns with no branch on the survivors, and the radix sort over the key range the
-// survivors actually span. Under the branchy versions (nth_element on the sample, a pack loop
-// per 16 columns that kept anything) the selection took 1.8x the time of the Gram products.
 inline __m512i order_keys(__m512 v) {
     const __m512i u = _mm512_castps_si512(v);
     return _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32(int(0x80000000u))));
 }
 
-// The t-th smallest (from 0) of the m keys s, all in [lo, hi]: the least K with more than t
-// keys <= K, by bisection of [lo, hi] (at most 32 counting passes).
 inline uint32_t kth_key(const uint32_t* s, int64_t m, int64_t t, uint32_t lo, uint32_t hi) {
     const int64_t full = m / 16;
     const __mmask16 tail = (__mmask16)((1u << (m % 16)) - 1);
@@ -309,34 +328,7 @@ inline uint32_t kth_key(const uint32_t* s, int64_t m, int64_t t, uint32_t lo, ui
     }
     return lo;
 }
-inline void key_range(const uint32_t* s, int64_t nvec, uint32_t& lo, uint32_t& hi) {
-    __m512i lo_v = _mm512_set1_epi32(-1), hi_v = _mm512_setzero_si512();
-    for (int64_t v = 0; v < nvec; ++v) {
-        const __m512i x = _mm512_loadu_si512((const void*)(s + 16 * v));
-        lo_v = _mm512_min_epu32(lo_v, x);
-        hi_v = _mm512_max_epu32(hi_v, x);
-    }
-    lo = _mm512_reduce_min_epu32(lo_v);
-    hi = _mm512_reduce_max_epu32(hi_v);
-}
 
-// Keeps, in order and in place, the packed entries of a[0, m) whose key is <= K; returns their number.
-inline int64_t keep_packed_below(uint64_t* a, int64_t m, uint32_t K) {
-    const __m512i lim = _mm512_set1_epi64((long long)(((uint64_t)K << 32) | 0xFFFFFFFFull));
-    int64_t w = 0;
-    for (int64_t i = 0; i < m; i += 8) {                    // writes stay at or behind the reads
-        const __mmask8 valid = m - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (m - i)) - 1);
-        const __m512i x = _mm512_maskz_loadu_epi64(valid, a + i);
-        const __mmask8 keep = _mm512_mask_cmple_epu64_mask(valid, x, lim);
-        _mm512_storeu_si512((void*)(a + w), _mm512_maskz_compress_epi64(keep, x));
-        w += __builtin_popcount((unsigned)keep);
-    }
-    return w;
-}
-
-// Appends pack(v_j, j) for every column j != self with key(v_j) <= K, in column order, to buf
-// and the keys alone to kb (both with room for 16 entries past the count); the survivors' least
-// and greatest keys.
 template <bool KNN>
 int64_t keep_keys_below(const float* d, const float* q, int64_t n, int64_t self, uint32_t K, uint64_t* buf,
                         uint32_t* kb, uint32_t& kmin, uint32_t& kmax) {
@@ -369,6 +361,99 @@ int64_t keep_keys_below(const float* d, const float* q, int64_t n, int64_t self,
     return cnt;
 }
 
+inline int64_t keep_packed_below(uint64_t* a, int64_t m, uint32_t K) {
+    const __m512i lim = _mm512_set1_epi64((long long)(((uint64_t)K << 32) | 0xFFFFFFFFull));
+    int64_t w = 0;
+    for (int64_t i = 0; i < m; i += 8) {                    // writes stay at or behind the reads
+        const __mmask8 valid = m - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (m - i)) - 1);
+        const __m512i x = _mm512_maskz_loadu_epi64(valid, a + i);
+        const __mmask8 keep = _mm512_mask_cmple_epu64_mask(valid, x, lim);
+        _mm512_storeu_si512((void*)(a + w), _mm512_maskz_compress_epi64(keep, x));
+        w += __builtin_popcount((unsigned)keep);
+    }
+    return w;
+}
+#else
+// AVX2 has no unsigned compare: keys are compared as signed integers after flipping the top bit.
+// No compress either: the survivors of 8 columns are moved to the front by a permutation looked
+// up from their 8-bit mask.
+inline __m256i order_keys(__m256 v) {
+    const __m256i u = _mm256_castps_si256(v);
+    return _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), _mm256_set1_epi32(int(0x80000000u))));
+}
+inline __m256i signed_keys(__m256i k) { return _mm256_xor_si256(k, _mm256_set1_epi32(int(0x80000000u))); }
+
+inline uint32_t kth_key(const uint32_t* s, int64_t m, int64_t t, uint32_t lo, uint32_t hi) {
+    const int64_t full = m / 8;
+    while (lo < hi) {
+        const uint32_t mid = lo + (hi - lo) / 2;
+        const __m256i mv = _mm256_set1_epi32(int(mid ^ 0x80000000u));
+        int64_t above = 0;
+        for (int64_t v = 0; v < full; ++v) {
+            const __m256i x = signed_keys(_mm256_loadu_si256((const __m256i*)(s + 8 * v)));
+            above += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(x, mv))));
+        }
+        for (int64_t i = 8 * full; i < m; ++i) above += s[i] > mid;
+        if (m - above > t) hi = mid; else lo = mid + 1;
+    }
+    return lo;
+}
+
+struct CompressTable {                                       // lanes of the set bits of a mask, first
+    alignas(32) int32_t perm[256][8];
+    CompressTable() {
+        for (int m = 0; m < 256; ++m) {
+            int c = 0;
+            for (int u = 0; u < 8; ++u) if (m >> u & 1) perm[m][c++] = u;
+            while (c < 8) perm[m][c++] = 0;
+        }
+    }
+};
+static const CompressTable compress_table;
+
+template <bool KNN>
+int64_t keep_keys_below(const float* d, const float* q, int64_t n, int64_t self, uint32_t K, uint64_t* buf,
+                        uint32_t* kb, uint32_t& kmin, uint32_t& kmax) {
+    const __m256 two = _mm256_set1_ps(2.0f);
+    const __m256i kk = _mm256_set1_epi32(int(K ^ 0x80000000u));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t cnt = 0, j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 dv = _mm256_loadu_ps(d + j);
+        const __m256 v = KNN ? _mm256_fnmadd_ps(two, dv, _mm256_loadu_ps(q + j)) : dv;
+        const __m256i key = order_keys(v);
+        unsigned m = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(signed_keys(key), kk))) & 0xFFu;
+        if ((uint64_t)(self - j) < 8) m &= ~(1u << (self - j));
+        const __m256i p = _mm256_load_si256((const __m256i*)compress_table.perm[m]);
+        const __m256i ck = _mm256_permutevar8x32_epi32(key, p);
+        const __m256i cj = _mm256_permutevar8x32_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)j), lane), p);
+        const __m256i lo = _mm256_unpacklo_epi32(cj, ck), hi = _mm256_unpackhi_epi32(cj, ck);
+        _mm256_storeu_si256((__m256i*)(buf + cnt), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i*)(buf + cnt + 4), _mm256_permute2x128_si256(lo, hi, 0x31));
+        _mm256_storeu_si256((__m256i*)(kb + cnt), ck);
+        cnt += __builtin_popcount(m);
+    }
+    for (; j < n; ++j) {
+        uint32_t key;
+        const uint64_t e = pack(KNN ? q[j] - 2.0f * d[j] : d[j], (uint32_t)j, &key);
+        buf[cnt] = e;
+        kb[cnt] = key;
+        cnt += (j != self && key <= K);
+    }
+    key_range(kb, cnt, kmin, kmax);
+    return cnt;
+}
+
+inline int64_t keep_packed_below(uint64_t* a, int64_t m, uint32_t K) {
+    int64_t w = 0;
+    for (int64_t i = 0; i < m; ++i) {                        // branch-free compaction
+        a[w] = a[i];
+        w += (uint32_t)(a[i] >> 32) <= K;
+    }
+    return w;
+}
+#endif
+
 // Stable LSD radix sort of packed (key, index) by key - kmin, which is below 2^bits(range): one
 // byte per pass, as few passes as the range needs. Returns a or tmp, whichever holds the result.
 inline uint64_t* radix_sort_range(uint64_t* a, uint64_t* tmp, int64_t m, uint32_t kmin, uint32_t range) {
@@ -394,10 +479,10 @@ void RowSelector<float>::row(const RowValues<float>& rv, int64_t r, int64_t* o) 
     const int64_t step = n / S;
     for (int64_t s = 0; s < S; ++s) pack(q ? q[s * step] - 2.0f * d[s * step] : d[s * step], 0, &keys[s]);
     uint32_t lo, hi;
-    key_range(keys, S / 16, lo, hi);
+    key_range(keys, S, lo, hi);
     const uint32_t K = kth_key(keys, S, t, lo, hi);
-    uint32_t kmin, kmx;
     uint32_t* kb = reinterpret_cast<uint32_t*>(tmp.data());
+    uint32_t kmin, kmx;
     int64_t cnt = q ? keep_keys_below<true>(d, q, n, self, K, buf.data(), kb, kmin, kmx)
                     : keep_keys_below<false>(d, nullptr, n, -1, K, buf.data(), kb, kmin, kmx);
     const int64_t need = kmax - (self >= 0);
