@@ -251,7 +251,7 @@ def test_symmetric_tile_knn_float32_matches_row_chunk_path_up_to_ties():
 
 
 needs_fused = pytest.mark.skipif(not native.has_knn_fused(),
-                                 reason="the fused kNN needs a kernel build with AVX-512")
+                                 reason="the fused kNN needs a kernel build with AVX-512 or AVX2 + FMA")
 
 
 @needs_fused
@@ -300,7 +300,7 @@ def test_knn_exact_when_the_sampled_threshold_keeps_too_few(fused, stochastic):
     other point than almost all of the rest, and the row needs 320 ranks: the filtered pass keeps
     too few candidates and the selection must redo the row from all its values."""
     if fused and not native.has_knn_fused():
-        pytest.skip("the fused kNN needs a kernel build with AVX-512")
+        pytest.skip("the fused kNN needs a kernel build with AVX-512 or AVX2 + FMA")
     g = torch.Generator().manual_seed(5)
     n, k, d = 4096, 16, 20
     x = torch.randint(-6, 7, (2, 64, n), generator=g).float()
@@ -317,7 +317,7 @@ def test_knn_of_heavily_duplicated_points_breaks_ties_by_the_lower_index(fused, 
     """27 distinct positions for 1003 points: every row has ties of ~37 at every distance, so
     the candidates at or below the threshold are far more than the ranks need."""
     if fused and not native.has_knn_fused():
-        pytest.skip("the fused kNN needs a kernel build with AVX-512")
+        pytest.skip("the fused kNN needs a kernel build with AVX-512 or AVX2 + FMA")
     g = torch.Generator().manual_seed(k * dilation)
     x = torch.randint(-1, 2, (2, 3, 1003), generator=g).float()
     ranks = torch.arange(0, k * dilation, dilation)

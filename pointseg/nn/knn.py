@@ -90,7 +90,7 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
     the ``k*dilation`` nearest, sorted, and the kept ranks are taken. ``use_native=False`` forces the latter
     (benchmarks and tests compare the two). With the compiled kernel, ``symmetric=True`` (default:
     :data:`SYMMETRIC_GRAM`) takes the symmetric-tile scheme of :func:`_knn_symmetric` where it applies.
-    Otherwise, in float32 where the kernel build has it (AVX-512), the Gram products are fused into the
+    Otherwise, in float32 where the kernel build has it (AVX-512 or AVX2 + FMA), the Gram products are fused into the
     selection (:func:`~pointseg.nn.native.knn_fused`; ``fused=False`` or :data:`FUSED_KNN` off: the
     row chunks below).
     """
@@ -132,8 +132,8 @@ def _knn_select_torch(x: Tensor, k: int, dilation: int, ranks: Tensor | None, me
     return out
 
 
-# Fused Gram + selection (compiled path, float32, AVX-512 builds): the Gram rows of 8 query points
-# at a time are selected while in L2, so no distance chunk goes through memory (docs/performance.md).
+# Fused Gram + selection (compiled path, float32, AVX-512 or AVX2 + FMA builds): the Gram rows of a
+# few query points at a time are selected while in L2, so no distance chunk goes through memory (docs/performance.md).
 FUSED_KNN = True
 
 # Symmetric-tile kNN (compiled path). Per-row candidate lists cost B*N*cap entries, so the

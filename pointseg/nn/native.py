@@ -241,13 +241,13 @@ def knn_select(dot: Tensor, sq: Tensor, self_offset: int, ranks: Tensor) -> Tens
 
 
 def has_knn_fused() -> bool:
-    """Whether the compiled kernels have :func:`knn_fused` (builds with AVX-512)."""
+    """Whether the compiled kernels have :func:`knn_fused` (builds with AVX-512 or AVX2 + FMA)."""
     return available() and bool(_lib.ps_has_knn_fused())
 
 
 def knn_fused(x: Tensor, sq: Tensor, ranks: Tensor) -> Tensor | None:
     """The kNN of :func:`knn_select` over every row of a cloud, with the Gram matrix products fused
-    into the selection (float32 builds with AVX-512): ``x (B, C, N)``, ``sq (B, N)`` the squared
+    into the selection (float32 builds with AVX-512 or AVX2 + FMA): ``x (B, C, N)``, ``sq (B, N)`` the squared
     norms; returns ``(B, N, len(ranks))`` int64, or None when this build or input cannot use it."""
     if not _usable(x, sq) or x.dtype != torch.float32 or sq.dtype != torch.float32 or x.shape[-1] >= 2**32:
         return None

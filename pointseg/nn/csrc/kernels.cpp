@@ -708,17 +708,36 @@ int knn_finish(typename Traits<T>::Packed* cand, const int64_t* cnt, int64_t row
     return 0;
 }
 
-// 1c. Fused dilated kNN (float32, AVX-512): the Gram rows of a block of R query points are
-// computed into a per-thread R x N buffer that stays in L2 and are selected from there at once,
-// instead of a large chunk of the Gram matrix being written by a GEMM and read back by the
-// selection. The features of a cloud are first packed into panels Xp[p][c][0..32) of 32
-// columns, so the micro-kernel (R rows x 32 columns of accumulators, one FMA per channel and
-// register) reads one contiguous stream. The values v_j = sq_j - 2 dot_j are those of
-// select_rows, so the selection (and its tie rule) is the same; only the dot products are summed
-// in another order than the GEMM's (channel by channel, fused multiply-add).
+// 1c. Fused dilated kNN (float32, AVX-512 or AVX2 + FMA): the Gram rows of a block of R query
+// points are computed into a per-thread R x N buffer that stays in L2 and are selected from there
+// at once, instead of a large chunk of the Gram matrix being written by a GEMM and read back by
+// the selection. The features of a cloud are first packed into panels Xp[p][c][0..PANEL) of
+// PANEL columns, so the micro-kernel (R rows x PANEL columns of accumulators, one FMA per channel
+// and register) reads one contiguous stream; a block of R rows lies within one panel. The values
+// v_j = sq_j - 2 dot_j are those of select_rows, so the selection (and its tie rule) is the same;
+// only the dot products are summed in another order than the GEMM's (channel by channel, fused
+// multiply-add: the same order in both instruction sets, so their results are identical).
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #ifdef __AVX512F__
+using FVec = __m512;                                         // 8 rows x 32 columns: 16 accumulators
 constexpr int64_t PANEL = 32;
 constexpr int FUSED_ROWS = 8;
+inline FVec fv_zero() { return _mm512_setzero_ps(); }
+inline FVec fv_load(const float* p) { return _mm512_loadu_ps(p); }
+inline FVec fv_set1(float v) { return _mm512_set1_ps(v); }
+inline FVec fv_fma(FVec a, FVec b, FVec c) { return _mm512_fmadd_ps(a, b, c); }
+inline void fv_store(float* p, FVec v) { _mm512_storeu_ps(p, v); }
+#else
+using FVec = __m256;                                         // 4 rows x 16 columns: 8 accumulators
+constexpr int64_t PANEL = 16;
+constexpr int FUSED_ROWS = 4;
+inline FVec fv_zero() { return _mm256_setzero_ps(); }
+inline FVec fv_load(const float* p) { return _mm256_loadu_ps(p); }
+inline FVec fv_set1(float v) { return _mm256_set1_ps(v); }
+inline FVec fv_fma(FVec a, FVec b, FVec c) { return _mm256_fmadd_ps(a, b, c); }
+inline void fv_store(float* p, FVec v) { _mm256_storeu_ps(p, v); }
+#endif
+constexpr int64_t HALF = PANEL / 2;                          // floats per vector
 
 template <int R>
 inline void gram_rows(const float* xp, int64_t C, int64_t n, int64_t i0, float* D) {
@@ -726,26 +745,26 @@ inline void gram_rows(const float* xp, int64_t C, int64_t n, int64_t i0, float* 
     const float* ap = xp + (i0 / PANEL) * C * PANEL + (i0 % PANEL);   // x[c][i0 + r] = ap[c * PANEL + r]
     for (int64_t p = 0; p < panels; ++p) {
         const float* bp = xp + p * C * PANEL;
-        __m512 acc[R][2];
-        for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        FVec acc[R][2];
+        for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = fv_zero();
         for (int64_t c = 0; c < C; ++c) {
-            const __m512 b0 = _mm512_loadu_ps(bp + c * PANEL), b1 = _mm512_loadu_ps(bp + c * PANEL + 16);
+            const FVec b0 = fv_load(bp + c * PANEL), b1 = fv_load(bp + c * PANEL + HALF);
             const float* a = ap + c * PANEL;
             for (int r = 0; r < R; ++r) {
-                const __m512 av = _mm512_set1_ps(a[r]);
-                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+                const FVec av = fv_set1(a[r]);
+                acc[r][0] = fv_fma(av, b0, acc[r][0]);
+                acc[r][1] = fv_fma(av, b1, acc[r][1]);
             }
         }
         const int64_t j = p * PANEL, w = std::min<int64_t>(PANEL, n - j);
         for (int r = 0; r < R; ++r) {
             if (w == PANEL) {
-                _mm512_storeu_ps(D + r * n + j, acc[r][0]);
-                _mm512_storeu_ps(D + r * n + j + 16, acc[r][1]);
+                fv_store(D + r * n + j, acc[r][0]);
+                fv_store(D + r * n + j + HALF, acc[r][1]);
             } else {
                 alignas(64) float last[PANEL];
-                _mm512_store_ps(last, acc[r][0]);
-                _mm512_store_ps(last + 16, acc[r][1]);
+                fv_store(last, acc[r][0]);
+                fv_store(last + HALF, acc[r][1]);
                 std::memcpy(D + r * n + j, last, sizeof(float) * w);
             }
         }
@@ -1006,9 +1025,9 @@ int ps_max_backward_##NAME(const T* y, const T* v, const T* g, int64_t rows, int
 }
 PS_MAX(f32, float)
 PS_MAX(f64, double)
-// 1 when this build has the fused kNN (AVX-512); ps_knn_fused_f32 returns 9 otherwise.
+// 1 when this build has the fused kNN (AVX-512 or AVX2 + FMA); ps_knn_fused_f32 returns 9 otherwise.
 int ps_has_knn_fused() {
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
     return 1;
 #else
     return 0;
@@ -1016,7 +1035,7 @@ int ps_has_knn_fused() {
 }
 int ps_knn_fused_f32(const float* x, const float* sq, int64_t B, int64_t C, int64_t n,
                      const int64_t* ranks, int64_t nranks, int64_t* out, int nthreads) {
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
     if (nranks <= 0) return 0;
     return knn_fused(x, sq, B, C, n, ranks, nranks, out, nthreads);
 #else
