@@ -24,6 +24,7 @@
 #include <cstring>
 #include <limits>
 #include <thread>
+#include <type_traits>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
@@ -907,6 +908,48 @@ void edge_backward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, i
     }
 }
 
+// The forward of a full block of EW channels with explicit vectors (the loop vectoriser left the
+// scalar unit's argmax with its 64-bit indices and the double accumulation mostly scalar). One
+// sweep over the neighbours does both the argmax and the statistics, in the scalar unit's order
+// (node by node, neighbour by neighbour), so the sums are the same.
+template <typename T>
+void edge_forward_block(const T* a, const T* b, const int64_t* idx, int64_t C, int64_t N, int64_t k,
+                        int64_t c0, const T* sgn, int act_stats, T slope, int want_stats, int64_t* src,
+                        double* s1, double* s2) {
+    using V = Vec<T>;
+    using M = decltype(V{} > V{});                           // lane masks; also the argmax indices
+    using D = Vec<double>;
+    T sg[EW];
+    for (int64_t c = 0; c < EW; ++c) sg[c] = sgn ? sgn[c0 + c] : T(1);
+    const V S = vload<T, EW>(sg, EW), zero{};
+    const V slope_v = zero + (act_stats ? slope : T(1));     // h = z when the norm sees z
+    D acc1{}, acc2{};
+    for (int64_t i = 0; i < N; ++i) {
+        const int64_t* nb = idx + i * k;
+        const V ai = want_stats ? vload<T, EW>(a + i * C + c0, EW) : zero;
+        V best{};
+        M arg{};
+        for (int64_t t = 0; t < k; ++t) {
+            const int64_t j = nb[t];
+            const V bj = vload<T, EW>(b + j * C + c0, EW);
+            const V v = S * bj;
+            const M m = t == 0 ? ~M{} : (M)(v > best);        // the first of equal maxima
+            best = blend(m, v, best);
+            arg = blend(m, M{} + (typename std::remove_reference<decltype(arg[0])>::type)j, arg);
+            if (want_stats) {
+                const V z = ai + bj;
+                const V h = blend(z > zero, z, slope_v * z);
+                const D hd = __builtin_convertvector(h, D);
+                acc1 += hd;
+                acc2 += hd * hd;
+            }
+        }
+        for (int64_t c = 0; c < EW; ++c) src[(c0 + c) * N + i] = (int64_t)arg[c];   // (C, N) planes
+    }
+    if (want_stats)
+        for (int64_t c = 0; c < EW; ++c) { s1[c0 + c] = acc1[c]; s2[c0 + c] = acc2[c]; }
+}
+
 // Units: (batch bb, channel block); pointers are offset to batch bb.
 template <typename F>
 void for_units(int64_t B, int64_t C, int nthreads, F fn) {
@@ -922,9 +965,13 @@ void edge_forward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t
                   int64_t* src, double* s1, double* s2, int nthreads) {
     for_units(B, C, nthreads, [&](int64_t bb, int64_t c0, int64_t cw) {
         const T* ab = a ? a + bb * N * C : nullptr;
-        auto f = cw == EW ? edge_forward_unit<T, EW> : edge_forward_unit<T, 0>;
-        f(ab, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, sgn, act_stats, T(slope), want_stats,
-          src + bb * C * N, s1 ? s1 + bb * C : nullptr, s2 ? s2 + bb * C : nullptr);
+        if (cw == EW)
+            edge_forward_block<T>(ab, b + bb * N * C, idx + bb * N * k, C, N, k, c0, sgn, act_stats, T(slope),
+                                  want_stats, src + bb * C * N, s1 ? s1 + bb * C : nullptr, s2 ? s2 + bb * C : nullptr);
+        else
+            edge_forward_unit<T, 0>(ab, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, sgn, act_stats,
+                                    T(slope), want_stats, src + bb * C * N, s1 ? s1 + bb * C : nullptr,
+                                    s2 ? s2 + bb * C : nullptr);
     });
 }
 
