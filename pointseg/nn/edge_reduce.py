@@ -262,6 +262,8 @@ class EdgeStats(torch.autograd.Function):
     def forward(ctx, a: Tensor, b: Tensor, graph: Tensor, sgn: Tensor | None, act_stats: bool,
                 slope: float) -> tuple[Tensor, Tensor, Tensor]:
         if a.dim() == 3:
+            # the kernels read (B, N, C) rows: made once here, kept for the backward's pass
+            a, b = native.channel_last_view(a), native.channel_last_view(b)
             src, s1, s2 = _dense_pass_forward(a, b, graph, sgn, act_stats, slope, True)
         else:
             src, s1, s2 = _sparse_pass_forward(a, b, graph, sgn, act_stats, slope, True)

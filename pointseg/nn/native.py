@@ -319,6 +319,14 @@ def _channel_last(t: Tensor) -> Tensor:
     return t.transpose(1, 2).contiguous()
 
 
+def channel_last_view(t: Tensor) -> Tensor:
+    """``t (B, C, N)`` as a view of channel-last memory (the edge kernels then need no copy), or
+    ``t`` itself where the kernels cannot take it."""
+    if not _usable(t):
+        return t
+    return _channel_last(t).transpose(1, 2)
+
+
 def edge_forward(a: Tensor | None, b: Tensor, idx: Tensor, sgn: Tensor | None, act_stats: bool,
                  slope: float, want_stats: bool) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """Dense edge pass: ``src (B, C, N)`` = argmax_j sgn_c b_j over the neighbours of each node and,
