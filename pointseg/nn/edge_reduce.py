@@ -291,6 +291,23 @@ class EdgeStats(torch.autograd.Function):
         return ga, gb, None, None, None, None
 
 
+class _Gather(torch.autograd.Function):
+    """``b.gather(dim, src)`` with autograd's gradient (a scatter-add into zeros), saving only
+    ``src``: autograd of ``gather`` keeps the whole input ``b`` alive until the backward, one
+    ``(B, C, N)`` tensor per layer that nothing else needs (EdgeStats keeps its own layout)."""
+
+    @staticmethod
+    def forward(ctx, b: Tensor, dim: int, src: Tensor) -> Tensor:
+        ctx.save_for_backward(src)
+        ctx.dim, ctx.shape = dim, b.shape
+        return b.gather(dim, src)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (src,) = ctx.saved_tensors
+        return g.new_zeros(ctx.shape).scatter_add_(ctx.dim, src, g), None, None
+
+
 def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Tensor:
     """The exact O(N C)-memory path of :func:`edge_reduce` for ``aggr="max"`` (see module doc)."""
     dense = a.dim() == 3
@@ -314,7 +331,7 @@ def edge_reduce_fast(a: Tensor, b: Tensor, graph: Tensor, spec: FastPost) -> Ten
         src = select_neighbors(b, graph, sgn)
         if bn is not None:
             mean, var = bn.running_mean, bn.running_var
-    z = a + b.gather(2 if dense else 0, src)            # pre-activation of the selected edge
+    z = a + _Gather.apply(b, 2 if dense else 0, src)    # pre-activation of the selected edge
     if bn is None:
         out = _act(z, spec.slope)
     else:
