@@ -10,7 +10,8 @@
 // keeps a few hundred candidates in one branch-free pass; only those are radix-sorted. No sort
 // of the row.
 //
-// 1c. The same selection fused with the Gram matrix products (AVX-512 builds; see below).
+// 1b. The opt-in symmetric-tile kNN; 1c. the selection fused with the Gram matrix products
+// (AVX-512 or AVX2 + FMA builds; see below).
 //
 // 2. The EdgeConv edge pass (see pointseg/nn/edge_reduce.py). Node terms a, b are (B, N, C)
 // channel-last rows; edge (j -> i) has z = a_i + b_j. Forward: per node and channel the neighbour j with the
@@ -18,6 +19,8 @@
 // (h = z, or act(z) with act(z) = z for z > 0 else slope * z). Backward: the gradient of a
 // per-channel function of those sums, dL/dh_e = p_c + q_c (h_e - mu_c), pushed to a and b. The
 // centred form matters in float32: with a large mean, p + q h (p ~ -q mu) cancels to a few bits.
+//
+// 3. The backward of the maximum over the points (pointseg/nn/global_max.py).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -120,7 +123,7 @@ void radix_sort(P* a, P* tmp, int64_t m) {
 // The filter pass of a kNN row: v_j = sq_j - 2 dot_j, packed (v_j, j) appended to buf for every
 // v_j <= thr, in column order; returns the new count. The point itself is handled by the caller.
 template <typename T, typename P>
-int64_t keep_below_scalar(const T* sq, const T* dot, int64_t j0, int64_t j1, T thr, P* buf, int64_t cnt) {
+int64_t keep_below(const T* sq, const T* dot, int64_t j0, int64_t j1, T thr, P* buf, int64_t cnt) {
     for (int64_t j = j0; j < j1; ++j) {
         const T v = sq[j] - T(2) * dot[j];
         buf[cnt] = pack(v, (uint32_t)j);                      // branch-free compaction
@@ -128,68 +131,6 @@ int64_t keep_below_scalar(const T* sq, const T* dot, int64_t j0, int64_t j1, T t
     }
     return cnt;
 }
-template <typename T, typename P>
-int64_t keep_below(const T* sq, const T* dot, int64_t j0, int64_t j1, T thr, P* buf, int64_t cnt) {
-    return keep_below_scalar(sq, dot, j0, j1, thr, buf, cnt);
-}
-#ifdef __AVX512F__
-// 16 columns per step: compare, compress the survivors into registers (not the microcoded
-// compress-to-memory), then pack only those.
-template <>
-int64_t keep_below<float, uint64_t>(const float* sq, const float* dot, int64_t j0, int64_t j1,
-                                    float thr, uint64_t* buf, int64_t cnt) {
-    const __m512 t = _mm512_set1_ps(thr), two = _mm512_set1_ps(2.0f);
-    __m512i jv = _mm512_add_epi32(_mm512_set1_epi32((int)j0),
-                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m512i inc = _mm512_set1_epi32(16);
-    alignas(64) float vv[16];
-    alignas(64) uint32_t jj[16];
-    int64_t j = j0;
-    for (; j + 16 <= j1; j += 16, jv = _mm512_add_epi32(jv, inc)) {
-        const __m512 v = _mm512_fnmadd_ps(two, _mm512_loadu_ps(dot + j), _mm512_loadu_ps(sq + j));
-        const __mmask16 m = _mm512_cmp_ps_mask(v, t, _CMP_LE_OQ);
-        if (!m) continue;
-        _mm512_store_ps(vv, _mm512_maskz_compress_ps(m, v));
-        _mm512_store_si512((void*)jj, _mm512_maskz_compress_epi32(m, jv));
-        const int c = __builtin_popcount((unsigned)m);
-        for (int u = 0; u < c; ++u) buf[cnt + u] = pack(vv[u], jj[u]);
-        cnt += c;
-    }
-    return keep_below_scalar(sq, dot, j, j1, thr, buf, cnt);
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-// 8 columns per step: compare and take the 8-bit mask; most steps keep nothing (a few per cent
-// of a row survive), so the pack is a rare branch instead of one store per column.
-template <>
-int64_t keep_below<float, uint64_t>(const float* sq, const float* dot, int64_t j0, int64_t j1,
-                                    float thr, uint64_t* buf, int64_t cnt) {
-    const __m256 t = _mm256_set1_ps(thr), two = _mm256_set1_ps(2.0f);
-    alignas(32) float vv[8];
-    int64_t j = j0;
-    for (; j + 16 <= j1; j += 16) {
-        const __m256 v0 = _mm256_fnmadd_ps(two, _mm256_loadu_ps(dot + j), _mm256_loadu_ps(sq + j));
-        const __m256 v1 = _mm256_fnmadd_ps(two, _mm256_loadu_ps(dot + j + 8), _mm256_loadu_ps(sq + j + 8));
-        const unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v0, t, _CMP_LE_OQ));
-        const unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v1, t, _CMP_LE_OQ));
-        if (!(m0 | m1)) continue;
-        if (m0) {
-            _mm256_store_ps(vv, v0);
-            for (unsigned m = m0; m; m &= m - 1) {
-                const int u = __builtin_ctz(m);
-                buf[cnt++] = pack(vv[u], (uint32_t)(j + u));
-            }
-        }
-        if (m1) {
-            _mm256_store_ps(vv, v1);
-            for (unsigned m = m1; m; m &= m - 1) {
-                const int u = __builtin_ctz(m);
-                buf[cnt++] = pack(vv[u], (uint32_t)(j + 8 + u));
-            }
-        }
-    }
-    return keep_below_scalar(sq, dot, j, j1, thr, buf, cnt);
-}
-#endif
 
 // The selection of one thread: the kept ranks of rows of n values. A threshold guessed from a
 // strided sample of S values keeps a few hundred candidates in one branch-free pass; only those
