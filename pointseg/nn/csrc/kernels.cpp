@@ -101,6 +101,10 @@ struct RowValues {
     int64_t stride_sq;
 };
 
+// Value j of a row: d[j] (plain rows), or v_j = sq_j - 2 dot_j with q = sq (kNN rows).
+template <typename T>
+inline T row_value(const T* d, const T* q, int64_t j) { return q ? q[j] - T(2) * d[j] : d[j]; }
+
 // Stable LSD radix sort of packed (key, index) values by key, one byte per pass; a pass whose
 // byte is the same for every element is skipped (distances of one row share their top bytes).
 // Branch-free, unlike comparison selection, whose mispredictions dominated on a few hundred
@@ -180,7 +184,7 @@ struct RowSelector {
     void full_row(const T* d, const T* q, int64_t self, int64_t* o) {
         int64_t cnt = 0;
         for (int64_t j = 0; j < n; ++j)
-            if (j != self) buf[cnt++] = pack(q ? q[j] - T(2) * d[j] : d[j], (uint32_t)j);
+            if (j != self) buf[cnt++] = pack(row_value(d, q, j), (uint32_t)j);
         finish(buf.data(), cnt, self, o);
     }
     // Row r of rv: values d[j], or for kNN rows v_j = sq_j - 2 dot_j (ranks like |q - x_j|^2).
@@ -189,7 +193,7 @@ struct RowSelector {
         int64_t cnt = 0;
         if (filtered) {
             const int64_t step = n / S;
-            for (int64_t s = 0; s < S; ++s) sample[s] = q ? q[s * step] - T(2) * d[s * step] : d[s * step];
+            for (int64_t s = 0; s < S; ++s) sample[s] = row_value(d, q, s * step);
             std::nth_element(sample.begin(), sample.begin() + t, sample.end());
             const T thr = sample[t];
             if (!q) {
@@ -377,7 +381,7 @@ int64_t keep_keys_below(const float* d, const float* q, int64_t n, int64_t self,
     }
     for (; j < n; ++j) {
         uint32_t key;
-        const uint64_t e = pack(KNN ? q[j] - 2.0f * d[j] : d[j], (uint32_t)j, &key);
+        const uint64_t e = pack(row_value(d, KNN ? q : nullptr, j), (uint32_t)j, &key);
         buf[cnt] = e;
         kb[cnt] = key;
         cnt += (j != self && key <= K);
@@ -419,7 +423,7 @@ void RowSelector<float>::row(const RowValues<float>& rv, int64_t r, int64_t* o) 
     // the threshold: a key at about 3 standard deviations above the sample rank expected for kmax
     alignas(64) uint32_t keys[256];
     const int64_t step = n / S;
-    for (int64_t s = 0; s < S; ++s) pack(q ? q[s * step] - 2.0f * d[s * step] : d[s * step], 0, &keys[s]);
+    for (int64_t s = 0; s < S; ++s) pack(row_value(d, q, s * step), 0, &keys[s]);
     uint32_t lo, hi;
     key_range(keys, S, lo, hi);
     const uint32_t K = kth_key(keys, S, t, lo, hi);
@@ -753,11 +757,12 @@ int knn_fused(const float* x, const float* sq, int64_t B, int64_t C, int64_t n, 
 // C % W channels takes the same code with a run-time width).
 constexpr int64_t EW = 16;
 
-template <typename T, int64_t W>
+// The scalar forward of one block of cw channels: the last, narrower block of C % EW channels
+// (full blocks take edge_forward_block below).
+template <typename T>
 void edge_forward_unit(const T* a, const T* b, const int64_t* idx, int64_t C, int64_t N, int64_t k,
-                       int64_t c0, int64_t cw_rt, const T* sgn, int act_stats, T slope,
+                       int64_t c0, int64_t cw, const T* sgn, int act_stats, T slope,
                        int want_stats, int64_t* src, double* s1, double* s2) {
-    const int64_t cw = W > 0 ? W : cw_rt;
     T sg[EW], best[EW];
     int64_t arg[EW];
     double acc1[EW] = {0}, acc2[EW] = {0};
@@ -910,9 +915,9 @@ void edge_forward(const T* a, const T* b, const int64_t* idx, int64_t B, int64_t
             edge_forward_block<T>(ab, b + bb * N * C, idx + bb * N * k, C, N, k, c0, sgn, act_stats, T(slope),
                                   want_stats, src + bb * C * N, s1 ? s1 + bb * C : nullptr, s2 ? s2 + bb * C : nullptr);
         else
-            edge_forward_unit<T, 0>(ab, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, sgn, act_stats,
-                                    T(slope), want_stats, src + bb * C * N, s1 ? s1 + bb * C : nullptr,
-                                    s2 ? s2 + bb * C : nullptr);
+            edge_forward_unit<T>(ab, b + bb * N * C, idx + bb * N * k, C, N, k, c0, cw, sgn, act_stats,
+                                 T(slope), want_stats, src + bb * C * N, s1 ? s1 + bb * C : nullptr,
+                                 s2 ? s2 + bb * C : nullptr);
     });
 }
 
