@@ -9,7 +9,8 @@ r"""One graph network builder for every task: encoder -> backbone -> head, all l
   builds one configured convolution; it returns a module with ``out_channels`` and
   ``forward(x, edge_index, batch=None, **conv_kwargs) -> list[Tensor]`` (per-layer features, last =
   output). New backbones (e.g. a reversible one) plug in with :func:`register_backbone`.
-* **head**: ``linear`` (optionally after graph ``pool``ing), ``conv`` (one more convolution to the
+* **head**: ``linear`` (optionally after graph ``pool``ing), ``layer_sum`` (GIN's readout: the sum over
+  layers of a ``Linear`` of each layer's pooled features, each term dropped out), ``conv`` (one more convolution to the
   outputs on the graph, RevGAT's last GAT layer), ``fusion`` (the DeepGCNs PPI head: a 1x1
   fusion of all layer features to 1024 channels, max over *channels* — one scalar per node, the
   reference quirk — concatenated to the features, then 512 -> 256 -> classes), or ``none``
@@ -24,6 +25,10 @@ for ``l >= 1``; then ``dropout(ReLU(norm(h)))`` (ReLU dropped with ``final_act=F
 molecule / ppa reference models). ``res`` / ``plain`` / ``dense`` follow DeepGCNs: each GENConv is
 followed by norm -> ReLU -> dropout; convolutions that carry their own norm and activation
 (``mr``, ``edge``, ``sage``, ``gin``) are used as they are.
+
+The ``gin`` backbone is the GIN graph classifier of Xu et al. (ICLR'19) as Errica et al. (ICLR'20) run it
+on the TU datasets: a 2-layer MLP on the node inputs, then ``layers`` :class:`GINLayer` s (sum aggregation,
+learnable :math:`\epsilon`, 2-layer MLPs with BatchNorm), all layer outputs read out by ``head="layer_sum"``.
 
 The ``rev`` backbone is RevGNN's (:mod:`pointseg.nn.reversible`): ``layers`` grouped reversible layers
 on the encoded features (no separate first conv), each group branch ``conv(drop(ReLU(norm(h))))`` with
@@ -42,8 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
-from pointseg.nn import GCNBlock, MLP, make_conv
-from pointseg.nn.mlp import act_layer, norm_layer
+from pointseg.nn import GCNBlock, GINConv, MLP, make_conv
+from pointseg.nn.mlp import ConvNormAct, act_layer, norm_layer
 from pointseg.nn.reversible import RevBranch, reversible_stack
 
 
@@ -80,6 +85,9 @@ class GraphNetConfig:
     # graph (only for one fixed full-batch graph)
     gcn_bias: bool = True
     gcn_cached: bool = False
+    # GIN (backbone="gin"): learnable epsilon; point-wise layers of each GIN layer's MLP (GINConv's own + the rest)
+    train_eps: bool = True
+    gin_mlp_layers: int = 2
     # blocks
     norm: str = "batch"
     act: str = "relu"
@@ -95,7 +103,7 @@ class GraphNetConfig:
     edge_encoder: str = "none"      # model-level edge encoder: linear | bond | none
     edge_channels: int = 0          # raw edge feature width (linear edge encoders)
     # head
-    head: str = "linear"            # linear | fusion | conv | none
+    head: str = "linear"            # linear | fusion | conv | layer_sum | none
     pool: str | None = None         # mean | sum | max (graph-level tasks)
     virtual_node: bool = False
     fusion_channels: int = 1024
@@ -198,6 +206,7 @@ class StackBackbone(nn.Module):
             self.blocks.append(blk)
             width = blk.out_channels
         self.out_channels = width
+        self.layer_widths = [self.first.out_channels] + [b.out_channels for b in self.blocks]
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: Any) -> list[Tensor]:
         feats = [self.first(x, edge_index, **kw)]
@@ -206,9 +215,103 @@ class StackBackbone(nn.Module):
         return feats
 
 
+class GINLayer(nn.Module):
+    r"""One GIN layer with an MLP of ``mlp_layers`` point-wise layers (Xu et al., "How Powerful are Graph
+    Neural Networks?"; the layer of Errica et al.'s GIN):
+
+    .. math::
+        h_i = \mathrm{MLP}\Big((1 + \epsilon)\, x_i + \sum_{j \in \mathcal{N}(i)} x_j\Big), \qquad
+        \mathrm{MLP} = (\mathrm{ReLU} \circ \mathrm{BN} \circ \mathrm{Linear})^{L}
+
+    The first MLP layer is :class:`pointseg.nn.GINConv`'s own (order ``conv-norm-act``); the other
+    ``L - 1`` are :class:`pointseg.nn.mlp.ConvNormAct` layers on its output, so the sum aggregation is
+    computed once, by ``GINConv``.
+
+    Args:
+        in_channels (int): width :math:`C` of :math:`x`.
+        out_channels (int): width :math:`C_{out}` of :math:`h` (every MLP layer's width).
+        mlp_layers (int): :math:`L \ge 1`.
+        norm (str | None): ``batch`` (as the reference), ``layer`` or ``None``.
+        act (str | None): the activation.
+        train_eps (bool): learn :math:`\epsilon` (initialised to 0) or keep it at 0.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, C)`, ``edge_index`` :math:`(2, E)`
+        - **output:** :math:`(N, C_{out})`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mlp_layers: int = 2, norm: str | None = "batch",
+                 act: str | None = "relu", train_eps: bool = True) -> None:
+        super().__init__()
+        if mlp_layers < 1:
+            raise ValueError(f"gin_mlp_layers must be >= 1, got {mlp_layers}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.conv = GINConv(in_channels, out_channels, act=act, norm=norm, order="conv-norm-act", train_eps=train_eps)
+        self.mlp = nn.ModuleList(ConvNormAct(out_channels, out_channels, act, norm, order="conv-norm-act")
+                                 for _ in range(mlp_layers - 1))
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+        for layer in self.mlp:
+            layer.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, **kw: Any) -> Tensor:
+        h = self.conv(x, edge_index)
+        for layer in self.mlp:
+            h = layer(h)
+        return h
+
+
+class GINBackbone(nn.Module):
+    r"""The GIN graph classifier's node stack (Xu et al.; Errica et al.'s ``GIN``): a 2-layer MLP on the inputs,
+    then ``cfg.layers`` :class:`GINLayer` s of width :math:`C` = ``cfg.channels``:
+
+    .. math::
+        h^{(0)} = \mathrm{MLP}_0(x), \qquad h^{(l)}_i = \mathrm{MLP}_l\Big((1 + \epsilon_l)\, h^{(l-1)}_i
+        + \sum_{j \in \mathcal{N}(i)} h^{(l-1)}_j\Big), \quad l = 1..L
+
+    Every :math:`h^{(l)}` is returned, :math:`h^{(0)}` included: GIN reads out all of them
+    (``head="layer_sum"``), since the sum of node features after :math:`l` layers sees only :math:`l`-hop
+    structure.
+
+    Args:
+        cfg (GraphNetConfig): ``layers`` (:math:`L \ge 0`), ``channels``, ``gin_mlp_layers``, ``train_eps``,
+            ``norm``, ``act``; ``conv`` must be ``gin``.
+        conv (ConvFactory): unused (GIN's layers carry their own MLPs).
+        in_channels (int): the node input width.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, C_{in})`, ``edge_index`` :math:`(2, E)`
+        - **output:** ``L + 1`` tensors :math:`(N, C)`
+    """
+
+    def __init__(self, cfg: GraphNetConfig, conv: ConvFactory, in_channels: int) -> None:
+        super().__init__()
+        if cfg.conv != "gin":
+            raise ValueError(f"the gin backbone uses GIN layers: set conv='gin' (got {cfg.conv!r})")
+        c = cfg.channels
+        self.first = MLP([in_channels, c, c], act=cfg.act, norm=cfg.norm, order="conv-norm-act")
+        self.blocks = nn.ModuleList(GINLayer(c, c, cfg.gin_mlp_layers, cfg.norm, cfg.act, cfg.train_eps)
+                                    for _ in range(cfg.layers))
+        self.out_channels = c
+        self.layer_widths = [c] * (cfg.layers + 1)
+
+    def reset_parameters(self) -> None:
+        self.first.reset_parameters()
+        for blk in self.blocks:
+            blk.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **kw: Any) -> list[Tensor]:
+        feats = [self.first(x)]
+        for blk in self.blocks:
+            feats.append(blk(feats[-1], edge_index))
+        return feats
+
+
 register_backbone("res+")(ResPlusBackbone)
 for _kind in ("res", "plain", "dense"):
     register_backbone(_kind)(lambda cfg, conv, cin, _k=_kind: StackBackbone(cfg, conv, cin, _k))
+register_backbone("gin")(GINBackbone)
 
 
 class RevBackbone(nn.Module):
@@ -280,6 +383,42 @@ class FusionHead(nn.Module):
 POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
 
 
+class LayerSumHead(nn.Module):
+    r"""GIN's graph readout over every layer (Xu et al., Eq. 4.2; Errica et al.'s ``GIN``):
+
+    .. math::
+        z_G = \sum_{l=0}^{L} \mathrm{dropout}\big(W_l\, \mathrm{pool}_{i \in G}\, h^{(l)}_i + b_l\big)
+
+    Args:
+        widths (list[int]): the width of each :math:`h^{(l)}`.
+        out_channels (int): classes / targets.
+        pool (str): ``sum`` or ``mean`` (``max`` also works) over each graph's nodes.
+        dropout (float): dropout on each layer's term, in training only.
+
+    Shapes:
+        - **input:** ``L + 1`` tensors :math:`(N, C_l)`, ``batch`` :math:`(N)` (graph of each node)
+        - **output:** :math:`(G, C_{out})`
+    """
+
+    def __init__(self, widths: list[int], out_channels: int, pool: str, dropout: float) -> None:
+        super().__init__()
+        self.lins = nn.ModuleList(nn.Linear(w, out_channels) for w in widths)
+        self.pool, self.dropout = POOLS[pool], dropout
+
+    def reset_parameters(self) -> None:
+        for lin in self.lins:
+            lin.reset_parameters()
+
+    def forward(self, feats: list[Tensor], batch: Tensor) -> Tensor:
+        if len(feats) != len(self.lins):
+            raise ValueError(f"layer_sum head: {len(feats)} layer outputs for {len(self.lins)} linear maps")
+        size = int(batch.max()) + 1 if batch.numel() else 1
+        out = 0
+        for h, lin in zip(feats, self.lins):
+            out = out + F.dropout(lin(self.pool(h, batch, size)), self.dropout, self.training)
+        return out
+
+
 class GraphNet(nn.Module):
     """Encoder -> backbone (by name) -> head. ``forward(x, edge_index, edge_attr=None, batch=None)``.
 
@@ -292,8 +431,9 @@ class GraphNet(nn.Module):
         self.cfg = cfg
         if cfg.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {cfg.backbone!r}")
-        if cfg.layers < 1 or cfg.channels < 1:
-            raise ValueError(f"layers and channels must be >= 1, got {cfg.layers}, {cfg.channels}")
+        # a GIN with no GIN layer is the graph-blind DeepSets model (the MLP on the nodes, pooled)
+        if cfg.layers < (0 if cfg.backbone == "gin" else 1) or cfg.channels < 1:
+            raise ValueError(f"layers and channels must be >= 1 (gin: layers >= 0), got {cfg.layers}, {cfg.channels}")
         if cfg.in_channels < 1 and cfg.node_encoder != "atom":
             raise ValueError(f"in_channels must be set (got {cfg.in_channels})")
         c = cfg.channels
@@ -336,12 +476,18 @@ class GraphNet(nn.Module):
         elif cfg.head == "fusion":
             layers = [self.backbone.first.out_channels] + [b.out_channels for b in self.backbone.blocks]
             self.head = FusionHead(sum(layers), cfg.out_channels, cfg.fusion_channels, cfg.norm, cfg.head_dropout)
+        elif cfg.head == "layer_sum":
+            widths = getattr(self.backbone, "layer_widths", None)
+            if widths is None or cfg.pool is None:
+                raise ValueError("head='layer_sum' reads out every layer of a graph: it needs pool (sum / mean) and "
+                                 f"a backbone that keeps every layer (gin, plain, res, dense), got {cfg.backbone!r}")
+            self.head = LayerSumHead(widths, cfg.out_channels, cfg.pool, cfg.dropout)
         elif cfg.head == "conv":
             self.head = self.make_conv(width, cfg.out_channels, head=True)
         elif cfg.head == "none":
             self.head = nn.Identity()
         else:
-            raise ValueError(f"head must be linear/fusion/conv/none, got {cfg.head!r}")
+            raise ValueError(f"head must be linear/fusion/conv/layer_sum/none, got {cfg.head!r}")
         self.out_channels = width if cfg.head == "none" else cfg.out_channels
 
     def make_conv(self, cin: int, cout: int, head: bool = False) -> nn.Module:
@@ -381,6 +527,10 @@ class GraphNet(nn.Module):
         feats = self.backbone(h, edge_index, batch=batch, **kw)
         if cfg.head == "fusion":
             return self.head(torch.cat(feats, dim=1))
+        if cfg.head == "layer_sum":
+            if batch is None:
+                batch = torch.zeros(feats[0].shape[0], dtype=torch.long, device=feats[0].device)
+            return self.head(feats, batch)
         h = feats[-1]
         if cfg.head == "conv":
             return self.head(h, edge_index, **kw)

@@ -47,15 +47,26 @@ def warmup_lr(lr: float, epoch: int, warmup: int) -> float:
     return lr * epoch / warmup if 0 < warmup and epoch <= warmup else lr
 
 
-class LinearWarmup(torch.optim.lr_scheduler.LRScheduler):
-    """:func:`warmup_lr` as a scheduler stepped after every epoch: epoch ``e`` (1-based) trains with
-    ``warmup_lr(lr, e, warmup)`` of each group's initial ``lr``."""
+def epoch_lr(lr: float, epoch: int, warmup: int = 0, step: int = 0, gamma: float = 0.5) -> float:
+    """Learning rate of 1-based ``epoch``: :func:`warmup_lr`, times ``gamma`` for every ``step`` epochs
+    completed (``step > 0``; epochs 1..step train at the full rate, as torch's ``StepLR(step, gamma)``)."""
+    decay = gamma ** ((epoch - 1) // step) if step > 0 else 1.0
+    return warmup_lr(lr, epoch, warmup) * decay
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int) -> None:
+
+class LinearWarmup(torch.optim.lr_scheduler.LRScheduler):
+    """:func:`epoch_lr` as a scheduler stepped after every epoch: epoch ``e`` (1-based) trains with
+    ``epoch_lr(lr, e, warmup, step, gamma)`` of each group's initial ``lr`` (by default the warm-up alone;
+    ``step > 0`` adds the step decay of the Errica et al. GIN protocol, x0.5 every 50 epochs)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, step: int = 0, gamma: float = 0.5) -> None:
         if warmup < 0:
             raise ValueError(f"train option warmup_epochs must be >= 0, got {warmup}")
-        self.warmup = warmup
+        if step < 0 or not 0.0 < gamma <= 1.0:
+            raise ValueError(f"train options lr_step must be >= 0 and lr_gamma in (0, 1], got {step}, {gamma}")
+        self.warmup, self.step_size, self.gamma = warmup, step, gamma
         super().__init__(optimizer)
 
     def get_lr(self) -> list[float]:
-        return [warmup_lr(base, self.last_epoch + 1, self.warmup) for base in self.base_lrs]
+        return [epoch_lr(base, self.last_epoch + 1, self.warmup, self.step_size, self.gamma)
+                for base in self.base_lrs]

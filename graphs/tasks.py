@@ -139,7 +139,8 @@ class Task(EngineTask):
         return make_optimizer(model, self.train_cfg, self.train_cfg.lr)
 
     def lr_schedule(self, optimizer: torch.optim.Optimizer) -> LinearWarmup:
-        return LinearWarmup(optimizer, self.train_cfg.warmup_epochs)
+        t = self.train_cfg
+        return LinearWarmup(optimizer, t.warmup_epochs, t.lr_step, t.lr_gamma)
 
     def epoch_scalars(self, loss: float, metrics: dict[str, Any] | None) -> dict[str, float]:
         return {"loss/train": loss, **{f"{self.metric}/{split}": v for split, v in (metrics or {}).items()}}
@@ -155,6 +156,13 @@ class Task(EngineTask):
     def describe(self) -> str:
         """One line about how the data is fed (printed at the start of training); empty if nothing to say."""
         return ""
+
+    def chance(self) -> tuple[dict[str, float], str] | None:
+        """The score per split (``valid`` / ``test``) of a predictor that learnt nothing from the inputs
+        (a constant fitted on the training labels: the majority class, a constant score, the training mean),
+        and what that predictor is; ``None`` when this family has no such figure. A run whose best score is
+        no better is flagged (:func:`graphs.train.chance_warning`)."""
+        return None
 
     def num_folds(self) -> int:
         """Cross-validation folds (one training run per fold), or 0 for a fixed split."""
@@ -237,6 +245,13 @@ class PlanetoidTask(Task):
 
     def train_batches(self, model: nn.Module, epoch: int, start: int = 0) -> list[None]:
         return [None][start:]                             # full batch: one step per epoch
+
+    def chance(self) -> tuple[dict[str, float], str]:
+        y = self.data.y.cpu()
+        major = int(torch.bincount(y[self.data.train_mask.cpu()]).argmax())
+        rates = {split: float((y[mask.cpu()] == major).float().mean()) if mask.any() else float("nan")
+                 for split, mask in (("valid", self.data.val_mask), ("test", self.data.test_mask))}
+        return rates, f"majority-class rate (always predicting class {major}, the most frequent training class)"
 
     def loss(self, model: nn.Module, batch: None) -> Tensor:
         out = model(self.data.x, self.data.edge_index)
@@ -652,14 +667,43 @@ class GraphListTask(GraphBatchTask):
             res[split] = self.score(y.float().numpy(), out.numpy())
         return res
 
+    def _labels(self, split: str) -> np.ndarray:
+        """Labels ``(G, T)`` of ``split`` (NaN = missing)."""
+        ids = list(self.split[split])
+        if not ids:
+            return np.zeros((0, 1), dtype=np.float32)
+        return torch.cat([self.graphs[i].y.view(1, -1).float() for i in ids]).numpy()
+
+    def chance(self) -> tuple[dict[str, float], str]:
+        """The metric of a constant prediction fitted on the training labels, scored by :meth:`score` itself:
+        the majority class (accuracy = majority-class rate), a constant score (ROC-AUC 0.5) or the training
+        mean of each target (RMSE of the mean)."""
+        y_train = self._labels("train")
+        if self.target_kind == "multiclass":
+            major = int(np.bincount(y_train.reshape(-1).astype(np.int64)).argmax())
+            const = np.eye(self.num_out, dtype=np.float32)[major]
+            what = f"majority-class rate (always predicting class {major}, the most frequent training class)"
+        elif self.target_kind == "binary":
+            const = np.zeros(self.num_out, dtype=np.float32)
+            what = "ROC-AUC of a constant score"
+        else:
+            const = np.nanmean(y_train, axis=0).astype(np.float32)
+            what = "RMSE of predicting the training mean"
+        rates = {}
+        for split in ("valid", "test"):
+            y = self._labels(split)
+            rates[split] = self.score(y, np.tile(const, (len(y), 1))) if len(y) else float("nan")
+        return rates, what
+
 
 class TUTask(GraphListTask):
     """TU graph classification (PyG's ``TUDataset``), accuracy, ``folds``-fold stratified cross-validation
     (default 10; folds drawn once with seed 0, so every run / fold uses the same partition). Each run trains on
-    one fold's complement, of which a stratified 10 % (seed 0) is held out as validation for model selection,
-    and tests on the fold. Node inputs: PyG's default (one-hot node labels; ``use_node_attr=true`` adds the
-    continuous node attributes); a dataset without node features gets its one-hot node degree (capped at 64).
-    Edge labels are not used.
+    one fold's complement, of which a stratified 10 % (seed 0) is held out as validation for model selection
+    (and early stopping, train option ``patience``), and tests on the fold: the protocol of Errica et al.
+    (ICLR'20). Node inputs: the continuous node attributes when the dataset has them, beside the one-hot node
+    labels (``use_node_attr``, default true; false keeps the labels only); a dataset with neither gets its
+    one-hot node degree (capped at 64). Edge labels are not used.
 
     Args:
         name (str): a TU dataset (``MUTAG``, ``ENZYMES``, ...).
@@ -679,11 +723,21 @@ class TUTask(GraphListTask):
         from torch_geometric.utils import degree
         ds = load_tu(self.name, self.root, self.train_cfg.use_node_attr)
         graphs = [ds[i] for i in range(len(ds))]
+        self.node_attrs = ds.num_node_attributes if self.train_cfg.use_node_attr else 0
+        self.node_labels = ds.num_node_labels
+        self.skipped_attrs = ds.num_node_attributes if not self.train_cfg.use_node_attr else 0
         if graphs[0].x is None:
+            self.inputs = "one-hot node degree (no node labels or attributes)"
             degs = [degree(g.edge_index[1], g.num_nodes).long().clamp(max=64) for g in graphs]
             width = int(max(int(d.max()) if d.numel() else 0 for d in degs)) + 1
             for g, d in zip(graphs, degs):
                 g.x = F.one_hot(d, width).float()
+        else:
+            parts = [f"{self.node_attrs} node attributes"] if self.node_attrs else []
+            parts += [f"{self.node_labels} one-hot node labels"] if self.node_labels else []
+            self.inputs = " + ".join(parts)
+            if self.skipped_attrs:
+                self.inputs += f" ({self.skipped_attrs} node attributes left out: use_node_attr=false)"
         self.graphs = graphs
         self.labels = np.array([int(g.y) for g in graphs])
         self.num_out = int(self.labels.max()) + 1
@@ -699,8 +753,8 @@ class TUTask(GraphListTask):
         self.set_fold(0)
 
     def describe(self) -> str:
-        return (f"{len(self.graphs)} graphs, {self.num_out} classes, {self.folds}-fold cross-validation "
-                "(one run per fold; valid = 10 % of the training folds)")
+        return (f"{len(self.graphs)} graphs, {self.num_out} classes, node inputs {self.inputs}; {self.folds}-fold "
+                "stratified cross-validation (one run per fold; valid = a stratified 10 % of the training folds)")
 
     def num_folds(self) -> int:
         return self.folds

@@ -109,7 +109,8 @@ def test_default_preset_per_family():
     assert default_preset("ogbn-arxiv", "ogbn") == "deepergcn-ogbn-arxiv"   # made for the dataset
     assert default_preset("ogbg-molbace", "ogbg") == "deepergcn"
     assert default_preset("PPI", "ppi") == "resmrgcn-28-ppi"
-    assert default_preset("ENZYMES", "tu") == "deepergcn"
+    assert default_preset("ENZYMES", "tu") == "gin-tu"                     # Errica et al.'s GIN (issue 30)
+    assert default_preset("HIV.csv", "csv") == "deepergcn-mol"
 
 
 @pytest.mark.parametrize("backbone", ["plain", "res", "dense", "res+", "rev"])

@@ -37,8 +37,8 @@ def test_tu_cross_validation_from_cli_reports_mean_and_std_over_folds(tu, tmp_pa
     assert main(["graphs", "train", "ENZYMES", "--root", str(tu), "--out", str(tmp_path / "e"), "--epochs", "15",
                  "--runs", "3", "--set", "layers=2", "--set", "channels=16", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "preset deepergcn (default for ENZYMES, family tu" in out
-    assert "10-fold cross-validation" in out
+    assert "preset gin-tu (default for ENZYMES, family tu" in out
+    assert "10-fold stratified cross-validation" in out
     assert re.findall(r"^run(\d) \(fold (\d) of 10\)", out, re.M) == [("0", "0"), ("1", "1"), ("2", "2")]
     m = FINAL.search(out)
     assert m.group(1) == "acc" and float(m.group(2)) > 0.5                   # 3 classes: chance is 1/3

@@ -12,7 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                    "(MUTAG, ENZYMES, PROTEINS, ...) | path/to/molecules.csv")
     t.add_argument("--preset", default=None,
                    help="a name from `pointseg graphs presets` (default: the preset made for the dataset, else "
-                        "gcn-2 for Planetoid, resmrgcn-28-ppi for PPI, deepergcn otherwise; printed at the start)")
+                        "gcn-2 for Planetoid, resmrgcn-28-ppi for PPI, gin-tu for TU datasets, deepergcn-mol for "
+                        "CSV files, deepergcn otherwise; printed at the start)")
     t.add_argument("--smiles-column", default=None, help="CSV datasets: the SMILES column (default: smiles)")
     t.add_argument("--target", action="append", default=None,
                    help="CSV datasets: a target column (repeatable; 0/1 targets -> ROC-AUC, others -> RMSE)")
@@ -32,9 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model option (repeatable; YAML values: true, null, 0.5)")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
                    help="override a training option (repeatable): lr, epochs, optimizer, weight_decay, "
-                        "warmup_epochs, batch_size, parts, eval_parts, eval_repeats, predictor_layers, "
-                        "use_labels, label_rate, label_iters, loss, weight_decay_scope (all | first), "
-                        "normalize_features (Planetoid), use_node_attr, folds (TU)")
+                        "warmup_epochs, lr_step, lr_gamma (x gamma every lr_step epochs), patience (early "
+                        "stopping on validation; 0 = off), batch_size, parts, eval_parts, eval_repeats, "
+                        "predictor_layers, use_labels, label_rate, label_iters, loss, weight_decay_scope "
+                        "(all | first), normalize_features (Planetoid), use_node_attr (default true), folds (TU)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset")
