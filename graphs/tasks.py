@@ -161,7 +161,7 @@ class Task(EngineTask):
         """The score per split (``valid`` / ``test``) of a predictor that learnt nothing from the inputs
         (a constant fitted on the training labels: the majority class, a constant score, the training mean),
         and what that predictor is; ``None`` when this family has no such figure. A run whose best score is
-        no better is flagged (:func:`graphs.train.chance_warning`)."""
+        no better is flagged (:func:`graphs.train.chance_check`)."""
         return None
 
     def num_folds(self) -> int:

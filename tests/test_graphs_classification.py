@@ -382,3 +382,15 @@ def test_csv_default_preset_is_deepergcn_molhiv_and_learns_the_ring_label(tmp_pa
     from pointseg.models import count_parameters
     cfg = task.model_config({**get_preset("deepergcn-mol"), "name": "deepergcn-mol"}, {})
     assert count_parameters(task.build(cfg)) == 532_232
+
+
+def test_planetoid_chance_is_the_training_majority_class_rate_on_each_split(tmp_path):
+    from graph_fixtures import write_planetoid
+    root = write_planetoid(tmp_path)
+    task = make_task("Cora", str(root), {}, torch.device("cpu"))
+    rates, what = task.chance()
+    y, d = task.data.y.numpy(), task.data
+    major = np.bincount(y[d.train_mask.numpy()]).argmax()
+    assert what.startswith(f"majority-class rate (always predicting class {major}")
+    assert rates["test"] == pytest.approx(np.mean(y[d.test_mask.numpy()] == major))
+    assert rates["valid"] == pytest.approx(np.mean(y[d.val_mask.numpy()] == major))
