@@ -26,7 +26,7 @@ def refused(argv, capsys, option):
     ("--tile-size", "0"), ("--tile-size", "-5"), ("--tile-size", "1e-6"), ("--tile-size", "inf"),
     ("--tile-size", "nan"), ("--stride", "0"), ("--stride", "1e-7"), ("--stride", "-1"), ("--stride", "5"),
     ("--repeats", "0"), ("--repeats", "1000000"), ("--batch-size", "0"), ("--batch-size", "-3"),
-    ("--up", "z"), ("--up", "down"), ("--units", "km"), ("--units", "feet"),
+    ("--up", "z"), ("--up", "down"), ("--units", "km"), ("--units", "feet"), ("--walls", "sideways"),
     ("--voxel", "0"), ("--voxel", "nan"), ("--voxel", "big"),
 ])
 def test_segment_refuses_a_nonsense_value_naming_the_option(tmp_path, capsys, option, value):

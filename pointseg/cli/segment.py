@@ -10,6 +10,8 @@ Outputs in ``OUT_DIR`` (written together: the folder appears complete or not at 
 * ``<name>.ply``: binary PLY coloured by predicted class, with ``pred`` (and ground-truth
   ``label`` when the scan has one) vertex properties and the class table in header comments;
 * ``<name>.png``: headless rendering (RGB | prediction | ground truth | error panels);
+* ``<name>.html``: one self-contained page (three.js inlined) to turn the result around in any
+  browser offline, with RGB / prediction / ground truth / error and a legend (:mod:`viewer.html`);
 * ``<name>.json``: summary: class table, per-class histogram, timings, model, and metrics when
   the scan carries labels.
 """
@@ -44,10 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="blocks per forward pass")
     p.add_argument("--tile-size", type=float, default=8.0, help="metres; bounds memory on large scans")
     p.add_argument("--up", default="auto", metavar="AXIS",
-                   help="the scan's up axis: auto (from its floor/ceiling planes; also turns the walls "
-                        "to x/y), +z, -z, +y, -y, +x, -x (a camera frame with y down is -y)")
+                   help="the scan's up axis: auto (the file's own axes unless its format or strong "
+                        "evidence says otherwise: LAS is z-up, a single camera view is y-down and "
+                        "levelled on its supporting plane), +z, -z, +y, -y, +x, -x")
     p.add_argument("--units", default="auto", metavar="UNIT",
-                   help="the scan's length unit: auto (from its height), m, cm or mm")
+                   help="the scan's length unit: auto (metres unless its height cannot be), m, cm or mm")
+    p.add_argument("--walls", default="auto", metavar="TURN",
+                   help="turn about up so the walls run along x/y: auto (when the walls agree), off, or "
+                        "canonical (also a quarter turn to a canonical orientation)")
     p.add_argument("--voxel", default="auto", metavar="SIZE",
                    help="voxel size in metres for the network's copy of a dense scan: auto (only when "
                         "much denser than a block needs), off, or a size; every point keeps a label")
@@ -76,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
     from pointseg.engine.frame import check_frame_choices
     from pointseg.engine.inference import SlidingConfig
 
-    check_frame_choices(args.up, args.units)
+    check_frame_choices(args.up, args.units, args.walls)
     voxel = parse_voxel(args.voxel)
     # Validated here (ValueError naming the option) before the checkpoint or the scan is read.
     sliding = SlidingConfig(stride=args.stride, repeats=args.repeats, batch_size=args.batch_size,
                             tile_size=args.tile_size)
     s = segment(args.scan, args.checkpoint, args.out, args.device, args.overwrite, sliding,
                 args.no_color, render=not args.no_render, progress=not args.quiet,
-                up=args.up, units=args.units, voxel=voxel)
+                up=args.up, units=args.units, voxel=voxel, walls=args.walls)
     top = sorted(s["histogram"].items(), key=lambda kv: -kv[1])[:5]
     print(f"[segment] {s['points']:,} points with {s['model']} in {s['timings']['total_s']:.1f} s "
           f"({s['points_per_s']:,.0f} points/s predicting); most frequent: "
@@ -103,7 +109,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
             out_dir: str | Path | None = None, device: str = "auto", overwrite: bool = False,
             sliding: SlidingConfig | None = None, color_policy: str = "gray", render: bool = True,
             render_size: tuple[int, int] = (480, 360), progress: bool = True, up: str = "auto",
-            units: str = "auto", voxel: float | str | None = "auto") -> dict[str, Any]:
+            units: str = "auto", voxel: float | str | None = "auto", walls: str = "auto") -> dict[str, Any]:
     """Segment one scan file and write its outputs (default: the bundled sample room with the
     bundled checkpoint); returns the summary, with ``out_dir``."""
     from pointseg.atomic import check_replaceable
@@ -133,7 +139,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
         notes.append(f"{scan.dropped} point(s) with NaN/inf coordinates were dropped")
         _say(f"note: {notes[-1]}")
     seg = segment_scan(model, scan, sliding, color_policy=color_policy, progress=progress, up=up, units=units,
-                       voxel=voxel, notes=notes, say=_say)
+                       voxel=voxel, notes=notes, say=_say, walls=walls)
     timings.update(seg.timings)
     summary: dict[str, Any] = {"scan": str(scan_path), "points": scan.num_points, "dropped_points": scan.dropped,
                                "checkpoint": str(checkpoint), **seg.summary}
@@ -170,6 +176,13 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
             render_png({"xyz": scan.xyz, "rgb": scan.rgb, "label": seg.ground_truth, "pred": pred},
                        tmp / f"{name}.png", mode="panels", classes=model.classes, size=render_size)
             timings["render_s"] = time.perf_counter() - t
+        # The page needs no renderer (the browser draws it), so --no-render keeps it.
+        from viewer.html import write_html
+        t = time.perf_counter()
+        write_html(tmp / f"{name}.html", scan.xyz, scan.rgb, pred, seg.ground_truth, model.classes,
+                   title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
+                   summary={"checkpoint": summary["checkpoint"]})
+        timings["html_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t_start
         summary["timings"] = timings
         summary["points_per_s"] = scan.num_points / max(1e-9, timings["predict_s"])

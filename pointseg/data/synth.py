@@ -587,6 +587,38 @@ def generate_room(rng: np.random.Generator, points: int = 300_000, kind: str | N
     return kind, [(c, xyz + offset, rgb) for c, xyz, rgb in objects]
 
 
+PARTIAL_CUTS = ("full", "no-floor", "no-ceiling", "no-floor-ceiling", "half-bare", "one-wall")
+
+
+def partial_room(rng: np.random.Generator, cut: str, points: int = 120_000, kind: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A room as real scans see it: ``(xyz float64 (N, 3), rgb uint8 (N, 3), S3DIS label (N,))``,
+    z-up metres with its min corner at 0, with part of it cut away: ``no-floor``, ``no-ceiling``,
+    ``no-floor-ceiling``; ``half-bare`` (no ceiling, no floor, only the half x < L/2, so one end
+    wall dominates the planar normals); ``one-wall`` (a pass along the wall at y = 0: the points
+    within 1.5 m of it, no ceiling); ``full`` keeps everything. A ``hallway`` kind with
+    ``no-ceiling`` is a corridor whose walls outweigh its floor."""
+    from ..classes import S3DIS_CLASSES
+    if cut not in PARTIAL_CUTS:
+        raise ValueError(f"cut must be one of {PARTIAL_CUTS}, got {cut!r}")
+    _, objects = generate_room(rng, points, kind)
+    xyz = np.concatenate([o[1] for o in objects])
+    rgb = np.concatenate([o[2] for o in objects])
+    label = np.concatenate([np.full(len(o[1]), S3DIS_CLASSES.index(o[0])) for o in objects])
+    xyz = xyz - xyz.min(0)
+    floor, ceiling = label == S3DIS_CLASSES.index("floor"), label == S3DIS_CLASSES.index("ceiling")
+    keep = np.ones(len(xyz), dtype=bool)
+    if cut in ("no-floor", "no-floor-ceiling", "half-bare"):
+        keep &= ~floor
+    if cut in ("no-ceiling", "no-floor-ceiling", "half-bare", "one-wall"):
+        keep &= ~ceiling
+    if cut == "half-bare":
+        keep &= xyz[:, 0] < 0.5 * xyz[:, 0].max()
+    if cut == "one-wall":
+        keep &= xyz[:, 1] < 1.5
+    return xyz[keep], rgb[keep], label[keep]
+
+
 # --------------------------------------------------------------------------------------------
 # Writing the raw layout
 

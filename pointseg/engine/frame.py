@@ -1,8 +1,8 @@
 """The scan's frame: which way is up, what unit, and how the walls are turned.
 
 S3DIS models are trained on rooms that are z-up, in metres, with walls along x and y. Scans from
-RGB-D cameras and scanners are often y-down (camera frame) or in millimetres, and turned by any
-angle about the vertical. :class:`Frame` is the similarity transform
+RGB-D cameras are y-down (camera frame), some files are in millimetres, and scans may be turned by
+any angle about the vertical. :class:`Frame` is the similarity transform
 
 .. math::  p' = s \\, R \\, p
 
@@ -10,41 +10,133 @@ angle about the vertical. :class:`Frame` is the similarity transform
 applies it before cutting blocks and keeps its outputs in the scan's own frame (labels are per
 point, so only the network's input moves).
 
-Estimation (``auto``), each step printable as one line:
+The rule: **a file's own axes are kept unless there is strong evidence against them.** Real scans
+are mostly partial (a pass that stops at a wall, a corridor, a room without its ceiling, a desk seen
+by a camera), and in a room every coordinate axis is the normal of some large plane, so "the
+dominant planar normal" is no evidence of gravity: on a partial room it turns a correct file on its
+side. Each decision is a :class:`Decision` with its evidence, a confidence in [0, 1], the runner-up
+and the flag that overrides it; a guess below :data:`CONFIDENT` keeps the file as it is.
 
-* :func:`estimate_up`: local PCA normals of a subsample; the dominant normal direction (eigen-
-  vector of the planar normals' scatter matrix with the largest eigenvalue) is the floor/ceiling
-  direction; snapped to a coordinate axis when within 10 degrees. Its sign: furniture stands on
-  the floor, so most points between the floor and ceiling planes lie in the lower half. Known
-  limit: a long corridor whose walls outweigh floor plus ceiling is misread; pass ``--up``.
-* :func:`estimate_units`: the room height (robust 0.5-99.5 percentile span along up) read as
-  metres, centimetres or millimetres, whichever is closest to 3 m on a log scale.
-* :func:`yaw_to_walls`: the dominant wall direction modulo 90 degrees from the horizontal
-  normals (circular mean of ``4 phi``); the scan is turned so that walls run along x and y.
-  Turns under 1 degree are left out (a scan that is already axis-aligned is not resampled; the
-  quarter turn below is exact).
-* :func:`quarter_turn`: walls along x/y leave four orientations (multiples of 90 degrees). S3DIS
-  rooms come in all four, so none is "right", but the blocks a scan is cut into, and the
-  room-normalised coordinates a model sees, depend on which. The one taken is read off the room
-  itself: its longer side along x, then the end holding more of its points (the centroid's offset
-  from the centre of its extent) positive. A scan turned by any angle then gives the same blocks
-  as the upright one. A room too symmetric to tell keeps the orientation it has.
+Up (``--up auto``), the evidence in the order it is trusted:
+
+1. **The file format's convention.** LAS/LAZ coordinates are z-up by the ASPRS standard (projected
+   or geographic coordinates with elevation): +z, certain.
+2. **A single camera view.** An organised PCD (``HEIGHT`` > 1, as RGB-D drivers write it), or a
+   cloud lying in a viewing cone in front of the origin along +z (the sensor at the origin, every
+   point at ``|x|, |y| <= 2 z``), is in a camera frame: x right, y down, z forward, so up is near
+   -y. Cameras are tilted (the Kinect scans in ``shared/real_scans`` look down 35-45 degrees), so up
+   is refined by the supporting plane: the largest plane (RANSAC) whose normal lies within
+   :data:`SUPPORT_CONE_DEG` of -y, its normal turned towards the sensor (a camera sees a table or a
+   floor from above). A PCD ``VIEWPOINT`` that is not the identity places the sensor: the cone test
+   and the camera axes are read in the sensor's frame.
+3. **Room geometry**, only when it is unambiguous. For each coordinate axis: a floor *and* a
+   ceiling (planar points with normals along it covering :data:`PAIR_COVER` of the footprint at the
+   two ends of its extent), mass resting low (:data:`SUPPORT_SHARE` of the points between those ends
+   in the lower half: furniture stands on floors), and the smallest extent (rooms are wider than
+   high). The file's z is replaced only when another axis has all three (with
+   :data:`STRONG_SUPPORT`), while z has a pair at both ends (the scan is closed along z, so z is
+   not the up of a room scanned without its floor or ceiling), is not the smallest extent and
+   shows no mass resting low in either direction.
+4. Otherwise the file's axes are kept, with a low confidence and the ``--up`` flag to change it.
+
+Known failure modes: a multi-view RGB-D reconstruction exported in its first camera's frame, with
+no floor-and-ceiling pair, is not recognised as a camera frame (it keeps its axes and says so); a
+camera looking at a wall with no supporting surface in view gets plain -y (no refinement); an
+upside-down file is kept upside down (its -z is named as the runner-up when it looks likelier; a
+wrong flip would cost more than the rare upside-down file gains); a room in a camera frame without
+a sensor cone, whose furniture is not clearly low, is kept (low confidence, flagged); a closed
+corridor whose furniture stands high along one wall could be turned onto that wall (the only
+wrong turn the rule allows; measured on none of the synthetic or real scans here).
+
+Units (``--units auto``): LAS/LAZ are taken in metres (the CRS's unit is not read: a US-feet CRS
+needs ``--units``). A camera view's unit comes from its median depth (depth cameras see
+:data:`CAMERA_DEPTH_M`; SDKs write metres or millimetres). Otherwise metres are kept unless the
+scan's height along up is implausible in metres for anything scanned on the ground (over
+:data:`MAX_METRE_HEIGHT`) while millimetres make it a room-sized height; a tabletop 0.7 m high
+stays in metres. Centimetres are never guessed (rare in files, and a 300 m high metre scan would
+read as a room): a room in cm keeps metres with a low confidence and cm as the runner-up.
+Known failure mode: a tabletop that is not a camera view, in millimetres, keeps metres.
+
+Walls (``--walls auto``): the dominant wall direction modulo 90 degrees (circular mean of ``4 phi``
+of the horizontal normals); the scan is turned so its walls run along x and y only when the normals
+agree (resultant length at least :data:`WALL_AGREEMENT`) and the turn is at least
+:data:`MIN_YAW_DEG`. The quarter turn (a canonical orientation among the four that walls along
+x/y allow) is not a default: S3DIS rooms come in all four, so it cannot make a scan more like the
+training data, and it changes files that were right; ``--walls canonical`` adds it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
 UP_CHOICES: tuple[str, ...] = ("auto", "+z", "-z", "+y", "-y", "+x", "-x")
 UNITS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 UNIT_CHOICES: tuple[str, ...] = ("auto", *UNITS)
+WALL_CHOICES: tuple[str, ...] = ("auto", "off", "canonical")
+CONFIDENT = 0.7               # a guess below this keeps the file's own axes / unit
 TYPICAL_ROOM_HEIGHT_M = 3.0
-AXIS_SNAP_COS = float(np.cos(np.radians(10.0)))
+MAX_METRE_HEIGHT = 60.0       # higher than this along up is not a ground scan in metres
+ROOM_HEIGHT_M = (1.0, 8.0)    # a height read in millimetres must land here to be taken
+SUPPORT_CONE_DEG = 55.0       # a camera's supporting plane: its normal this close to -y
+PAIR_COVER = 0.6              # floor and ceiling each cover this share of the footprint
+SUPPORT_SHARE = 0.55          # mass resting low: this share of the interior in the lower half
+STRONG_SUPPORT = 0.6          # ... clearly low: what another axis needs to replace the file's z
+CAMERA_DEPTH_M = (0.15, 20.0)   # what depth cameras see
+CONE_SHARE = 0.98             # points inside the viewing cone for a single camera view
 MIN_YAW_DEG = 1.0
+WALL_AGREEMENT = 0.5          # resultant length of exp(4i phi) over the wall normals
+MIN_WALL_NORMALS = 200
 MIN_QUARTER_OFFSET = 0.002    # centroid offset / horizontal extent at or below which none is taken
 SQUARE_RATIO = 1.05           # sides within 5 % of each other: a square room
 _AXES = {"x": 0, "y": 1, "z": 2}
+
+
+@dataclass(frozen=True)
+class FileHints:
+    """What a file says about its frame, beside its points: ``format`` (suffix without the dot),
+    ``organized`` (width, height) of an organised cloud, ``viewpoint`` (tx ty tz qw qx qy qz) of a
+    PCD. The reader fills it; the engine only reads it."""
+
+    format: str | None = None
+    organized: tuple[int, int] | None = None
+    viewpoint: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(cls, scan: Any) -> "FileHints":
+        """The hints of a scan-like object (attributes ``path``, ``organized``, ``viewpoint``)."""
+        path = getattr(scan, "path", None)
+        fmt = str(path).rsplit(".", 1)[-1].lower() if path is not None and "." in str(path) else None
+        return cls(fmt, getattr(scan, "organized", None), getattr(scan, "viewpoint", None))
+
+
+@dataclass
+class Decision:
+    """One frame decision: ``what`` (up, units, walls), the ``choice``, how sure (``confidence``
+    in [0, 1]), the ``evidence`` in words, the ``runner_up`` when there is one, whether the file's
+    own value was ``kept`` for want of evidence, and the ``flag`` that sets it by hand."""
+
+    what: str
+    choice: str
+    confidence: float
+    evidence: str
+    runner_up: str | None = None
+    kept: bool = False
+    flag: str = ""
+    source: str = "geometry"      # given, format, camera or geometry: what the evidence is
+
+    def line(self) -> str:
+        level = "high" if self.confidence >= 0.85 else "medium" if self.confidence >= CONFIDENT else "low"
+        s = f"{self.what} {self.choice} (confidence {self.confidence:.2f}, {level}): {self.evidence}"
+        if self.runner_up:
+            s += f"; runner-up {self.runner_up}"
+        if self.kept and self.flag and self.confidence < CONFIDENT:
+            s += f"; kept as the file has it, pass {self.flag} to change it"
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def axis_vector(name: str) -> np.ndarray:
@@ -56,11 +148,15 @@ def axis_vector(name: str) -> np.ndarray:
     return v
 
 
-def _axis_name(v: np.ndarray) -> str | None:
+def _axis_name(v: np.ndarray) -> str:
     i = int(np.argmax(np.abs(v)))
     if abs(v[i]) == 1.0 and np.count_nonzero(v) == 1:
         return ("+" if v[i] > 0 else "-") + "xyz"[i]
-    return None
+    return f"({v[0]:+.3f}, {v[1]:+.3f}, {v[2]:+.3f})"
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1, 1))))
 
 
 def _sample(xyz: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -70,78 +166,289 @@ def _sample(xyz: np.ndarray, n: int, seed: int) -> np.ndarray:
     return xyz
 
 
-def planar_normals(xyz: np.ndarray, k: int = 12, max_points: int = 20_000, seed: int = 0,
-                   planarity: float = 0.02) -> np.ndarray:
-    """Unit normals ``(M, 3)`` (sign arbitrary) of the locally planar points of a subsample:
-    smallest-eigenvalue eigenvector of each point's ``k``-neighbour covariance, kept when that
-    eigenvalue is under ``planarity`` of the trace."""
+def local_normals(pts: np.ndarray, k: int = 12, planarity: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals ``(M, 3)`` (sign arbitrary) of points ``(M, 3)``: smallest-eigenvalue eigenvector
+    of each point's ``k``-neighbour covariance, and the mask of the locally planar ones (that
+    eigenvalue under ``planarity`` of the trace)."""
     from scipy.spatial import cKDTree
-    pts = _sample(xyz, max_points, seed)
     if len(pts) < k + 1:
-        return np.zeros((0, 3))
+        return np.zeros((len(pts), 3)), np.zeros(len(pts), dtype=bool)
     _, nb = cKDTree(pts).query(pts, k=k)
     local = pts[nb] - pts[nb].mean(axis=1, keepdims=True)            # (M, k, 3)
-    cov = np.einsum("mki,mkj->mij", local, local)
-    w, v = np.linalg.eigh(cov)                                        # ascending
-    keep = w[:, 0] < planarity * np.maximum(w.sum(axis=1), 1e-300)
-    return v[keep, :, 0]
+    w, v = np.linalg.eigh(np.einsum("mki,mkj->mij", local, local))    # ascending
+    return v[:, :, 0], w[:, 0] < planarity * np.maximum(w.sum(axis=1), 1e-300)
 
 
-def estimate_up(xyz: np.ndarray, seed: int = 0, normals: np.ndarray | None = None
-                ) -> tuple[np.ndarray, str]:
-    """The scan's up direction (unit vector) and one line saying why (``normals``: precomputed
-    :func:`planar_normals`)."""
+def planar_normals(xyz: np.ndarray, k: int = 12, max_points: int = 20_000, seed: int = 0,
+                   planarity: float = 0.02) -> np.ndarray:
+    """Unit normals ``(M, 3)`` of the locally planar points of a subsample (:func:`local_normals`)."""
+    n, planar = local_normals(_sample(xyz, max_points, seed), k, planarity)
+    return n[planar]
+
+
+# ----------------------------------------------------------------------------- up: camera view
+
+def _quat_to_matrix(q: Sequence[float]) -> np.ndarray:
+    w, x, y, z = np.asarray(q, dtype=np.float64) / max(float(np.linalg.norm(q)), 1e-300)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def sensor_pose(hints: FileHints) -> tuple[np.ndarray, np.ndarray]:
+    """``(position, rotation)`` of the sensor: a PCD ``VIEWPOINT``, else the origin and identity."""
+    vp = hints.viewpoint
+    if vp is None or len(vp) != 7 or not np.all(np.isfinite(vp)):
+        return np.zeros(3), np.eye(3)
+    return np.asarray(vp[:3], dtype=np.float64), _quat_to_matrix(vp[3:])
+
+
+def cone_share(pts_sensor: np.ndarray) -> float:
+    """Share of points in front of the sensor (+z) within ``|x|, |y| <= 2 z`` (a 127-degree cone,
+    wider than any depth camera's field of view)."""
+    x, y, z = pts_sensor.T
+    return float(np.mean((z > 0) & (np.abs(x) <= 2 * z) & (np.abs(y) <= 2 * z))) if len(z) else 0.0
+
+
+def supporting_plane(pts: np.ndarray, near: np.ndarray, seed: int = 0, trials: int = 400
+                     ) -> tuple[np.ndarray, float] | None:
+    """The largest plane (RANSAC, then a least-squares refit of its inliers) whose normal lies within
+    :data:`SUPPORT_CONE_DEG` of ``near``; ``(unit normal towards the sensor at the origin, share of
+    the points on it)``, or None when no such plane holds 5 % of the points."""
+    if len(pts) < 50:
+        return None
+    rng = np.random.default_rng(seed)
+    depth = float(np.median(np.linalg.norm(pts, axis=1)))
+    tol = max(0.01 * depth, 1e-9)          # depth-camera noise grows with range: ~1 % of it
+    cos_cone = np.cos(np.radians(SUPPORT_CONE_DEG))
+    best, best_count = None, 0
+    tri = rng.integers(0, len(pts), size=(trials, 3))
+    for a, b, c in tri:
+        n = np.cross(pts[b] - pts[a], pts[c] - pts[a])
+        norm = np.linalg.norm(n)
+        if norm == 0:
+            continue
+        n = n / norm
+        if abs(n @ near) < cos_cone:
+            continue
+        count = int(np.count_nonzero(np.abs((pts - pts[a]) @ n) < tol))
+        if count > best_count:
+            best, best_count = (n, pts[a]), count
+    if best is None or best_count < 0.05 * len(pts):
+        return None
+    n, p0 = best
+    inl = pts[np.abs((pts - p0) @ n) < tol]
+    c = inl.mean(0)
+    w, v = np.linalg.eigh((inl - c).T @ (inl - c))
+    n = v[:, 0]
+    if n @ (-c) < 0:                       # the sensor (origin) is on the plane's upper side
+        n = -n
+    if abs(n @ near) < cos_cone:
+        return None
+    return n, len(inl) / len(pts)
+
+
+def camera_up(xyz: np.ndarray, hints: FileHints, seed: int = 0) -> tuple[np.ndarray, Decision] | None:
+    """Up for a single camera view (organised cloud, or every point in a cone in front of the
+    sensor), refined by the supporting plane; None when the scan is not one."""
+    t, r = sensor_pose(hints)
     pts = _sample(xyz, 20_000, seed)
-    normals = planar_normals(pts, seed=seed) if normals is None else normals
-    if len(normals) < 50:
-        return np.array([0.0, 0.0, 1.0]), "too few planar points to tell; assumed +z"
-    w, v = np.linalg.eigh(normals.T @ normals / len(normals))
-    up = v[:, 2]
-    share = w[2]
-    i = int(np.argmax(np.abs(up)))
-    snapped = abs(up[i]) >= AXIS_SNAP_COS
-    if snapped:
-        up = np.zeros(3)
-        up[i] = 1.0
-    h = pts @ up
-    lo, hi = np.percentile(h, [1, 99])
-    span = max(hi - lo, 1e-12)
-    mid = h[(h > lo + 0.1 * span) & (h < hi - 0.1 * span)]
-    low_share = float(np.mean(mid < (lo + hi) / 2)) if len(mid) else 0.5
-    if low_share < 0.5:
-        up, low_share = -up, 1.0 - low_share
-    name = _axis_name(up) or f"({up[0]:+.3f}, {up[1]:+.3f}, {up[2]:+.3f})"
-    return up, (f"{name}: {100 * share:.0f}% of the planar normals lie along it (floor/ceiling), and "
-                f"{100 * low_share:.0f}% of the points between those planes are in its lower half")
+    local = (pts - t) @ r                  # sensor frame: x right, y down, z forward
+    share = cone_share(local)
+    organised = hints.organized is not None and hints.organized[1] > 1
+    if share < CONE_SHARE and not (organised and share >= 0.9):
+        return None
+    why = (f"organised {hints.organized[0]} x {hints.organized[1]} cloud" if organised else
+           "every point in a viewing cone in front of the origin")
+    why += f" ({100 * share:.1f}% in front of the sensor): a camera frame, y down"
+    conf = 0.95 if organised else 0.85
+    minus_y = np.array([0.0, -1.0, 0.0])
+    plane = supporting_plane(local, minus_y, seed)
+    if plane is None:
+        up = minus_y
+        why += f"; no supporting plane within {SUPPORT_CONE_DEG:g} degrees of -y, so plain -y"
+        conf -= 0.1
+    else:
+        up, on = plane
+        why += (f"; the supporting plane ({100 * on:.0f}% of the points) tilts up "
+                f"{_angle_deg(up, minus_y):.1f} degrees from -y")
+    up_file = r @ up
+    if hints.viewpoint is not None and not np.allclose(r, np.eye(3)):
+        why += " (read in the sensor frame of the PCD VIEWPOINT)"
+    return up_file, Decision("up", _axis_name(up_file), conf, why, runner_up="+z (the file's axes)",
+                             flag="--up", source="camera")
 
 
-def estimate_units(xyz_up: np.ndarray) -> tuple[str, str]:
-    """Unit name of a z-up scan from its height, and one line saying why."""
+# ----------------------------------------------------------------------------- up: room geometry
+
+@dataclass
+class AxisEvidence:
+    """Room evidence along one signed coordinate axis (see the module docstring)."""
+
+    name: str
+    floor: float          # share of the footprint covered by planar points at the low end
+    ceiling: float        # ... at the high end
+    support: float        # share of the points between the ends in the lower half
+    span: float           # robust extent along the axis
+    smallest: bool = False
+
+    @property
+    def pair(self) -> bool:
+        return min(self.floor, self.ceiling) >= PAIR_COVER
+
+    @property
+    def rests(self) -> bool:
+        return self.support >= SUPPORT_SHARE
+
+    @property
+    def score(self) -> int:
+        """How many of the three signs of a vertical axis it shows (0-3)."""
+        return int(self.pair) + int(self.rests) + int(self.smallest)
+
+    def describe(self) -> str:
+        return (f"{self.name}: floor {100 * self.floor:.0f}% / ceiling {100 * self.ceiling:.0f}% of the "
+                f"footprint, {100 * self.support:.0f}% of the mass in the lower half"
+                + (", the smallest extent" if self.smallest else ""))
+
+
+def axis_evidence(xyz: np.ndarray, seed: int = 0) -> list[AxisEvidence]:
+    """:class:`AxisEvidence` for +x, -x, +y, -y, +z, -z."""
+    pts = _sample(xyz, 20_000, seed)
+    normals, planar = local_normals(pts)
+    spans = np.ptp(np.percentile(pts, [0.5, 99.5], axis=0), axis=0)
+    out = []
+    for ax in range(3):
+        other = [i for i in range(3) if i != ax]
+        cell = max(float(spans[other].max()) / 24, 1e-12)
+        cells = np.floor((pts[:, other] - pts[:, other].min(0)) / cell).astype(np.int64)
+        keys = cells[:, 0] * (int(cells[:, 1].max()) + 1) + cells[:, 1]
+        footprint = max(len(np.unique(keys)), 1)
+        along = planar & (np.abs(normals[:, ax]) > 0.97)
+        for sign in (1.0, -1.0):
+            h = sign * pts[:, ax]
+            lo, hi = np.percentile(h, [0.5, 99.5])
+            span = max(hi - lo, 1e-12)
+            mid = h[(h > lo + 0.1 * span) & (h < hi - 0.1 * span)]
+            low = along & (h < lo + 0.04 * span)
+            high = along & (h > hi - 0.04 * span)
+            out.append(AxisEvidence(("+" if sign > 0 else "-") + "xyz"[ax],
+                                    len(np.unique(keys[low])) / footprint,
+                                    len(np.unique(keys[high])) / footprint,
+                                    float(np.mean(mid < (lo + hi) / 2)) if len(mid) else 0.5,
+                                    float(spans[ax]), bool(spans[ax] < 0.9 * np.delete(spans, ax).min())))
+    return out
+
+
+def room_up(xyz: np.ndarray, seed: int = 0) -> tuple[np.ndarray, Decision]:
+    """Up from room geometry, keeping +z unless the evidence against it is unambiguous."""
+    ev = {e.name: e for e in axis_evidence(xyz, seed)}
+    z, minus_z = ev["+z"], ev["-z"]
+    others = sorted((e for e in ev.values() if e.name[1] != "z"), key=lambda e: (-e.score, -e.support))
+    best = others[0]
+    # Another axis wins only when the scan is closed along z as well (a pair at both ends of z, so
+    # z is not the up of a room scanned without floor or ceiling), z shows neither the smallest
+    # extent nor, in either direction, mass resting low, and the other axis shows all three signs
+    # with clearly more mass low. Walls give pairs and extents like floors do: a partial upright
+    # room or a corridor still has its furniture low, and then z is kept.
+    if (best.score == 3 and best.support >= STRONG_SUPPORT and z.pair and not z.smallest
+            and not (z.rests or minus_z.rests)):
+        return axis_vector(best.name), Decision(
+            "up", best.name, 0.8, f"room geometry: {best.describe()}; the file's z is closed at both ends "
+            f"but shows no other sign of gravity ({z.describe()})", runner_up="+z (the file's axes)",
+            flag="--up")
+    # Floor-and-ceiling pairs and the smallest extent are as true of walls as of floors; only mass
+    # resting low tells gravity, so a kept +z is sure only with it and ahead of every other axis.
+    conf = (0.9 if z.score == 3 and best.score <= 1 else
+            0.8 if z.rests and z.score >= 2 and z.score > best.score else 0.55)
+    why = f"the file's axes ({z.describe()})"
+    if conf < CONFIDENT:
+        why += "; no axis shows the signs of gravity unambiguously"
+    rival = max([minus_z, best], key=lambda e: (e.score, e.support))
+    runner = f"{rival.name} ({rival.score} of 3 signs)" if rival.score >= z.score else None
+    return axis_vector("+z"), Decision("up", "+z", conf, why, runner_up=runner, kept=True, flag="--up")
+
+
+def estimate_up(xyz: np.ndarray, hints: FileHints | None = None, seed: int = 0
+                ) -> tuple[np.ndarray, Decision]:
+    """The scan's up direction (unit vector in the file's coordinates) and the decision."""
+    hints = hints or FileHints()
+    if hints.format in ("las", "laz"):
+        return axis_vector("+z"), Decision("up", "+z", 0.99, "LAS/LAZ coordinates are z-up by the "
+                                           "format's standard", flag="--up", source="format")
+    cam = camera_up(xyz, hints, seed)
+    if cam is not None:
+        return cam
+    return room_up(xyz, seed)
+
+
+# ----------------------------------------------------------------------------- units
+
+def camera_units(depth: float) -> tuple[str, Decision]:
+    """Unit of a camera view from its median depth: depth cameras see 0.15-20 m, and their SDKs
+    write metres or millimetres."""
+    for unit, conf in (("m", 0.9), ("mm", 0.85), ("cm", 0.7)):
+        if CAMERA_DEPTH_M[0] <= depth * UNITS[unit] <= CAMERA_DEPTH_M[1]:
+            return unit, Decision("units", unit, conf, f"a camera view with a median depth of {depth:,.4g}: "
+                                  f"{depth * UNITS[unit]:.2f} m in {unit}", kept=unit == "m",
+                                  flag="--units", source="camera")
+    return "m", Decision("units", "m", 0.5, f"a camera view with a median depth of {depth:,.4g}, in no "
+                         "unit a depth camera's range", kept=True, flag="--units", source="camera")
+
+
+def estimate_units(xyz_up: np.ndarray, hints: FileHints | None = None) -> tuple[str, Decision]:
+    """Unit of a z-up scan and the decision: metres unless its height cannot be metres and another
+    unit makes it a room's height."""
+    hints = hints or FileHints()
     z = np.asarray(xyz_up, dtype=np.float64)[:, 2]
     height = float(np.subtract(*np.percentile(z, [99.5, 0.5]))) if len(z) else 0.0
+    if hints.format in ("las", "laz"):
+        return "m", Decision("units", "m", 0.9, f"LAS/LAZ: coordinates in the CRS's unit, read as metres "
+                             f"(height {height:,.4g})", flag="--units", source="format")
     if not np.isfinite(height) or height <= 0:
-        return "m", "the scan is flat along up; assumed metres"
-    unit = min(UNITS, key=lambda u: abs(np.log(height * UNITS[u] / TYPICAL_ROOM_HEIGHT_M)))
-    return unit, (f"{unit}: the scan is {height:,.4g} units high, {height * UNITS[unit]:.2f} m in {unit} "
-                  f"(closest to a {TYPICAL_ROOM_HEIGHT_M:g} m room)")
+        return "m", Decision("units", "m", 0.5, "the scan is flat along up; metres assumed", kept=True,
+                             flag="--units")
+    if height <= MAX_METRE_HEIGHT:
+        conf = 0.9 if 0.05 <= height <= 30 else 0.7
+        return "m", Decision("units", "m", conf, f"the scan is {height:,.4g} high along up, plausible in "
+                             "metres", kept=True, flag="--units")
+    # Millimetres only: the unit of depth-camera SDKs and CAD exports. Centimetre files are rare,
+    # and reading a 100-800 m high metre scan (a tower, a cliff) as a room in centimetres would be
+    # a silent disaster; cm is named as the runner-up for the user to pass instead.
+    in_mm = height * UNITS["mm"]
+    cm_room = ROOM_HEIGHT_M[0] <= height * UNITS["cm"] <= ROOM_HEIGHT_M[1]
+    if not ROOM_HEIGHT_M[0] <= in_mm <= ROOM_HEIGHT_M[1]:
+        return "m", Decision("units", "m", 0.5, f"the scan is {height:,.4g} high along up, more than "
+                             f"{MAX_METRE_HEIGHT:g} m in metres, but not a room's height in mm either",
+                             runner_up="cm" if cm_room else None, kept=True, flag="--units")
+    return "mm", Decision("units", "mm", 0.85, f"the scan is {height:,.4g} high along up: {in_mm:.2f} m in "
+                          f"mm, over {MAX_METRE_HEIGHT:g} m in metres", flag="--units")
 
+
+# ----------------------------------------------------------------------------- walls
 
 def yaw_to_walls(xyz_up: np.ndarray, seed: int = 0, normals: np.ndarray | None = None
-                 ) -> tuple[float, str]:
-    """Angle (radians, in [-pi/4, pi/4)) to turn a z-up scan about z so its walls run along x and y
-    (``normals``: precomputed :func:`planar_normals` of the z-up scan)."""
+                 ) -> tuple[float, Decision]:
+    """Angle (radians, in [-pi/4, pi/4)) to turn a z-up scan about z so its walls run along x and y,
+    and the decision (``normals``: precomputed :func:`planar_normals` of the z-up scan). Not turned
+    when the wall normals do not agree or the turn is under :data:`MIN_YAW_DEG`."""
     normals = planar_normals(xyz_up, seed=seed) if normals is None else normals
     horiz = normals[np.abs(normals[:, 2]) < 0.3] if len(normals) else normals
-    if len(horiz) < 50:
-        return 0.0, "too few wall points to tell; not turned"
+    if len(horiz) < MIN_WALL_NORMALS:
+        return 0.0, Decision("walls", "not turned", 0.6, f"{len(horiz)} vertical planar points, too few "
+                             "to tell the walls' direction", kept=True)
     phi = np.arctan2(horiz[:, 1], horiz[:, 0])
     c = np.exp(4j * phi).mean()
-    wall = float(np.angle(c) / 4)                  # wall normal direction modulo 90 degrees
-    deg = np.degrees(wall)
+    agree = float(abs(c))
+    deg = float(np.degrees(np.angle(c) / 4))       # wall normal direction modulo 90 degrees
+    ev = f"the vertical planes run at {deg:+.1f} degrees modulo 90 (agreement {agree:.2f} of {len(horiz)} normals)"
+    if agree < WALL_AGREEMENT:
+        return 0.0, Decision("walls", "not turned", 0.6, ev + ": no dominant wall direction",
+                             runner_up=f"turn {-deg:+.1f} degrees", kept=True)
     if abs(deg) < MIN_YAW_DEG:
-        return 0.0, f"walls within {MIN_YAW_DEG:g} degree of x/y ({deg:+.2f}); not turned"
-    return -wall, (f"turned {-deg:+.1f} degrees about up: walls ran at {deg:+.1f} degrees "
-                   f"(agreement {abs(c):.2f} of {len(horiz)} wall normals)")
+        return 0.0, Decision("walls", "not turned", min(0.95, 0.5 + agree / 2), ev + ": already along x/y",
+                             kept=True)
+    return float(np.radians(-deg)), Decision("walls", f"turned {-deg:+.1f} degrees about up",
+                                             min(0.95, 0.5 + agree / 2), ev, flag="--walls off")
 
 
 def quarter_turn(xyz_aligned: np.ndarray) -> tuple[int, str]:
@@ -199,15 +506,28 @@ def rotation_z(angle: float) -> np.ndarray:
 
 @dataclass
 class Frame:
-    """``p' = scale * rotation @ p`` takes the scan into z-up metres with walls along x/y."""
+    """``p' = scale * rotation @ p`` takes the scan into z-up metres with walls along x/y;
+    ``decisions`` says why, one :class:`Decision` per step."""
 
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))
     scale: float = 1.0
-    reasons: dict[str, str] = field(default_factory=dict)   # 'up', 'units', 'yaw' -> one line each
+    decisions: list[Decision] = field(default_factory=list)
 
     @property
     def is_identity(self) -> bool:
         return self.scale == 1.0 and bool(np.array_equal(self.rotation, np.eye(3)))
+
+    @property
+    def unsure(self) -> list[Decision]:
+        """The decisions taken with low confidence."""
+        return [d for d in self.decisions if d.confidence < CONFIDENT]
+
+    def lines(self) -> list[str]:
+        return [d.line() for d in self.decisions]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rotation": self.rotation.tolist(), "scale": self.scale,
+                "decisions": [d.to_dict() for d in self.decisions]}
 
     def forward(self, xyz: np.ndarray) -> np.ndarray:
         if self.is_identity:
@@ -220,40 +540,58 @@ class Frame:
         return ((np.asarray(xyz, dtype=np.float64) / self.scale) @ self.rotation).astype(np.float32)
 
 
-def check_frame_choices(up: str, units: str) -> None:
-    """``--up`` / ``--units`` refused by name unless they are choices of :data:`UP_CHOICES` /
-    :data:`UNIT_CHOICES`."""
+def check_frame_choices(up: str, units: str, walls: str = "auto") -> None:
+    """``--up`` / ``--units`` / ``--walls`` refused by name unless they are choices of
+    :data:`UP_CHOICES` / :data:`UNIT_CHOICES` / :data:`WALL_CHOICES`."""
     if up not in UP_CHOICES:
         raise ValueError(f"--up must be one of {', '.join(UP_CHOICES)}, got {up!r}")
     if units not in UNIT_CHOICES:
         raise ValueError(f"--units must be one of {', '.join(UNIT_CHOICES)}, got {units!r}")
+    if walls not in WALL_CHOICES:
+        raise ValueError(f"--walls must be one of {', '.join(WALL_CHOICES)}, got {walls!r}")
 
 
-def resolve_frame(xyz: np.ndarray, up: str = "auto", units: str = "auto", seed: int = 0) -> Frame:
-    """The :class:`Frame` for ``--up`` / ``--units``; ``auto`` estimates from the scan itself.
-    The wall turn is part of ``--up auto`` (an explicit ``--up`` is taken as already aligned)."""
-    check_frame_choices(up, units)
-    reasons = {}
-    normals = planar_normals(xyz, seed=seed) if up == "auto" else None
+def check_geometry(xyz: np.ndarray) -> None:
+    """Refuse, in one line, a scan whose frame cannot be read: no finite point, one point, or all
+    points on one line."""
+    xyz = np.asarray(xyz)
+    finite = xyz[np.isfinite(xyz).all(axis=1)] if xyz.ndim == 2 else xyz[:0]
+    if len(finite) == 0:
+        raise ValueError("the scan has no point with finite coordinates")
+    if len(finite) < 3 or np.ptp(finite, axis=0).max() == 0:
+        raise ValueError(f"the scan's {len(finite)} point(s) are all at one place: nothing to segment")
+
+
+def resolve_frame(xyz: np.ndarray, up: str = "auto", units: str = "auto", walls: str = "auto",
+                  hints: FileHints | None = None, seed: int = 0) -> Frame:
+    """The :class:`Frame` for ``--up`` / ``--units`` / ``--walls``; ``auto`` decides from the
+    file's conventions (``hints``) and the scan itself (see the module docstring)."""
+    check_frame_choices(up, units, walls)
+    check_geometry(xyz)
+    decisions = []
     if up == "auto":
-        vec, why = estimate_up(xyz, seed, normals)
-        reasons["up"] = f"auto {why}"
+        vec, d = estimate_up(xyz, hints, seed)
     else:
-        vec = axis_vector(up)
-        reasons["up"] = f"{up} (given)"
+        vec, d = axis_vector(up), Decision("up", up, 1.0, "given", source="given")
+    decisions.append(d)
     rot = rotation_to_z(vec)
     upright = xyz if np.array_equal(rot, np.eye(3)) else np.asarray(xyz, dtype=np.float64) @ rot.T
-    if units == "auto":
-        units, why = estimate_units(upright)
-        reasons["units"] = f"auto {why}"
+    if units == "auto" and decisions[0].source == "camera":
+        t, _ = sensor_pose(hints or FileHints())
+        units, d = camera_units(float(np.median(np.linalg.norm(_sample(xyz, 20_000, seed) - t, axis=1))))
+    elif units == "auto":
+        units, d = estimate_units(upright, hints)
     else:
-        reasons["units"] = f"{units} (given)"
-    if up == "auto":
-        yaw, why = yaw_to_walls(upright, seed, normals @ rot.T)
+        d = Decision("units", units, 1.0, "given", source="given")
+    decisions.append(d)
+    if walls != "off":
+        yaw, d = yaw_to_walls(upright, seed)
         if yaw != 0.0:
             rot = rotation_z(yaw) @ rot
-        q, qwhy = quarter_turn(upright @ rotation_z(yaw).T if yaw != 0.0 else upright)
-        reasons["yaw"] = f"{why}; {qwhy}"
-        if q:
-            rot = _quarter_rotation(q) @ rot
-    return Frame(rot, UNITS[units], reasons)
+        if walls == "canonical":
+            q, why = quarter_turn(upright @ rotation_z(yaw).T if yaw != 0.0 else upright)
+            d.evidence += f"; {why}"
+            if q:
+                rot = _quarter_rotation(q) @ rot
+        decisions.append(d)
+    return Frame(rot, UNITS[units], decisions)

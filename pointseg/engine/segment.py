@@ -6,7 +6,8 @@ writing the outputs and rendering the picture belong to the caller (``pointseg s
 :mod:`pointseg.cli.segment`).
 
 Before the network, the scan is brought into the convention S3DIS models were trained in
-(:mod:`pointseg.engine.frame`: z up, metres, walls along x and y; ``--up`` / ``--units``) and, when it
+(:mod:`pointseg.engine.frame`: z up, metres, walls along x and y; ``--up`` / ``--units`` / ``--walls``;
+the file's own axes are kept unless the evidence against them is strong) and, when it
 is much denser than a block's ``num_points`` needs, voxel-subsampled (``--voxel``); every original
 point takes the label of its voxel's representative. The labels refer to the scan's own points.
 A prepared S3DIS room (``.npz``) is already in that convention and is used as it is.
@@ -29,7 +30,7 @@ from ..assets import asset
 from ..classes import ClassTable
 from ..metrics import SegMetrics, confusion_matrix
 from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
-from .frame import Frame, resolve_frame
+from .frame import Decision, FileHints, Frame, resolve_frame
 from .inference import SlidingConfig, predict_points
 
 # dgcnn.pytorch's fold-5 S3DIS weights (Area 5 held out), imported; the synthetic ResGCN-7 stays
@@ -86,15 +87,15 @@ def auto_voxel(xyz: np.ndarray, block_size: float, num_points: int) -> float | N
 
 def network_input(scan: Any, rgb: np.ndarray | None, block_size: float, num_points: int,
                   up: str = "auto", units: str = "auto", voxel: float | str | None = "auto",
-                  prepared: bool = False) -> NetworkInput:
-    """Frame (``--up`` / ``--units``) and subsampling (``--voxel``: 'auto', None/'off', or metres)."""
+                  prepared: bool = False, walls: str = "auto") -> NetworkInput:
+    """Frame (``--up`` / ``--units`` / ``--walls``, with the file's own hints) and subsampling
+    (``--voxel``: 'auto', None/'off', or metres)."""
     if prepared and up == "auto" and units == "auto":
-        frame = Frame(reasons={"up": "+z (a prepared S3DIS room: already z-up, metres, walls along x/y)"})
+        frame = Frame(decisions=[Decision("frame", "kept", 1.0, "a prepared S3DIS room: already z-up, "
+                                          "metres, walls along x/y")])
     else:
-        frame = resolve_frame(scan.xyz, up, units)
-    lines = [f"up {frame.reasons['up']}", f"units {frame.reasons.get('units', 'm (prepared room)')}"]
-    if "yaw" in frame.reasons:
-        lines.append(f"walls: {frame.reasons['yaw']}")
+        frame = resolve_frame(scan.xyz, up, units, walls, FileHints.of(scan))
+    lines = frame.lines()
     xyz = frame.forward(scan.xyz)
     if voxel == "auto":
         voxel = auto_voxel(xyz, block_size, num_points)
@@ -111,6 +112,38 @@ def network_input(scan: Any, rgb: np.ndarray | None, block_size: float, num_poin
         lines.append(f"subsampled {len(scan.xyz):,} -> {len(keep):,} points for the network "
                      f"(voxel {float(voxel) * 100:.2f} cm); every point takes its voxel's label")
     return NetworkInput(np.ascontiguousarray(xyz, dtype=np.float32), rgb, back, frame, voxel, lines)
+
+
+SPARSE_FACTOR = 8.0    # a block column holding under num_points / this: far sparser than training
+ROOM_SIZE_M = (1.5, 30.0)   # horizontal extents of the rooms the models were trained on, roughly
+ROOM_HEIGHT_M = (1.0, 6.0)
+
+
+def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_points: int) -> list[str]:
+    """What is off for the model's input recipe (rooms of S3DIS: coloured, about ``num_points``
+    or more points per ``block_size`` column, room-sized, in a confidently known frame), one line
+    each; empty when nothing is."""
+    out = []
+    if not has_colour:
+        out.append("no colour: the model was trained on coloured scans")
+    xyz = np.asarray(net.xyz, dtype=np.float64)
+    lo, hi = np.percentile(xyz, [0.5, 99.5], axis=0)
+    side, height = float(max(hi[:2] - lo[:2])), float(hi[2] - lo[2])
+    if side < ROOM_SIZE_M[0] or height < ROOM_HEIGHT_M[0]:
+        out.append(f"much smaller than a room ({side:.2f} m across, {height:.2f} m high): the model was "
+                   "trained on whole rooms")
+    elif side > ROOM_SIZE_M[1] or height > ROOM_HEIGHT_M[1]:
+        out.append(f"much larger than a room ({side:.1f} m across, {height:.1f} m high): the model was "
+                   "trained on single rooms")
+    _, per_col = np.unique(_voxel_keys(xyz[:, :2], block_size), return_counts=True)
+    median = float(np.median(per_col))
+    if median < num_points / SPARSE_FACTOR:
+        out.append(f"sparse: a median of {median:,.0f} points per {block_size:g} m column, where the "
+                   f"training recipe samples {num_points:,} per block (points get repeated)")
+    for d in net.frame.unsure:
+        out.append(f"{d.what} decided with low confidence ({d.confidence:.2f}): {d.choice}"
+                   + (f"; {d.flag} sets it" if d.flag else ""))
+    return out
 
 
 @dataclass
@@ -157,7 +190,7 @@ def model_input_colours(rgb: np.ndarray | None, n: int, policy: str) -> np.ndarr
 def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = None,
                  color_policy: str = "gray", progress: bool = True, up: str = "auto", units: str = "auto",
                  voxel: float | str | None = "auto", notes: list[str] | None = None,
-                 say: Callable[[str], None] | None = None) -> Segmentation:
+                 say: Callable[[str], None] | None = None, walls: str = "auto") -> Segmentation:
     """Label every point of ``scan`` with ``model``.
 
     ``notes``: what the caller already noted about the scan (they lead the summary's notes);
@@ -177,9 +210,12 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
     rgb = model_input_colours(scan.rgb, n, color_policy)
     sliding = sliding_for(ckpt, sliding)
     prepared = scan.path is not None and Path(scan.path).suffix.lower() == ".npz"
-    net = network_input(scan, rgb, sliding.block_size, sliding.num_points, up, units, voxel, prepared)
+    net = network_input(scan, rgb, sliding.block_size, sliding.num_points, up, units, voxel, prepared, walls)
     for line in net.lines:
         say(line)
+    sanity = sanity_report(net, scan.rgb is not None, sliding.block_size, sliding.num_points)
+    for line in sanity:
+        say(f"check: {line}")
     timings["frame_s"] = time.perf_counter() - t
     pred, stats = predict_points(model.network, net.xyz, net.rgb, classes.num_classes, model.device,
                                  sliding, progress)
@@ -200,7 +236,7 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
         "sliding": sliding.__dict__, "blocks": stats["blocks"],
         "unvoted_points": stats["unvoted_points"], "notes": notes,
         "tiles": stats["tiles"], "occupied_tiles": stats["occupied_tiles"], "outliers": stats["outliers"],
-        "frame": {"rotation": net.frame.rotation.tolist(), "scale": net.frame.scale, **net.frame.reasons},
+        "frame": net.frame.to_dict(), "sanity": sanity,
         "network_points": len(net.xyz), "voxel": net.voxel,
         "trained_on": (ckpt.get("train_config", {}).get("data", {}).get("source")
                        or ckpt.get("provenance", {}).get("project")),
@@ -213,9 +249,9 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
 def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
                  sliding: SlidingConfig | None = None, color_policy: str = "gray",
                  progress: bool = False, up: str = "auto", units: str = "auto",
-                 voxel: float | str | None = "auto") -> tuple[np.ndarray, str]:
+                 voxel: float | str | None = "auto", walls: str = "auto") -> tuple[np.ndarray, str]:
     """Labels for every point of ``scan`` with the model of ``checkpoint``, and the model's name
     (what ``pointseg view --compare`` runs for a checkpoint)."""
     model = load_model(checkpoint, device)
-    seg = segment_scan(model, scan, sliding, color_policy, progress, up, units, voxel)
+    seg = segment_scan(model, scan, sliding, color_policy, progress, up, units, voxel, walls=walls)
     return seg.labels, str(model.ckpt.get("preset", Path(checkpoint).stem))

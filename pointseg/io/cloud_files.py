@@ -359,8 +359,21 @@ def parse_pcd_header(path: Path, f) -> dict:
         n = w * hh
     if len(h["DATA"]) != 1 or h["DATA"][0].lower() not in ("ascii", "binary", "binary_compressed"):
         raise ValueError(f"{path}: PCD DATA {' '.join(h['DATA'])!r} is not ascii, binary or binary_compressed")
+    width, height = (h.get("WIDTH") or ["0"])[0], (h.get("HEIGHT") or ["1"])[0]
+    width, height = (int(width), int(height)) if width.isdigit() and height.isdigit() else (n, 1)
+    viewpoint = None
+    if "VIEWPOINT" in h:
+        try:
+            viewpoint = tuple(float(v) for v in h["VIEWPOINT"])
+        except ValueError:
+            raise ValueError(f"{path}: PCD VIEWPOINT {' '.join(h['VIEWPOINT'])!r} is not 7 numbers") from None
+        if len(viewpoint) != 7 or not np.all(np.isfinite(viewpoint)):
+            raise ValueError(f"{path}: PCD VIEWPOINT {' '.join(h['VIEWPOINT'])!r} is not 7 finite numbers")
+    # An organised cloud (an RGB-D driver's image grid) is WIDTH x HEIGHT = POINTS with HEIGHT > 1.
+    organized = (width, height) if height > 1 and width * height == n else None
     return {"fields": fields, "dtypes": dtypes, "counts": counts, "points": n,
-            "data": h["DATA"][0].lower(), "data_offset": h["data_offset"], "data_line": h["data_line"]}
+            "data": h["DATA"][0].lower(), "data_offset": h["data_offset"], "data_line": h["data_line"],
+            "organized": organized, "viewpoint": viewpoint}
 
 
 def read_pcd_fields(path: Path) -> dict:
@@ -381,8 +394,9 @@ def read_pcd_fields(path: Path) -> dict:
             data = b""
         else:
             data = f.read(avail + 1)
+    frame = {"organized": h["organized"], "viewpoint": h["viewpoint"]}
     if h["data"] == "binary_compressed":
-        return _pcd_compressed_open3d(path, n)
+        return {**_pcd_compressed_open3d(path, n), **frame}
     cols: dict[str, np.ndarray] = {}
     if h["data"] == "binary":
         dt = np.dtype([(nm, "<" + d, (c,)) if c > 1 else (nm, "<" + d)
@@ -417,7 +431,7 @@ def read_pcd_fields(path: Path) -> dict:
         cols["red"] = ((v >> 16) & 255).astype(np.uint8)
         cols["green"] = ((v >> 8) & 255).astype(np.uint8)
         cols["blue"] = (v & 255).astype(np.uint8)
-    return _fields_from_columns(path, cols, n)
+    return {**_fields_from_columns(path, cols, n), **frame}
 
 
 def _pcd_compressed_open3d(path: Path, n: int) -> dict:

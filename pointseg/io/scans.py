@@ -75,6 +75,10 @@ class Scan:
     dropped: int = 0
     kept: np.ndarray | None = None
     model: str | None = None          # the model that produced ``pred``, when the file says so
+    # What the file says of its frame (read by engine.frame.FileHints): an organised cloud's
+    # (width, height) and a PCD's VIEWPOINT (tx ty tz qw qx qy qz).
+    organized: tuple[int, int] | None = None
+    viewpoint: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         where = str(self.path) if self.path is not None else "scan"
@@ -195,7 +199,8 @@ def read_scan(path: str | Path) -> Scan:
 
 def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
                label: np.ndarray | None = None, pred: np.ndarray | None = None,
-               classes: ClassTable | None = None, model: str | None = None) -> Scan:
+               classes: ClassTable | None = None, model: str | None = None,
+               organized: tuple[int, int] | None = None, viewpoint: tuple[float, ...] | None = None) -> Scan:
     xyz = np.asarray(xyz)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"{path}: coordinates must be (N, 3), got {xyz.shape}")
@@ -221,7 +226,7 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         label = label[finite] if label is not None else None
         pred = pred[finite] if pred is not None else None
     return Scan(xyz=xyz, rgb=rgb, label=label, pred=pred, classes=classes, path=path,
-                dropped=dropped, kept=kept, model=model)
+                dropped=dropped, kept=kept, model=model, organized=organized, viewpoint=viewpoint)
 
 
 def _colours_to_uint8(c: np.ndarray, path: Path) -> np.ndarray:
