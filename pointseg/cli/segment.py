@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,10 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     model = load_model(checkpoint, device)
     timings["load_model_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    scan = read_scan(scan_path)
+    with warnings.catch_warnings():
+        # the reader's warning about NaN points becomes the note below: one line, pointseg's own
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scan = read_scan(scan_path)
     timings["read_scan_s"] = time.perf_counter() - t
     if scan.num_points == 0:
         raise ValueError(f"{scan_path}: the scan holds no points")
