@@ -9,8 +9,9 @@
 # (default python3). The system Python of Debian 12 / Ubuntu 23.04+ refuses pip installs
 # (PEP 668, "externally managed"), so nothing is ever installed into it.
 #
-# Then, into that environment: the system libraries Open3D needs (apt), torch (only when none is
-# importable, so an existing CUDA build is kept), and this project with its test extra.
+# Then, into that environment: the system libraries Open3D needs (apt), Chromium for the HTML
+# viewer's browser tests (apt), torch (only when none is importable, so an existing CUDA build is
+# kept), and this project with its test extra.
 #
 # Knobs (environment variables): PYTHON (interpreter that creates .venv), TORCH_SPEC (default
 # torch==2.13.0), TORCH_PIP_ARGS (extra pip arguments for torch alone, e.g. an --index-url of
@@ -84,6 +85,11 @@ fi
 if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt_install $missing || say "continuing without:$missing (Open3D rendering may fail)"
+fi
+
+# --- Chromium: tests/test_html_view.py opens `pointseg view --html` pages in it (skipped without) --
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    apt_install chromium || say "continuing without chromium (the HTML viewer's browser tests will skip)"
 fi
 
 # --- torch first: resolving it as a dependency of this project would pull the CUDA wheels -------
