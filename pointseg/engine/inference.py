@@ -119,11 +119,35 @@ def _block_scores(model: torch.nn.Module, blocks: np.ndarray, device: torch.devi
     return torch.cat(out)
 
 
+@dataclass
+class PointScores:
+    """What the soft vote gives every point: ``labels`` int64 ``(N,)`` (the argmax of the summed
+    votes); ``confidence`` float32 ``(N,)``, the winning class's share of the point's votes (its
+    averaged softmax probability); ``probabilities`` float32 ``(N, C)``, the averaged softmax, only
+    when asked for (it is ``C`` times the memory of the labels); ``stats`` as :func:`predict_points`.
+    A point that received no vote, or an outlier, takes the votes of the point whose label it takes."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    probabilities: np.ndarray | None
+    stats: dict[str, Any]
+
+
 @torch.no_grad()
 def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None, num_classes: int,
                    device: torch.device, cfg: SlidingConfig | None = None,
                    progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Label every point of ``xyz (N, 3)``; returns ``(labels int64 (N,), stats)``."""
+    scores = score_points(model, xyz, rgb, num_classes, device, cfg, progress)
+    return scores.labels, scores.stats
+
+
+@torch.no_grad()
+def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None, num_classes: int,
+                 device: torch.device, cfg: SlidingConfig | None = None, progress: bool = False,
+                 probabilities: bool = False) -> PointScores:
+    """:func:`predict_points` with each point's confidence, and its class probabilities when
+    ``probabilities`` (labels and stats are the same)."""
     from scipy.spatial import cKDTree
     from tqdm import tqdm
 
@@ -133,13 +157,17 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
                          "engine.checkpoint.sliding_for)")
     if cfg.block_size is None or cfg.stride is None:      # the S3DIS block recipe
         from dataclasses import replace
-        cfg = replace(cfg, block_size=cfg.block_size or 1.0, stride=cfg.stride or 0.5)
+        from ..data.recipe import S3DIS_RECIPE
+        cfg = replace(cfg, block_size=cfg.block_size or S3DIS_RECIPE.block_size,
+                      stride=cfg.stride or S3DIS_RECIPE.stride)
     model.eval()
     xyz = np.asarray(xyz, dtype=np.float32)
     n = len(xyz)
     if n == 0:
         raise ValueError("no points to segment")
     labels = np.zeros(n, dtype=np.int64)
+    confidence = np.zeros(n, dtype=np.float32)
+    probs = np.zeros((n, num_classes), dtype=np.float32) if probabilities else None
     far = outlier_mask(xyz)
     stats = {"blocks": 0, "unvoted_points": 0, "tiles": 0, "occupied_tiles": 0, "outliers": int(far.sum())}
     inl = np.flatnonzero(~far)
@@ -155,6 +183,8 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
     margin = cfg.block_size
     x, y = pts[:, 0], pts[:, 1]
     inl_labels = np.zeros(len(pts), dtype=np.int64)
+    inl_conf = np.zeros(len(pts), dtype=np.float32)
+    inl_probs = np.zeros((len(pts), num_classes), dtype=np.float32) if probabilities else None
     bar = tqdm(total=n, unit="pt", unit_scale=True, desc="segment", disable=not progress, dynamic_ncols=True)
     for t, (kx, ky) in enumerate(keys.tolist()):
         inner_idx = order[starts[t]:starts[t + 1]]           # ascending within a tile (stable sort)
@@ -184,27 +214,43 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
                 raise ValueError("no block could be formed from the points (empty scan?)")
             _, nn_idx = cKDTree(pts[sel][have]).query(pts[inner_idx[~voted]])
             lab[~voted] = votes[torch.from_numpy(have[nn_idx])].argmax(1).numpy()
+            # the nearest voted point's votes too, so confidence and probabilities match its label
+            v = v.clone()
+            v[torch.from_numpy(~voted)] = votes[torch.from_numpy(have[nn_idx])]
             stats["unvoted_points"] += int((~voted).sum())
         inl_labels[inner_idx] = lab
+        # Votes are sums of softmax rows (each sums to 1): their share is the averaged probability.
+        # The labels above stay the argmax of the raw sums, exactly as before.
+        share = v / v.sum(1, keepdim=True)
+        inl_conf[inner_idx] = share.gather(1, torch.from_numpy(lab).long()[:, None])[:, 0].numpy()
+        if inl_probs is not None:
+            inl_probs[inner_idx] = share.numpy()
         stats["tiles"] += 1
         bar.update(len(inner_idx))
     labels[inl] = inl_labels
+    confidence[inl] = inl_conf
+    if probs is not None:
+        probs[inl] = inl_probs
     if far.any():
         _, nn_idx = cKDTree(pts.astype(np.float64)).query(xyz[far].astype(np.float64))
         labels[far] = inl_labels[nn_idx]
+        confidence[far] = inl_conf[nn_idx]
+        if probs is not None:
+            probs[far] = inl_probs[nn_idx]
         bar.update(int(far.sum()))
     bar.close()
-    return labels, stats
+    return PointScores(labels, confidence, probs, stats)
 
 
 @torch.no_grad()
 def block_level_confusion(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None, label: np.ndarray,
                           num_classes: int, device: torch.device, batch_size: int = 8,
-                          seed: int = 0, num_points: int = 4096) -> np.ndarray:
-    """Confusion over the points of the test blocks (stride 1 m, >= 100 points, 4096 sampled),
-    the way the reference code scored (duplicated points counted, unsampled points ignored)."""
+                          seed: int = 0, num_points: int = 4096, block_size: float = 1.0) -> np.ndarray:
+    """Confusion over the points of the test blocks (``block_size`` columns at a stride of one
+    block, >= 100 points, ``num_points`` sampled: the checkpoint's recipe), the way the reference
+    code scored (duplicated points counted, unsampled points ignored)."""
     from ..metrics import confusion_matrix
-    blocks, idx = room_to_blocks(xyz, rgb, 1.0, 1.0, num_points, min_points=100, rng=seed)
+    blocks, idx = room_to_blocks(xyz, rgb, block_size, block_size, num_points, min_points=100, rng=seed)
     if len(blocks) == 0:
         return np.zeros((num_classes, num_classes), dtype=np.int64)
     pred = _block_scores(model, blocks, device, batch_size).argmax(-1).numpy()
