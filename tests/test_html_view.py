@@ -124,6 +124,16 @@ def test_downsampled_page_keeps_every_class_and_says_so(room, tmp_path):
     assert meta["counts"]["pred"][CLUTTER] == 1            # shares still count every point
 
 
+def test_point_cap_holds_for_volumetric_clouds(tmp_path):
+    # Noise filling a cube is far denser in voxels than the surfaces the voxel size is first guessed
+    # for: the voxel search alone stopped above the cap.
+    rng = np.random.default_rng(0)
+    xyz, lab = rng.random((N, 3)), rng.integers(0, 13, N)
+    page = write_html(tmp_path / "cube.html", xyz, pred=lab, classes=S3DIS, max_points=15_000)
+    assert page.shown <= 15_000 and page.voxel is not None
+    assert set(np.unique(page_array(tmp_path / "cube.html", "pred"))) == set(range(13))
+
+
 def test_million_points_fit_in_forty_megabytes(tmp_path):
     big = make_room(1_000_000, seed=3)
     page = write_html(tmp_path / "big.html", big.xyz, big.rgb, big.pred, big.label, S3DIS)

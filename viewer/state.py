@@ -82,6 +82,9 @@ def display_subset(xyz: np.ndarray, labels: Sequence[np.ndarray | None] = (),
         else:
             voxel *= min(math.sqrt(len(keep) / max_points) * 1.05, 2.0)
     if best is None:
+        # Still too many after the steps (a cloud much sparser than a surface at this voxel size,
+        # e.g. volumetric noise): keep a random share of the voxels, so the cap holds.
+        keep = np.sort(np.random.default_rng(seed).choice(keep, max_points, replace=False))
         best = (keep, keys, voxel)
     keep, keys, voxel = best
     extra = []
