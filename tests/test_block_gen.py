@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pointseg.data.block_gen import make_blocks, room_normalization, room_to_blocks
+from pointseg.data.block_gen import room_normalization, room_to_blocks
+from pointseg.data.block_release import make_blocks
 from pointseg.io.rooms import Room, save_room
 from pointseg.data.s3dis_blocks import BlockRelease
 

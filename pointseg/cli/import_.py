@@ -25,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from pointseg.convert import IMPORTERS, import_checkpoint, importer
     from pointseg.models import count_parameters
     if args.list:
-        importer("deepgcns")          # loads the built-in importers
         for name, imp in sorted(IMPORTERS.items()):
             print(f"{name:<16} {imp.description}")
         return 0

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pointseg.data.block_gen import make_blocks
+    from pointseg.data.block_release import make_blocks
     s = make_blocks(args.prepared_dir, args.out_dir, stride=args.stride, block_size=args.block_size,
                     num_points=args.num_points, min_points=args.min_points, areas=args.areas,
                     seed=args.seed, blocks_per_file=args.blocks_per_file, sampling=args.sampling,

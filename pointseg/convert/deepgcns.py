@@ -17,12 +17,13 @@ ResGCN-28) unless ``block="plain"`` is given.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from ..classes import S3DIS
+from ..data.recipe import S3DIS_RECIPE
 from ..models import SegGCN, preset_config
-from .dgcnn_pytorch import S3DIS_BLOCK_RECIPE
-from .registry import ImportResult, Importer, register
+from .importer import ImportResult, Importer
 from .strict import TensorMap, apply_map, check_sources, strip_prefix
 
 WHAT = "a DenseDeepGCN checkpoint (deep_gcns_torch sem_seg_dense)"
@@ -110,7 +111,7 @@ def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
     how = "given" if arch["block_given"] else ("inferred" if arch["block"] == "dense"
                                                else "assumed: res and plain have the same tensors; "
                                                     "pass --block plain for a PlainGCN")
-    spec = {**S3DIS_BLOCK_RECIPE, "knn_channels": list(range(cfg.knn_channels))}
+    spec = replace(S3DIS_RECIPE, knn_channels=tuple(range(cfg.knn_channels))).to_spec()
     provenance = {"project": "DeepGCNs (github.com/lightaime/deep_gcns_torch)", "network": "DenseDeepGCN",
                   "licence": "see the DeepGCNs authors' release of these weights (not recorded in the file)",
                   "epoch": int(obj.get("epoch", -1)) if isinstance(obj, dict) and "state_dict" in obj else None}
@@ -119,5 +120,5 @@ def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
     return ImportResult(f"{name.lower()}-{arch['n_blocks']}", model.eval(), S3DIS, spec, provenance, summary)
 
 
-register(Importer("deepgcns", "checkpoint of deep_gcns_torch examples/sem_seg_dense/train.py (DenseDeepGCN)",
-                  convert))
+IMPORTER = Importer("deepgcns", "checkpoint of deep_gcns_torch examples/sem_seg_dense/train.py (DenseDeepGCN)",
+                    convert)

@@ -8,11 +8,13 @@ weights map without permutation.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..classes import S3DIS
+from ..data.recipe import S3DIS_RECIPE
 from ..models import DGCNN, DGCNNConfig
-from .registry import ImportResult, Importer, register
+from .importer import ImportResult, Importer
 from .strict import TensorMap, apply_map, check_sources, strip_prefix
 
 WHAT = "a DGCNN_semseg_s3dis state dict (dgcnn.pytorch)"
@@ -21,11 +23,6 @@ BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_track
 LAYERS = {1: "stages.0.layers.0", 2: "stages.0.layers.1", 3: "stages.1.layers.0",
           4: "stages.1.layers.1", 5: "stages.2.layers.0", 6: "embed", 7: "head.0", 8: "head.1"}
 
-# The input recipe of the S3DIS HDF5 block release that dgcnn.pytorch trains on.
-S3DIS_BLOCK_RECIPE: dict[str, Any] = {
-    "channels": ["x", "y", "z", "r", "g", "b", "x_room", "y_room", "z_room"],
-    "normalisation": "s3dis-blocks", "block_size": 1.0, "num_points": 4096, "stride": 0.5,
-}
 
 
 def tensor_map() -> TensorMap:
@@ -53,7 +50,8 @@ def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
                       k=int(options.get("k") or 20), emb_channels=int(state["conv6.0.weight"].shape[0]))
     model = DGCNN(cfg)
     model.load_state_dict(apply_map(state, tm, model.state_dict(), WHAT))
-    spec = {**S3DIS_BLOCK_RECIPE, "knn_channels": list(range(*cfg.knn_slice))}
+    # dgcnn.pytorch trains on the S3DIS HDF5 block release
+    spec = replace(S3DIS_RECIPE, knn_channels=tuple(range(*cfg.knn_slice))).to_spec()
     provenance = {"project": "dgcnn.pytorch (github.com/AnTao97/dgcnn.pytorch)", "network": "DGCNN_semseg_s3dis",
                   "licence": "MIT, copyright 2020 An Tao (pointseg/assets/LICENSE-dgcnn)"}
     return ImportResult("dgcnn", model.eval(), S3DIS, spec, provenance,
@@ -62,4 +60,4 @@ def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
                          f"({len(tm.duplicates)} BatchNorm duplicates checked equal)"])
 
 
-register(Importer("dgcnn-pytorch", "state dict of DGCNN_semseg_s3dis (dgcnn.pytorch, e.g. model_5.t7)", convert))
+IMPORTER = Importer("dgcnn-pytorch", "state dict of DGCNN_semseg_s3dis (dgcnn.pytorch, e.g. model_5.t7)", convert)

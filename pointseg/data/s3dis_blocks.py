@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..classes import S3DIS, ClassTable
-from .block_gen import BLOCK_CHANNELS
+from .recipe import S3DIS_CHANNELS
 
 ROOM_RE = re.compile(r"^Area_(\d+)_(.+)$")
 AREAS = (1, 2, 3, 4, 5, 6)
@@ -201,9 +201,9 @@ def _channel_index(channels: Sequence[int | str] | None, num_channels: int) -> n
     out = []
     for c in channels:
         if isinstance(c, str):
-            if c not in BLOCK_CHANNELS:
-                raise ValueError(f"unknown channel {c!r}; channels are {list(BLOCK_CHANNELS)} or indices")
-            c = BLOCK_CHANNELS.index(c)
+            if c not in S3DIS_CHANNELS:
+                raise ValueError(f"unknown channel {c!r}; channels are {list(S3DIS_CHANNELS)} or indices")
+            c = S3DIS_CHANNELS.index(c)
         if not 0 <= int(c) < num_channels:
             raise ValueError(f"channel {c} outside 0..{num_channels - 1}")
         out.append(int(c))
@@ -223,7 +223,7 @@ class S3DISBlocks(Dataset):
         num_points: points per returned block (default: all, 4096). Fewer are a random subset
             (without replacement), fixed per block for non-training splits.
         channels: which of the 9 channels to return, as indices or names from
-            ``BLOCK_CHANNELS`` (default all 9).
+            ``S3DIS_CHANNELS`` (default all 9).
         shuffle_points: permute points on every access (training default).
     """
 

@@ -11,7 +11,6 @@ steps, best score, metrics). ``last.pt`` adds the optimizer, scheduler and RNG s
 """
 from __future__ import annotations
 
-import math
 
 import pickle
 import random
@@ -24,6 +23,7 @@ import torch
 
 from ..classes import ClassTable
 from ..atomic import atomic_path
+from ..data.recipe import BlockRecipe
 
 FORMAT = "pointseg-checkpoint"
 VERSION = 1
@@ -78,7 +78,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-MAX_BLOCK_POINTS = 1_000_000       # points per block a checkpoint may ask for (the reference: 4096)
 
 
 def model_payload(preset: str, model: torch.nn.Module, classes: ClassTable,
@@ -97,47 +96,20 @@ def model_payload(preset: str, model: torch.nn.Module, classes: ClassTable,
     }
 
 
-# Input recipes this pointseg can cut blocks for (``input["normalisation"]`` of a checkpoint):
-# ``s3dis-blocks`` is the S3DIS HDF5 block release (pointseg.data.block_gen).
-INPUT_RECIPES = ("s3dis-blocks",)
-
-
-def check_input_recipe(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
-    """The checkpoint's input recipe, refused when this pointseg cannot produce it."""
-    from ..data.block_gen import BLOCK_CHANNELS
-    spec = dict(ckpt.get("input", {}))
-    recipe = spec.get("normalisation", "s3dis-blocks")
-    if recipe not in INPUT_RECIPES:
-        raise ValueError(f"{path}: input recipe {recipe!r} is not one this pointseg makes ({', '.join(INPUT_RECIPES)})")
-    channels = list(spec.get("channels", BLOCK_CHANNELS))
-    if channels != list(BLOCK_CHANNELS):
-        raise ValueError(f"{path}: model expects channels {channels}, the {recipe} recipe gives {list(BLOCK_CHANNELS)}")
-    return spec
+def check_input_recipe(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> BlockRecipe:
+    """The checkpoint's input recipe, refused (naming the field) when this pointseg cannot make it."""
+    return BlockRecipe.from_spec(ckpt.get("input", {}), str(path))
 
 
 def sliding_for(ckpt: dict[str, Any], sliding: Any = None) -> Any:
     """The sliding-block settings for a checkpoint: what the caller left unset (``None``) comes
-    from its recorded input recipe (block size, points per block, stride), else the defaults."""
-    from dataclasses import fields, replace
+    from its input recipe (block size, points per block, stride)."""
+    from dataclasses import replace
     from .inference import SlidingConfig
     sliding = sliding or SlidingConfig()
-    spec = ckpt.get("input", {})
-    spec = spec if isinstance(spec, dict) else {}
-    defaults = {"block_size": 1.0, "num_points": 4096, "stride": 0.5}
-    changes = {}
-    for f in fields(sliding):
-        if f.name in defaults and getattr(sliding, f.name) is None:
-            raw = spec.get(f.name, defaults[f.name])
-            if f.name == "num_points":
-                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not (1 <= raw <= MAX_BLOCK_POINTS) \
-                        or raw != int(raw):
-                    raise ValueError(f"checkpoint input.num_points={raw!r}: expected a whole number in "
-                                     f"1..{MAX_BLOCK_POINTS} points per block")
-                changes[f.name] = int(raw)
-            else:
-                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw <= 0:
-                    raise ValueError(f"checkpoint input.{f.name}={raw!r}: expected a positive number of metres")
-                changes[f.name] = float(raw)
+    recipe = check_input_recipe(ckpt)
+    changes = {name: getattr(recipe, name) for name in ("block_size", "num_points", "stride")
+               if getattr(sliding, name) is None}
     return replace(sliding, **changes) if changes else sliding
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import to_dict
+from ..data.recipe import BlockRecipe
 
 
 @dataclass
@@ -28,6 +29,11 @@ class DataConfig:
     synth_seed: int = 0
     synth_points: int = 300_000       # synthetic: approximate points per room
     workers: int = 0
+
+    @property
+    def recipe(self) -> BlockRecipe:
+        """The block recipe these settings train with (recorded whole in the checkpoint)."""
+        return BlockRecipe(block_size=self.block_size, num_points=self.num_points, stride=self.stride)
 
 
 @dataclass

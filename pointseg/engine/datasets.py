@@ -24,7 +24,7 @@ SOURCES = ("blocks", "rooms", "synthetic")
 
 
 def _blocks_from_prepared(prepared: Path, blocks: Path, cfg: "DataConfig", progress: bool) -> None:
-    from ..data.block_gen import make_blocks
+    from ..data.block_release import make_blocks
     if not blocks.exists():
         make_blocks(prepared, blocks, stride=cfg.stride, block_size=cfg.block_size,
                     num_points=cfg.num_points, progress=progress)

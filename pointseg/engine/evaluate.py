@@ -38,14 +38,14 @@ def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, devic
     full = np.zeros((k, k), dtype=np.int64)
     blocks = np.zeros((k, k), dtype=np.int64)
     per_room: dict[str, Any] = {}
-    entries = [r for r in prepared.iter_rooms(areas=[area])]
-    if rooms:
-        entries = [r for r in entries if r.name in rooms or r.entry.full_name in rooms]
+    # Entries are chosen first and rooms loaded one at a time in the loop: memory holds one room.
+    entries = [e for e in prepared.entries([area]) if not rooms or e.name in rooms or e.full_name in rooms]
     if not entries:
         raise ValueError(f"{data}: no prepared rooms in Area {area}")
     t0 = time.perf_counter()
     n_points = 0
-    for pr in tqdm(entries, desc=f"Area {area}", unit="room", disable=not progress):
+    for entry in tqdm(entries, desc=f"Area {area}", unit="room", disable=not progress):
+        pr = prepared.load(entry)
         room = pr.room
         if room.label is None:
             raise ValueError(f"{pr.entry.path}: room has no labels to evaluate against")
@@ -57,7 +57,7 @@ def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, devic
         per_room[pr.entry.full_name] = {"points": room.num_points, "oa": m.oa, "miou": m.miou, **stats}
         if block_level:
             blocks += block_level_confusion(model, room.xyz, room.rgb, room.label, k, dev, sliding.batch_size,
-                                            num_points=sliding.num_points)
+                                            num_points=sliding.num_points, block_size=sliding.block_size)
     seconds = time.perf_counter() - t0
     report = {
         "checkpoint": str(ckpt_path), "preset": ckpt["preset"], "data": str(data), "area": area,

@@ -75,10 +75,8 @@ def evaluate_blocks(model: torch.nn.Module, ds: Dataset, classes: ClassTable, de
 
 
 def input_spec(cfg: TrainConfig) -> dict[str, Any]:
-    """The input recipe a checkpoint records: what ``segment`` must cut for the model."""
-    from ..data.block_gen import BLOCK_CHANNELS
-    return {"channels": list(BLOCK_CHANNELS), "num_points": cfg.data.num_points,
-            "block_size": cfg.data.block_size, "normalisation": "s3dis-blocks"}
+    """The input recipe a checkpoint records whole: what ``segment`` must cut for the model."""
+    return cfg.data.recipe.to_spec()
 
 
 OPTIMIZERS = {"adam": lambda params, o: torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay),

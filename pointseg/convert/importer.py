@@ -1,4 +1,5 @@
-"""The importer registry and the common import procedure (read, map, rebuild, write)."""
+"""What an importer is and the import procedure every importer goes through (read, map, rebuild,
+write). The table of importers is :data:`pointseg.convert.IMPORTERS`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,33 +32,14 @@ class Importer:
     convert: Callable[[Any, dict[str, Any]], ImportResult]   # (loaded source, options) -> result
 
 
-IMPORTERS: dict[str, Importer] = {}
-
-
-def register(imp: Importer) -> Importer:
-    IMPORTERS[imp.name] = imp
-    return imp
-
-
-def importer(name: str) -> Importer:
-    _load_builtin()
-    if name not in IMPORTERS:
-        raise ValueError(f"unknown import format {name!r} (known: {', '.join(sorted(IMPORTERS))})")
-    return IMPORTERS[name]
-
-
-def _load_builtin() -> None:
-    from . import deepgcns, dgcnn_pytorch  # noqa: F401  (each registers itself)
-
-
-def import_checkpoint(fmt: str, source: str | Path, dest: str | Path, overwrite: bool = False,
-                      **options: Any) -> ImportResult:
-    """Convert ``source`` (format ``fmt``) into the pointseg checkpoint ``dest`` (written atomically).
+def run_import(imp: Importer, source: str | Path, dest: str | Path, overwrite: bool = False,
+               **options: Any) -> ImportResult:
+    """Convert ``source`` with ``imp`` into the pointseg checkpoint ``dest`` (written atomically).
 
     Nothing is written unless every tensor maps; an existing ``dest`` is refused unless ``overwrite``.
     """
     from ..engine.checkpoint import model_payload, save_checkpoint
-    imp = importer(fmt)
+    fmt = imp.name
     source, dest = Path(source), Path(dest)
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} already exists (pass --overwrite to replace it)")
