@@ -165,7 +165,8 @@
   }
   function setupFastGeometry(frameMs) {
     const m = Math.ceil(frameMs / 25);
-    if (m < 2 || fastGeom) return;
+    // Below ~200k points a slow frame is the fixed cost of drawing the window, not the points.
+    if (m < 2 || fastGeom || n < 200000) return;
     const idx = new Uint32Array(Math.ceil(n / m));
     for (let j = 0; j < idx.length; j++) idx[j] = j * m;
     fastGeom = new THREE.BufferGeometry();
