@@ -149,8 +149,37 @@ def train_epoch(task: Task, model: torch.nn.Module, optim: torch.optim.Optimizer
     return float(np.mean(losses)) if losses else float("nan")
 
 
+@dataclass
+class _Run:
+    """The state of one :meth:`Trainer.fit`: what is built once, and the counters that ``last.pt``
+    saves and ``--resume`` restores."""
+
+    device: torch.device
+    rank: int
+    world_size: int
+    out: Path
+    model: torch.nn.Module
+    optim: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    result: FitResult
+    ddp_model: torch.nn.Module | None = None
+    writer: Any = None
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float | None = None
+    resume_changes: list[str] = field(default_factory=list)
+
+
 class Trainer:
-    """Runs :meth:`fit` for one task and one set of :class:`FitOptions`."""
+    """Runs :meth:`fit` for one task and one set of :class:`FitOptions`.
+
+    :meth:`fit` reads as its steps: :meth:`_start` (device, process group, seeds, model and
+    optimizer), :meth:`_resume` or :meth:`_new_run` (the run folder), :meth:`_open_logs`, then per
+    epoch :meth:`_train_epoch` and :meth:`_end_of_epoch`, with :meth:`_save` writing ``last.pt`` /
+    ``best.pt``.
+    """
 
     def __init__(self, task: Task, opts: FitOptions) -> None:
         self.task, self.opts = task, opts
@@ -158,15 +187,52 @@ class Trainer:
     def fit(self) -> FitResult:
         from tqdm import tqdm
         task, opts = self.task, self.opts
+        run = self._start()
+        if opts.resume:
+            self._resume(run)
+        else:
+            self._new_run(run)
+        self._open_logs(run)
+
+        stop = interrupted = False
+        interrupt = DeferredInterrupt("saving last.pt" if task.resumable else "stopping")
+        show = opts.progress and run.rank == 0
+        epoch_bar = tqdm(total=opts.epochs, initial=run.epoch, desc=opts.bar_desc,
+                         disable=not show or opts.bar != "epochs", leave=False)
+        with interrupt:
+            while run.epoch < opts.epochs and not stop:
+                losses, stop, interrupted, complete = self._train_epoch(run, interrupt, show)
+                if stop and not complete:
+                    break                       # stopped mid-epoch: last.pt resumes right here
+                self._end_of_epoch(run, losses, epoch_bar)
+                if not stop and self._interrupt_requested(run, interrupt):
+                    interrupted = True
+                    break                       # between epochs: last.pt was just written
+            if stop and task.resumable:
+                self._save(run, "last")
+        epoch_bar.close()
+        if run.writer is not None:
+            run.writer.close()
+        if interrupted:
+            if task.resumable:
+                raise KeyboardInterrupt(f"training interrupted; {run.out / 'last.pt'} resumes it exactly (--resume)")
+            raise KeyboardInterrupt("training interrupted")
+        if run.world_size > 1:
+            torch.distributed.barrier()
+        return run.result
+
+    # -- steps of fit
+
+    def _start(self) -> _Run:
+        """Device and process group, seeds, the task's set-up, model, optimizer, schedule, scaler."""
+        task, opts = self.task, self.opts
         # this rank's GPU (cuda:LOCAL_RANK under torchrun) is made current before the process group
         device = D.select_device(resolve_device(opts.device))
         rank, world_size = D.init_from_env(device)
-        out = Path(opts.out)
         torch.manual_seed(opts.seed)
         np.random.seed(opts.seed)
         task.seed(opts.seed)
         task.setup(device, rank, world_size, progress=opts.progress and rank == 0)
-
         model = task.build_model()
         if world_size > 1 and opts.sync_bn:
             D.enable_sync_batchnorm(model)
@@ -174,162 +240,153 @@ class Trainer:
         optim = task.optimizer(model)
         sched = task.lr_schedule(optim)
         scaler = torch.amp.GradScaler("cuda", enabled=(opts.amp == "fp16" and device.type == "cuda"))
-        epoch, step_in_epoch, global_step = 0, 0, 0
-        best: float | None = None
-        result = FitResult(out)
-        resume_changes: list[str] = []
+        out = Path(opts.out)
+        return _Run(device, rank, world_size, out, model, optim, sched, scaler, FitResult(out))
 
-        if opts.resume:
-            last = out / "last.pt"
-            if rank == 0 and out.is_dir():
-                remove_stale_temporaries(out)
-            ck = load_checkpoint(last, map_location=device)
-            if ck.get("kind") != task.kind:
-                raise ValueError(f"{last}: holds a {ck.get('kind')!r} run, not a {task.kind!r} one")
-            resume_changes = sorted(set(ck.get("resume_changes", [])) | set(task.check_resume(ck, last)))
-            missing = [k for k in RESUME_STATE if k not in ck]
-            if missing:
-                raise ValueError(f"{last}: not a training checkpoint (missing {', '.join(missing)})")
-            model.load_state_dict(ck["model"])
-            optim.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            epoch, step_in_epoch, global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
-            best = ck.get("best_score", ck.get("best_miou"))   # best_miou: last.pt of pointseg before the one trainer
-            if "scaler" in ck and scaler.is_enabled():
-                scaler.load_state_dict(ck["scaler"])
-            set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
-        elif rank == 0 and task.resumable and (out / "last.pt").exists():
-            raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume to continue it "
+    def _resume(self, run: _Run) -> None:
+        """Restore ``last.pt``: weights, optimizer, schedule, scaler, counters and random state."""
+        task = self.task
+        last = run.out / "last.pt"
+        if run.rank == 0 and run.out.is_dir():
+            remove_stale_temporaries(run.out)
+        ck = load_checkpoint(last, map_location=run.device)
+        if ck.get("kind") != task.kind:
+            raise ValueError(f"{last}: holds a {ck.get('kind')!r} run, not a {task.kind!r} one")
+        run.resume_changes = sorted(set(ck.get("resume_changes", [])) | set(task.check_resume(ck, last)))
+        missing = [k for k in RESUME_STATE if k not in ck]
+        if missing:
+            raise ValueError(f"{last}: not a training checkpoint (missing {', '.join(missing)})")
+        run.model.load_state_dict(ck["model"])
+        run.optim.load_state_dict(ck["optimizer"])
+        run.sched.load_state_dict(ck["scheduler"])
+        run.epoch, run.step_in_epoch, run.global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
+        run.best = ck.get("best_score", ck.get("best_miou"))   # best_miou: last.pt of pointseg before the one trainer
+        if "scaler" in ck and run.scaler.is_enabled():
+            run.scaler.load_state_dict(ck["scaler"])
+        set_rng_state(ck["rng"][run.rank] if isinstance(ck["rng"], list) else ck["rng"])
+
+    def _new_run(self, run: _Run) -> None:
+        """The run folder of a new run (refused when it holds a resumable run already)."""
+        if run.rank != 0:
+            return
+        if self.task.resumable and (run.out / "last.pt").exists():
+            raise FileExistsError(f"{run.out} already holds a run (last.pt); pass --resume to continue it "
                                   "or choose another out_dir")
-        elif rank == 0:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                remove_stale_temporaries(out)
-                task.write_run_files(out)
-            except OSError as e:
-                raise ValueError(f"{out}: cannot write the run folder: {e.strerror or e}") from None
+        try:
+            run.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(run.out)
+            self.task.write_run_files(run.out)
+        except OSError as e:
+            raise ValueError(f"{run.out}: cannot write the run folder: {e.strerror or e}") from None
 
-        ddp_model = model
-        if world_size > 1:
-            ddp_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-
-        writer = None
-        if rank == 0:
+    def _open_logs(self, run: _Run) -> None:
+        """DDP wrapping, TensorBoard and the task's banner line (rank 0)."""
+        run.ddp_model = run.model
+        if run.world_size > 1:
+            run.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+        if run.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(opts.tb_dir or out / "tb"))
-            line = task.banner(model, device, world_size)
+            run.writer = SummaryWriter(str(self.opts.tb_dir or run.out / "tb"))
+            line = self.task.banner(run.model, run.device, run.world_size)
             if line:
                 print(line)
 
-        def snapshot(tag: str, metrics: dict[str, Any] | None = None) -> None:
-            """``last``: everything --resume needs; ``best``: the model without training state."""
-            states = [rng_state()]
-            if world_size > 1:
-                gathered: list[Any] = [None] * world_size
-                torch.distributed.all_gather_object(gathered, states[0])
-                states = gathered
-            if rank != 0:
-                return
-            payload = task.checkpoint_payload(model)
-            payload.update(epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step, best_score=best,
-                           metrics=metrics or {}, resume_changes=resume_changes,
-                           provenance={"project": "pointseg", "version": __version__})
-            if tag == "last":
-                payload.update(optimizer=optim.state_dict(), scheduler=sched.state_dict(),
-                               rng=states if world_size > 1 else states[0])
-                if scaler.is_enabled():
-                    payload["scaler"] = scaler.state_dict()
-            try:
-                save_checkpoint(out / f"{tag}.pt", payload)
-            except (OSError, RuntimeError) as e:     # a full disk shows as RuntimeError from torch.save
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ValueError(f"{out / (tag + '.pt')}: cannot write the checkpoint ({first}); "
-                                 f"the previous {tag}.pt, if any, is intact") from None
+    def _interrupt_requested(self, run: _Run, interrupt: DeferredInterrupt) -> bool:
+        req = interrupt.requested
+        if run.world_size > 1:               # every process must stop at the same step
+            req = bool(D.all_reduce_sum(torch.tensor(float(req), device=run.device)) > 0)
+        return req
 
+    def _train_epoch(self, run: _Run, interrupt: DeferredInterrupt, show: bool
+                     ) -> tuple[list[float], bool, bool, bool]:
+        """The optimizer steps of one epoch (from ``run.step_in_epoch``), logged as they go;
+        ``(losses, stop, interrupted, epoch complete)``."""
+        from tqdm import tqdm
+        task, opts = self.task, self.opts
+        run.ddp_model.train()
+        batches = task.train_batches(run.ddp_model, run.epoch, run.step_in_epoch)
+        bar = tqdm(batches, desc=f"epoch {run.epoch + 1}/{opts.epochs}", dynamic_ncols=True,
+                   disable=not show or opts.bar != "steps")
+        t0, seen, taken, losses = time.perf_counter(), 0, 0, []
         stop = interrupted = False
-        interrupt = DeferredInterrupt("saving last.pt" if task.resumable else "stopping")
-        show = opts.progress and rank == 0
+        for loss_v, batch in optimizer_steps(task, run.ddp_model, run.optim, bar, run.device, opts.amp,
+                                             run.scaler, run.world_size):
+            taken += 1
+            run.step_in_epoch += 1
+            run.global_step += 1
+            seen += task.count(batch)
+            losses.append(loss_v)
+            if opts.check_finite and not math.isfinite(loss_v):
+                raise FloatingPointError(f"loss became {loss_v} at step {run.global_step}")
+            rate = seen / max(1e-9, time.perf_counter() - t0)
+            bar.set_postfix({"loss": f"{loss_v:.4f}", f"{task.items}_per_s": f"{rate:.2f}"})
+            if run.writer is not None:
+                run.writer.add_scalar("train/loss", loss_v, run.global_step)
+                if run.global_step % opts.log_every == 0:
+                    run.writer.add_scalar("train/lr", run.optim.param_groups[0]["lr"], run.global_step)
+                    run.writer.add_scalar(f"train/{task.items}_per_s", rate, run.global_step)
+            if opts.max_steps and run.global_step >= opts.max_steps:
+                stop = True
+            elif self._interrupt_requested(run, interrupt):
+                stop = interrupted = True
+            if stop:
+                break
+        return losses, stop, interrupted, not stop or _epoch_complete(batches, taken)
 
-        def interrupt_requested() -> bool:
-            req = interrupt.requested
-            if world_size > 1:               # every process must stop at the same step
-                req = bool(D.all_reduce_sum(torch.tensor(float(req), device=device)) > 0)
-            return req
+    def _end_of_epoch(self, run: _Run, losses: list[float], epoch_bar: Any) -> None:
+        """Schedule step, validation, logs, best-by-validation and the checkpoints of the epoch."""
+        task = self.task
+        run.sched.step()
+        run.epoch += 1
+        run.step_in_epoch = 0
+        epoch_loss = float(np.mean(losses)) if losses else float("nan")
+        run.result.epoch_losses.append(epoch_loss)
+        metrics = task.evaluate(run.model)
+        if run.writer is not None:
+            for tag, value in task.epoch_scalars(epoch_loss, metrics).items():
+                run.writer.add_scalar(tag, value, run.epoch)
+        line = task.epoch_line(run.epoch, metrics) if run.rank == 0 else None
+        if line:
+            print(line)
+        score = _score(task, metrics)
+        improved = metrics is not None and (run.best is None or better(task.higher_is_better, score, run.best))
+        if improved:
+            run.best = score
+            run.result.best_epoch, run.result.best_metrics = run.epoch, metrics
+        if task.resumable:
+            self._save(run, "last", metrics)
+        if improved or metrics is None:
+            self._save(run, "best", metrics)
+        epoch_bar.update(1)
+        if metrics is not None:
+            epoch_bar.set_postfix({"loss": f"{epoch_loss:.4f}", task.selection_metric: f"{score:.4f}",
+                                   "best": f"{run.best if run.best is not None else float('nan'):.4f}"})
 
-        epoch_bar = tqdm(total=opts.epochs, initial=epoch, desc=opts.bar_desc, disable=not show or opts.bar != "epochs",
-                         leave=False)
-        with interrupt:
-            while epoch < opts.epochs and not stop:
-                ddp_model.train()
-                batches = task.train_batches(ddp_model, epoch, step_in_epoch)
-                bar = tqdm(batches, desc=f"epoch {epoch + 1}/{opts.epochs}", dynamic_ncols=True,
-                           disable=not show or opts.bar != "steps")
-                t0, seen, taken, losses = time.perf_counter(), 0, 0, []
-                for loss_v, batch in optimizer_steps(task, ddp_model, optim, bar, device, opts.amp, scaler, world_size):
-                    taken += 1
-                    step_in_epoch += 1
-                    global_step += 1
-                    seen += task.count(batch)
-                    losses.append(loss_v)
-                    if opts.check_finite and not math.isfinite(loss_v):
-                        raise FloatingPointError(f"loss became {loss_v} at step {global_step}")
-                    rate = seen / max(1e-9, time.perf_counter() - t0)
-                    bar.set_postfix({"loss": f"{loss_v:.4f}", f"{task.items}_per_s": f"{rate:.2f}"})
-                    if writer is not None:
-                        writer.add_scalar("train/loss", loss_v, global_step)
-                        if global_step % opts.log_every == 0:
-                            writer.add_scalar("train/lr", optim.param_groups[0]["lr"], global_step)
-                            writer.add_scalar(f"train/{task.items}_per_s", rate, global_step)
-                    if opts.max_steps and global_step >= opts.max_steps:
-                        stop = True
-                    elif interrupt_requested():
-                        stop = interrupted = True
-                    if stop:
-                        break
-                if stop and not _epoch_complete(batches, taken):
-                    break                       # stopped mid-epoch: last.pt resumes right here
-                sched.step()
-                epoch += 1
-                step_in_epoch = 0
-                epoch_loss = float(np.mean(losses)) if losses else float("nan")
-                result.epoch_losses.append(epoch_loss)
-                metrics = task.evaluate(model)
-                if writer is not None:
-                    for tag, value in task.epoch_scalars(epoch_loss, metrics).items():
-                        writer.add_scalar(tag, value, epoch)
-                line = task.epoch_line(epoch, metrics) if rank == 0 else None
-                if line:
-                    print(line)
-                score = _score(task, metrics)
-                improved = metrics is not None and (best is None or better(task.higher_is_better, score, best))
-                if improved:
-                    best = score
-                    result.best_epoch, result.best_metrics = epoch, metrics
-                if task.resumable:
-                    snapshot("last", metrics)
-                if improved or metrics is None:
-                    snapshot("best", metrics)
-                epoch_bar.update(1)
-                if metrics is not None:
-                    epoch_bar.set_postfix({"loss": f"{epoch_loss:.4f}",
-                                           task.selection_metric: f"{score:.4f}",
-                                           "best": f"{best if best is not None else float('nan'):.4f}"})
-                if not stop and interrupt_requested():
-                    interrupted = True
-                    break                       # between epochs: last.pt was just written
-            if stop and task.resumable:
-                snapshot("last")
-        epoch_bar.close()
-        if writer is not None:
-            writer.close()
-        if interrupted:
-            if task.resumable:
-                raise KeyboardInterrupt(f"training interrupted; {out / 'last.pt'} resumes it exactly (--resume)")
-            raise KeyboardInterrupt("training interrupted")
-        if world_size > 1:
-            torch.distributed.barrier()
-        return result
+    def _save(self, run: _Run, tag: str, metrics: dict[str, Any] | None = None) -> None:
+        """``last``: everything --resume needs; ``best``: the model without training state."""
+        states = [rng_state()]
+        if run.world_size > 1:
+            gathered: list[Any] = [None] * run.world_size
+            torch.distributed.all_gather_object(gathered, states[0])
+            states = gathered
+        if run.rank != 0:
+            return
+        payload = self.task.checkpoint_payload(run.model)
+        payload.update(epoch=run.epoch, step_in_epoch=run.step_in_epoch, global_step=run.global_step,
+                       best_score=run.best, metrics=metrics or {}, resume_changes=run.resume_changes,
+                       provenance={"project": "pointseg", "version": __version__})
+        if tag == "last":
+            payload.update(optimizer=run.optim.state_dict(), scheduler=run.sched.state_dict(),
+                           rng=states if run.world_size > 1 else states[0])
+            if run.scaler.is_enabled():
+                payload["scaler"] = run.scaler.state_dict()
+        try:
+            save_checkpoint(run.out / f"{tag}.pt", payload)
+        except (OSError, RuntimeError) as e:     # a full disk shows as RuntimeError from torch.save
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{run.out / (tag + '.pt')}: cannot write the checkpoint ({first}); "
+                             f"the previous {tag}.pt, if any, is intact") from None
 
 
 def _epoch_complete(batches: Any, taken: int) -> bool:
