@@ -31,7 +31,7 @@ from ..classes import ClassTable
 from ..metrics import SegMetrics, confusion_matrix
 from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
 from .frame import Decision, FileHints, Frame, resolve_frame
-from .inference import SlidingConfig, predict_points
+from .inference import SlidingConfig, score_points
 
 # dgcnn.pytorch's fold-5 S3DIS weights (Area 5 held out), imported; the synthetic ResGCN-7 stays
 # available as ``--checkpoint resgcn7-synthetic`` (engine.checkpoint.NAMED_CHECKPOINTS)
@@ -162,12 +162,16 @@ class Segmentation:
     """What segmenting a scan gives: ``labels`` int64 ``(N,)`` for every point of the scan; the
     scan's ``ground_truth`` when it has labels inside the model's class table (else None); the
     ``summary`` (JSON-ready: model, classes, histogram, sliding blocks, frame, notes, metrics against
-    the ground truth); ``timings`` in seconds (``frame_s``; ``predict_s``, which includes framing)."""
+    the ground truth); ``timings`` in seconds (``frame_s``; ``predict_s``, which includes framing);
+    ``confidence`` float32 ``(N,)``, each point's winning class probability (its share of the soft
+    votes); ``probabilities`` float32 ``(N, C)``, the averaged softmax, when asked for."""
 
     labels: np.ndarray
     ground_truth: np.ndarray | None
     summary: dict[str, Any]
     timings: dict[str, float]
+    confidence: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> LoadedModel:
@@ -190,8 +194,11 @@ def model_input_colours(rgb: np.ndarray | None, n: int, policy: str) -> np.ndarr
 def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = None,
                  color_policy: str = "gray", progress: bool = True, up: str = "auto", units: str = "auto",
                  voxel: float | str | None = "auto", notes: list[str] | None = None,
-                 say: Callable[[str], None] | None = None, walls: str = "auto") -> Segmentation:
+                 say: Callable[[str], None] | None = None, walls: str = "auto",
+                 probabilities: bool = False) -> Segmentation:
     """Label every point of ``scan`` with ``model``.
+
+    ``probabilities``: also keep every point's class probabilities (``C`` floats a point).
 
     ``notes``: what the caller already noted about the scan (they lead the summary's notes);
     ``say``: where progress lines (frame, subsampling, notes) go as they happen (None: nowhere).
@@ -217,10 +224,13 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
     for line in sanity:
         say(f"check: {line}")
     timings["frame_s"] = time.perf_counter() - t
-    pred, stats = predict_points(model.network, net.xyz, net.rgb, classes.num_classes, model.device,
-                                 sliding, progress)
+    scores = score_points(model.network, net.xyz, net.rgb, classes.num_classes, model.device,
+                          sliding, progress, probabilities=probabilities)
+    pred, stats, confidence, probs = scores.labels, scores.stats, scores.confidence, scores.probabilities
     if net.back is not None:
-        pred = pred[net.back]
+        # every original point takes its voxel representative's label, confidence and probabilities
+        pred, confidence = pred[net.back], confidence[net.back]
+        probs = None if probs is None else probs[net.back]
     if stats["outliers"]:
         notes.append(f"warning: {stats['outliers']} point(s) lie far outside the rest of the scan; they were "
                      "left out of the blocks and labelled like their nearest point")
@@ -243,7 +253,7 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
     }
     if gt is not None:
         summary["metrics"] = SegMetrics(confusion_matrix(gt, pred, classes.num_classes), classes.names).to_dict()
-    return Segmentation(pred, gt, summary, timings)
+    return Segmentation(pred, gt, summary, timings, confidence, probs)
 
 
 def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
