@@ -12,7 +12,9 @@ short (the rest uninitialised memory), so ASCII and binary PLY / PCD are parsed 
   through, not assumed absent.
 
 ``read_ply_fields`` / ``read_pcd_fields`` return ``{"xyz", "rgb"?, "label"?, "pred"?}`` plus
-the PLY header comments; :mod:`pointseg.io.scans` turns them into a ``Scan``.
+the PLY header comments; :mod:`pointseg.io.scans` turns them into a ``Scan``. A header comment
+``prediction NAME`` (PLY) or ``# prediction NAME`` (PCD), as :mod:`pointseg.io.write_back` writes,
+makes property ``NAME`` the prediction whatever its name (``label`` included).
 """
 from __future__ import annotations
 
@@ -160,7 +162,7 @@ def read_ply_fields(path: Path) -> dict:
         columns = _ply_binary(path, info, data)
     else:
         columns = _ply_ascii(path, info, data)
-    out = _fields_from_columns(path, columns, vertex["count"])
+    out = _fields_from_columns(path, columns, vertex["count"], prediction_name(info["comments"]))
     out["comments"] = info["comments"]
     return out
 
@@ -300,6 +302,7 @@ _PCD_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "V
 
 def parse_pcd_header(path: Path, f) -> dict:
     h: dict = {}
+    comments: list[str] = []
     lineno = 0
     for lineno in range(1, 200):
         raw = f.readline(65536)
@@ -313,6 +316,8 @@ def parse_pcd_header(path: Path, f) -> dict:
             raise
         tok = line.split()
         if not tok or tok[0].startswith("#"):
+            if tok:
+                comments.append(line.strip().lstrip("#").strip())
             continue
         key = tok[0].upper()
         if key not in _PCD_KEYS:
@@ -373,7 +378,7 @@ def parse_pcd_header(path: Path, f) -> dict:
     organized = (width, height) if height > 1 and width * height == n else None
     return {"fields": fields, "dtypes": dtypes, "counts": counts, "points": n,
             "data": h["DATA"][0].lower(), "data_offset": h["data_offset"], "data_line": h["data_line"],
-            "organized": organized, "viewpoint": viewpoint}
+            "organized": organized, "viewpoint": viewpoint, "comments": comments}
 
 
 def read_pcd_fields(path: Path) -> dict:
@@ -396,7 +401,7 @@ def read_pcd_fields(path: Path) -> dict:
             data = f.read(avail + 1)
     frame = {"organized": h["organized"], "viewpoint": h["viewpoint"]}
     if h["data"] == "binary_compressed":
-        return {**_pcd_compressed_open3d(path, n), **frame}
+        return {**_pcd_compressed_open3d(path, n, prediction_name(h["comments"])), **frame}
     cols: dict[str, np.ndarray] = {}
     if h["data"] == "binary":
         dt = np.dtype([(nm, "<" + d, (c,)) if c > 1 else (nm, "<" + d)
@@ -431,10 +436,10 @@ def read_pcd_fields(path: Path) -> dict:
         cols["red"] = ((v >> 16) & 255).astype(np.uint8)
         cols["green"] = ((v >> 8) & 255).astype(np.uint8)
         cols["blue"] = (v & 255).astype(np.uint8)
-    return {**_fields_from_columns(path, cols, n), **frame}
+    return {**_fields_from_columns(path, cols, n, prediction_name(h["comments"])), **frame}
 
 
-def _pcd_compressed_open3d(path: Path, n: int) -> dict:
+def _pcd_compressed_open3d(path: Path, n: int, pred_name: str | None = None) -> dict:
     import open3d as o3d
     try:
         pc = o3d.t.io.read_point_cloud(str(path))
@@ -448,16 +453,26 @@ def _pcd_compressed_open3d(path: Path, n: int) -> dict:
     if "colors" in pc.point:
         c = pc.point.colors.numpy()
         cols.update(red=c[:, 0], green=c[:, 1], blue=c[:, 2])
-    for names in (LABEL_FIELDS, PRED_FIELDS):
+    for names in (LABEL_FIELDS, PRED_FIELDS, (pred_name,) if pred_name else ()):
         for nm in names:
             if nm in pc.point:
                 cols[nm] = pc.point[nm].numpy().reshape(n, -1)[:, 0]
-    return _fields_from_columns(path, cols, n)
+    return _fields_from_columns(path, cols, n, pred_name)
 
 
 # ----------------------------------------------------------------------------- shared
 
-def _fields_from_columns(path: Path, cols: dict[str, np.ndarray], n: int) -> dict:
+def prediction_name(comments: list[str]) -> str | None:
+    """The property that a header comment ``prediction NAME`` (written by io.write_back) names:
+    the prediction, whatever its name (``label`` included), so it is not taken for ground truth."""
+    for c in comments:
+        tok = c.split()
+        if len(tok) == 2 and tok[0] == "prediction":
+            return tok[1]
+    return None
+
+
+def _fields_from_columns(path: Path, cols: dict[str, np.ndarray], n: int, pred_name: str | None = None) -> dict:
     xyz = np.stack([np.asarray(cols[c], dtype=np.float64) for c in "xyz"], axis=1)
     if len(xyz) != n:
         raise ValueError(f"{path}: header declares {n} points but {len(xyz)} were read")
@@ -466,9 +481,12 @@ def _fields_from_columns(path: Path, cols: dict[str, np.ndarray], n: int) -> dic
     out: dict = {"xyz": xyz}
     if all(c in cols for c in ("red", "green", "blue")):
         out["rgb"] = np.stack([np.asarray(cols[c]) for c in ("red", "green", "blue")], axis=1)
+    if pred_name in cols:
+        out["pred"] = np.asarray(cols[pred_name])
     for key, names in (("label", LABEL_FIELDS), ("pred", PRED_FIELDS)):
         for nm in names:
-            if nm in cols:
-                out[key] = np.asarray(cols[nm])
+            if key in out:
                 break
+            if nm in cols and nm != pred_name:
+                out[key] = np.asarray(cols[nm])
     return out

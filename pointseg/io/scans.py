@@ -207,11 +207,13 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
     if len(xyz) == 0:
         raise ValueError(f"{path}: the scan has no points")
     n = len(xyz)
-    # Validate lengths before masking so the message names the file's own counts.
+    # Lengths are checked against the file's own count (the message names it), values only on the
+    # points kept: a dropped point may carry the "no label" value -1 (io.write_back.NO_LABEL).
+    finite_pts = np.isfinite(xyz).all(axis=1)
     if label is not None:
-        label = check_labels(label, n, str(path), classes, "label")
+        label = _labels_of_kept(label, n, finite_pts, path, classes, "label")
     if pred is not None:
-        pred = check_labels(pred, n, str(path), classes, "pred")
+        pred = _labels_of_kept(pred, n, finite_pts, path, classes, "pred")
     finite = np.isfinite(xyz).all(axis=1)
     dropped = int(n - finite.sum())
     kept = None
@@ -223,10 +225,20 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         kept = finite
         xyz = xyz[finite]
         rgb = rgb[finite] if rgb is not None else None
-        label = label[finite] if label is not None else None
-        pred = pred[finite] if pred is not None else None
+        # label and pred are already the kept points' (_labels_of_kept)
     return Scan(xyz=xyz, rgb=rgb, label=label, pred=pred, classes=classes, path=path,
                 dropped=dropped, kept=kept, model=model, organized=organized, viewpoint=viewpoint)
+
+
+def _labels_of_kept(v: np.ndarray, n: int, finite: np.ndarray, path: Path, classes: ClassTable | None,
+                    what: str) -> np.ndarray:
+    """``check_labels`` of the points with finite coordinates: ``(finite.sum(),)`` values."""
+    v = np.asarray(v)
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim != 1 or len(v) != n or finite.all():
+        return check_labels(v, n, str(path), classes, what)
+    return check_labels(v[finite], int(finite.sum()), str(path), classes, what)
 
 
 def _colours_to_uint8(c: np.ndarray, path: Path) -> np.ndarray:
