@@ -13,7 +13,13 @@ Outputs in ``OUT_DIR`` (written together: the folder appears complete or not at 
 * ``<name>.html``: one self-contained page (three.js inlined) to turn the result around in any
   browser offline, with RGB / prediction / ground truth / error and a legend (:mod:`viewer.html`);
 * ``<name>.json``: summary: class table, per-class histogram, timings, model, and metrics when
-  the scan carries labels.
+  the scan carries labels;
+* the scan in its own format with the prediction added (``site.laz``, ``room.pcd``, ...; a PLY
+  scan is ``<name>.scan.ply`` beside the class-coloured ``<name>.ply``): every original point,
+  field and header record kept, plus a label and a confidence per point (:mod:`pointseg.io.write_back`);
+* ``<name>.probabilities.npy`` with ``--probabilities``: float16 ``(N, C)`` class probabilities.
+
+``--write`` chooses among them (default: all; ``--no-render`` leaves the PNG out).
 """
 from __future__ import annotations
 
@@ -60,10 +66,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "much denser than a block needs), off, or a size; every point keeps a label")
     p.add_argument("--no-color", default="gray", choices=("gray", "zeros"),
                    help="model input for scans without colour (default gray)")
-    p.add_argument("--no-render", action="store_true", help="skip the PNG")
+    p.add_argument("--no-render", action="store_true", help="skip the PNG (same as leaving png out of --write)")
+    p.add_argument("--write", default=None, metavar="LIST",
+                   help="comma-separated outputs to write, of " + ",".join(WRITE_CHOICES)
+                        + " (default: all; 'scan' is the scan in its own format with label and confidence "
+                          "added, skipped for a prepared .npz room)")
+    p.add_argument("--las-codes", default=None, metavar="FILE",
+                   help="YAML or JSON mapping class name -> LAS classification code (0-255) for a LAS/LAZ "
+                        "scan, replacing the checkpoint's codes or the default 19 + class index")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write NAME.probabilities.npy: float16 (N, C) class probabilities per point")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
                    help="also show the rendering engine's start-up lines (hidden by default)")
+
+
+WRITE_CHOICES = ("labels", "ply", "png", "html", "json", "scan")
+
+
+def parse_write(text: str | None, render: bool = True) -> tuple[frozenset[str], bool]:
+    """``--write``: the outputs to write and whether they were chosen explicitly (the default,
+    every output, skips 'scan' for a scan that cannot be written back instead of refusing it)."""
+    if text is None:
+        return frozenset(c for c in WRITE_CHOICES if render or c != "png"), False
+    chosen = [w.strip() for w in text.split(",") if w.strip()]
+    bad = [w for w in chosen if w not in WRITE_CHOICES]
+    if bad or not chosen:
+        raise ValueError(f"--write takes a comma-separated list of {', '.join(WRITE_CHOICES)}, got {text!r}")
+    outputs = frozenset(c for c in chosen if render or c != "png")
+    if not outputs:
+        raise ValueError("--write png with --no-render leaves nothing to write")
+    return outputs, True
 
 
 def parse_voxel(text: str) -> float | str:
@@ -85,12 +118,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_frame_choices(args.up, args.units, args.walls)
     voxel = parse_voxel(args.voxel)
+    parse_write(args.write, not args.no_render)     # refused before the checkpoint or the scan is read
     # Validated here (ValueError naming the option) before the checkpoint or the scan is read.
     sliding = SlidingConfig(stride=args.stride, repeats=args.repeats, batch_size=args.batch_size,
                             tile_size=args.tile_size)
     s = segment(args.scan, args.checkpoint, args.out, args.device, args.overwrite, sliding,
                 args.no_color, render=not args.no_render, progress=not args.quiet,
-                up=args.up, units=args.units, voxel=voxel, walls=args.walls)
+                up=args.up, units=args.units, voxel=voxel, walls=args.walls,
+                write=args.write, las_codes=args.las_codes, probabilities=args.probabilities)
     top = sorted(s["histogram"].items(), key=lambda kv: -kv[1])[:5]
     print(f"[segment] {s['points']:,} points with {s['model']} in {s['timings']['total_s']:.1f} s "
           f"({s['points_per_s']:,.0f} points/s predicting); most frequent: "
@@ -98,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if "metrics" in s:
         m = s["metrics"]
         print(f"[segment] against the scan's labels: OA {100 * m['oa']:.2f}  mIoU {100 * m['miou']:.2f}")
-    print(f"[segment] wrote {s['out_dir']}/ (labels .npy, .ply, " + ("" if args.no_render else ".png, ") + ".json)")
+    print(f"[segment] wrote {s['out_dir']}/ ({', '.join(s['outputs'])})")
     return 0
 
 
@@ -110,9 +145,14 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
             out_dir: str | Path | None = None, device: str = "auto", overwrite: bool = False,
             sliding: SlidingConfig | None = None, color_policy: str = "gray", render: bool = True,
             render_size: tuple[int, int] = (480, 360), progress: bool = True, up: str = "auto",
-            units: str = "auto", voxel: float | str | None = "auto", walls: str = "auto") -> dict[str, Any]:
+            units: str = "auto", voxel: float | str | None = "auto", walls: str = "auto",
+            write: str | None = None, las_codes: str | Path | None = None,
+            probabilities: bool = False) -> dict[str, Any]:
     """Segment one scan file and write its outputs (default: the bundled sample room with the
-    bundled checkpoint); returns the summary, with ``out_dir``."""
+    bundled checkpoint); returns the summary, with ``out_dir`` and the ``outputs`` written.
+
+    ``write``: ``--write`` (None: every output, the PNG only when ``render``); ``las_codes``: a
+    ``--las-codes`` file; ``probabilities``: also write the per-class probabilities."""
     from pointseg.atomic import check_replaceable
     from pointseg.engine.segment import DEFAULT_CHECKPOINT, load_model, segment_scan
     from pointseg.io.scans import read_scan
@@ -138,17 +178,20 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     timings["read_scan_s"] = time.perf_counter() - t
     if scan.num_points == 0:
         raise ValueError(f"{scan_path}: the scan holds no points")
+    # Everything the scan output needs is checked before the (long) segmentation.
+    outputs, scan_out = _plan_outputs(scan_path, model, write, render, las_codes)
     notes: list[str] = []
     if scan.dropped:
         notes.append(f"{scan.dropped} point(s) with NaN/inf coordinates were dropped")
         _say(f"note: {notes[-1]}")
     seg = segment_scan(model, scan, sliding, color_policy=color_policy, progress=progress, up=up, units=units,
-                       voxel=voxel, notes=notes, say=_say, walls=walls)
+                       voxel=voxel, notes=notes, say=_say, walls=walls, probabilities=probabilities)
     timings.update(seg.timings)
     summary: dict[str, Any] = {"scan": str(scan_path), "points": scan.num_points, "dropped_points": scan.dropped,
                                "checkpoint": str(checkpoint), **seg.summary}
     try:
-        _write_outputs(out_dir, overwrite, scan, seg, model, summary, timings, render, render_size, t_start)
+        _write_outputs(out_dir, overwrite, scan, seg, model, summary, timings, "png" in outputs, render_size,
+                       t_start, write=outputs, scan_out=scan_out, probabilities=probabilities)
     except OSError as e:
         if isinstance(e, (FileExistsError, FileNotFoundError, NotADirectoryError)):
             raise
@@ -157,10 +200,34 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     return summary
 
 
+def _plan_outputs(scan_path: Path, model: LoadedModel, write: str | None, render: bool,
+                  las_codes: str | Path | None) -> tuple[frozenset[str], dict[str, Any] | None]:
+    """The outputs to write, and for the scan output its file name and LAS code table, refused
+    (one line) before any work when the scan cannot be written back as asked."""
+    from pointseg.io.write_back import (SCAN_OUTPUT_SUFFIXES, check_scan_output, las_code_table,
+                                        load_las_codes, output_name)
+    outputs, explicit = parse_write(write, render)
+    override = load_las_codes(las_codes, model.classes) if las_codes is not None else None
+    if "scan" not in outputs:
+        return outputs, None
+    if not explicit and scan_path.suffix.lower() not in SCAN_OUTPUT_SUFFIXES:
+        return outputs - {"scan"}, None       # a prepared room (.npz): no format of the user's to keep
+    codes = None
+    if scan_path.suffix.lower() in (".las", ".laz"):
+        codes = las_code_table(model.classes, model.ckpt.get("las_codes"), override)
+    check_scan_output(scan_path, codes)
+    return outputs, {"name": output_name(scan_path, frozenset({f"{scan_path.stem}.ply"})), "codes": codes}
+
+
 def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation, model: LoadedModel,
                    summary: dict[str, Any], timings: dict[str, float], render: bool,
-                   render_size: tuple[int, int], t_start: float) -> None:
-    """All outputs into a temporary folder that replaces ``out_dir`` only when complete."""
+                   render_size: tuple[int, int], t_start: float, *, write: frozenset[str] | None = None,
+                   scan_out: dict[str, Any] | None = None, probabilities: bool = False) -> None:
+    """All outputs into a temporary folder that replaces ``out_dir`` only when complete.
+
+    ``write``: which outputs (None: labels, ply, png when ``render``, html and json);
+    ``scan_out``: the scan output's file name and LAS codes (:func:`_plan_outputs`), with 'scan'
+    in ``write``; ``probabilities``: write ``seg.probabilities`` too."""
     import json
 
     import numpy as np
@@ -168,26 +235,60 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
     from pointseg.atomic import atomic_dir
     from pointseg.io.scans import write_labelled_ply
     name, pred = scan.name, seg.labels
+    if write is None:
+        write = frozenset({"labels", "ply", "html", "json"} | ({"png"} if render else set()))
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         t = time.perf_counter()
-        np.save(tmp / f"{name}.labels.npy", pred.astype(np.int64))
-        write_labelled_ply(tmp / f"{name}.ply", scan.xyz, None, seg.ground_truth, model.classes, pred=pred,
-                           model=str(model.ckpt.get("preset")))
+        if "labels" in write:
+            np.save(tmp / f"{name}.labels.npy", pred.astype(np.int64))
+        if "ply" in write:
+            write_labelled_ply(tmp / f"{name}.ply", scan.xyz, None, seg.ground_truth, model.classes, pred=pred,
+                               model=str(model.ckpt.get("preset")))
         timings["write_s"] = time.perf_counter() - t
-        if render:
+        if "scan" in write and scan_out is not None:
+            _write_scan_output(tmp, scan, seg, model, scan_out, summary, timings)
+        if probabilities and seg.probabilities is not None:
+            from pointseg.io.write_back import write_probabilities
+            write_probabilities(tmp / f"{name}.probabilities.npy", seg.probabilities, scan.kept)
+            summary["probabilities"] = {"file": f"{name}.probabilities.npy", "dtype": "float16",
+                                        "shape": [len(scan.kept) if scan.kept is not None else scan.num_points,
+                                                  model.classes.num_classes],
+                                        "classes": list(model.classes.names),
+                                        "rows": "the scan file's points in order; NaN rows for points "
+                                                "dropped for NaN/inf coordinates"}
+        if render and "png" in write:
             from viewer.render import render_png
             t = time.perf_counter()
             render_png({"xyz": scan.xyz, "rgb": scan.rgb, "label": seg.ground_truth, "pred": pred},
                        tmp / f"{name}.png", mode="panels", classes=model.classes, size=render_size)
             timings["render_s"] = time.perf_counter() - t
         # The page needs no renderer (the browser draws it), so --no-render keeps it.
-        from viewer.html import write_html
-        t = time.perf_counter()
-        write_html(tmp / f"{name}.html", scan.xyz, scan.rgb, pred, seg.ground_truth, model.classes,
-                   title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
-                   summary={"checkpoint": summary["checkpoint"]})
-        timings["html_s"] = time.perf_counter() - t
+        if "html" in write:
+            from viewer.html import write_html
+            t = time.perf_counter()
+            write_html(tmp / f"{name}.html", scan.xyz, scan.rgb, pred, seg.ground_truth, model.classes,
+                       title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
+                       summary={"checkpoint": summary["checkpoint"]})
+            timings["html_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t_start
         summary["timings"] = timings
         summary["points_per_s"] = scan.num_points / max(1e-9, timings["predict_s"])
-        (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))
+        summary["outputs"] = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("."))
+        if "json" in write:
+            summary["outputs"] = sorted(summary["outputs"] + [f"{name}.json"])
+            (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))
+
+
+def _write_scan_output(tmp: Path, scan: Scan, seg: Segmentation, model: LoadedModel, scan_out: dict[str, Any],
+                       summary: dict[str, Any], timings: dict[str, float]) -> None:
+    """The scan in its own format with label and confidence added (io.write_back)."""
+    from pointseg.io.write_back import write_scan
+    if scan.path is None or seg.confidence is None:
+        raise ValueError("the scan output needs the scan's file and the prediction's confidence")
+    t = time.perf_counter()
+    wb = write_scan(scan.path, tmp / scan_out["name"], seg.labels, seg.confidence, model.classes,
+                    kept=scan.kept, codes=scan_out["codes"], model=str(model.ckpt.get("preset")))
+    timings["scan_write_s"] = time.perf_counter() - t
+    summary["scan_output"] = wb.to_dict()
+    for line in wb.notes:
+        _say(f"note: {line}")

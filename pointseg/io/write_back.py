@@ -729,7 +729,8 @@ def _write_ply(src: Path, dst: Path, labels: np.ndarray, confidence: np.ndarray,
         _check_ply_sizes(src, info, size - info["data_offset"], info["format"] != "ascii")
         data = f.read()
     header, offset = _ply_raw_header(src)
-    assert offset == info["data_offset"]
+    if offset != info["data_offset"]:
+        raise ValueError(f"{src}: the PLY header changed while it was read")
     # Split the header: lines before the first element, then each element's lines.
     pre: list[bytes] = []
     raw_elements: list[list[bytes]] = []
@@ -990,8 +991,6 @@ def _write_text(src: Path, dst: Path, labels: np.ndarray, confidence: np.ndarray
         row += 1
     if row != len(lab):
         raise ValueError(f"{src}: {row} data lines but the reader found {len(lab)} points (was the file changed?)")
-    if out and not out[-1].endswith((b"\n", b"\r")):
-        pass                               # the file ended without a newline: so does the copy
     with atomic_path(dst) as tmp:
         tmp.write_bytes(b"".join(out))
     return WriteBack(dst, src.suffix.lower(), "label", "confidence", len(lab), int(len(lab) - finite.sum()),
