@@ -33,6 +33,13 @@ Non-finite coordinates (NaN / inf): those points are **dropped**, counted in
 ``Scan.dropped`` and reported with a warning; ``Scan.kept`` is then the boolean mask over the
 file's points that were kept (``None`` when nothing was dropped), so per-point outputs can be
 mapped back onto the file's order. A scan with no finite point is an error.
+
+``read_scan(path, label_field=NAME)`` reads one named per-point field instead of guessing the
+label: a PLY / PCD property, a LAS dimension (``classification``) or ``col:N`` (0-based column of
+a text / ``.npy`` file, which may then have any number of columns). Its values come back as read
+in ``Scan.raw_label`` (float or integer, unvalidated: a class map decides what they mean) and
+``Scan.label`` stays None; a file without the field gives ``raw_label=None`` and lists the fields
+it has in ``Scan.field_names``.
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ import stat
 import tokenize
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -79,6 +87,11 @@ class Scan:
     # (width, height) and a PCD's VIEWPOINT (tx ty tz qw qx qy qz).
     organized: tuple[int, int] | None = None
     viewpoint: tuple[float, ...] | None = None
+    # Only when read with a named label field (read_scan(path, label_field=...)): the field asked
+    # for, its raw values (None: the file lacks it) and the per-point fields the file has.
+    label_field: str | None = None
+    raw_label: np.ndarray | None = None
+    field_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = str(self.path) if self.path is not None else "scan"
@@ -183,24 +196,53 @@ def check_regular_file(path: Path, what: str = "a file") -> int:
     return st.st_size
 
 
-def read_scan(path: str | Path) -> Scan:
-    """Read a scan file (see the module docstring for formats and the NaN policy)."""
+def read_scan(path: str | Path, label_field: str | None = None) -> Scan:
+    """Read a scan file (see the module docstring for formats, the NaN policy and ``label_field``)."""
     path = Path(path)
     check_regular_file(path, "a scan file")
     suffix = path.suffix.lower()
-    readers = {".ply": _read_ply, ".pcd": _read_pcd, ".xyz": _read_text, ".txt": _read_text,
-               ".npy": _read_npy, ".las": _read_las, ".laz": _read_las, ".npz": _read_room}
+    # col:N names a column, so a text / .npy file may then carry columns beyond x y z r g b label
+    col = _column_number(label_field, path) if label_field is not None and label_field.startswith("col:") else None
+    text = partial(_read_text, label_col=col)
+    readers = {".ply": _read_ply, ".pcd": _read_pcd, ".xyz": text, ".txt": text,
+               ".npy": partial(_read_npy, label_col=col), ".las": _read_las, ".laz": _read_las,
+               ".npz": _read_room}
     if suffix not in readers:
         raise ValueError(f"{path}: unknown scan format '{suffix or '(no extension)'}' "
                          f"(known: {', '.join(SCAN_SUFFIXES)})")
     fields = readers[suffix](path)
-    return _make_scan(path, **fields)
+    columns = fields.pop("columns", {})
+    if label_field is None:
+        return _make_scan(path, **fields)
+    # The named field replaces the guessed label: its values are the user's codes (a class map
+    # reads them), which may be floats or negative, so they are not validated as class indices.
+    fields.pop("label", None)
+    return _make_scan(path, **fields, label_field=label_field, raw_label=_named_column(columns, label_field),
+                      field_names=tuple(columns))
+
+
+def _column_number(label_field: str, path: Path) -> int:
+    n = label_field[4:]
+    if not n.isdigit():
+        raise ValueError(f"{path}: label field {label_field!r}: expected col:N with N a column number (0 = x)")
+    return int(n)
+
+
+def _named_column(columns: dict[str, np.ndarray], name: str) -> np.ndarray | None:
+    """The column ``name``, else the one column equal to it ignoring case (CloudCompare writes
+    ``scalar_Classification``), else None."""
+    if name in columns:
+        return np.asarray(columns[name])
+    same = [k for k in columns if k.lower() == name.lower()]
+    return np.asarray(columns[same[0]]) if len(same) == 1 else None
 
 
 def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
                label: np.ndarray | None = None, pred: np.ndarray | None = None,
                classes: ClassTable | None = None, model: str | None = None,
-               organized: tuple[int, int] | None = None, viewpoint: tuple[float, ...] | None = None) -> Scan:
+               organized: tuple[int, int] | None = None, viewpoint: tuple[float, ...] | None = None,
+               label_field: str | None = None, raw_label: np.ndarray | None = None,
+               field_names: tuple[str, ...] = ()) -> Scan:
     xyz = np.asarray(xyz)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"{path}: coordinates must be (N, 3), got {xyz.shape}")
@@ -214,6 +256,8 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         label = _labels_of_kept(label, n, finite_pts, path, classes, "label")
     if pred is not None:
         pred = _labels_of_kept(pred, n, finite_pts, path, classes, "pred")
+    if raw_label is not None:
+        raw_label = np.asarray(raw_label).reshape(n, -1)[:, 0]
     finite = np.isfinite(xyz).all(axis=1)
     dropped = int(n - finite.sum())
     kept = None
@@ -226,8 +270,10 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         xyz = xyz[finite]
         rgb = rgb[finite] if rgb is not None else None
         # label and pred are already the kept points' (_labels_of_kept)
+        raw_label = raw_label[finite] if raw_label is not None else None
     return Scan(xyz=xyz, rgb=rgb, label=label, pred=pred, classes=classes, path=path,
-                dropped=dropped, kept=kept, model=model, organized=organized, viewpoint=viewpoint)
+                dropped=dropped, kept=kept, model=model, organized=organized, viewpoint=viewpoint,
+                label_field=label_field, raw_label=raw_label, field_names=field_names)
 
 
 def _labels_of_kept(v: np.ndarray, n: int, finite: np.ndarray, path: Path, classes: ClassTable | None,
@@ -311,7 +357,7 @@ def _read_pcd(path: Path) -> dict:
     return fields
 
 
-def _read_text(path: Path) -> dict:
+def _read_text(path: Path, label_col: int | None = None) -> dict:
     try:
         with open(path, "r", errors="replace") as f:
             first, skip = None, 0
@@ -338,11 +384,20 @@ def _read_text(path: Path) -> dict:
         raise ValueError(f"{path}: cannot parse as 'x y z [r g b [label]]' text: {e}") from None
     if arr.size == 0:
         raise ValueError(f"{path}: the scan has no points")
-    return _columns(arr, path)
+    return _columns(arr, path, label_col)
 
 
-def _columns(arr: np.ndarray, path: Path) -> dict:
+def _columns(arr: np.ndarray, path: Path, label_col: int | None = None) -> dict:
     ncol = arr.shape[1]
+    if label_col is not None:
+        # Named column: any width >= 3 (a file without that column reads as unlabelled); colour is
+        # columns 3-5 when they exist and are not the label.
+        if ncol < 3:
+            raise ValueError(f"{path}: {ncol} columns per point; expected at least 3 (x y z)")
+        out = {"xyz": arr[:, :3].astype(np.float32), "columns": {f"col:{i}": arr[:, i] for i in range(ncol)}}
+        if ncol >= 6 and not 3 <= label_col <= 5:
+            out["rgb"] = _colours_to_uint8(arr[:, 3:6], path)
+        return out
     if ncol not in (3, 6, 7):
         raise ValueError(f"{path}: {ncol} columns per point; expected 3 (x y z), 6 (x y z r g b) "
                          f"or 7 (x y z r g b label)")
@@ -351,6 +406,7 @@ def _columns(arr: np.ndarray, path: Path) -> dict:
         out["rgb"] = _colours_to_uint8(arr[:, 3:6], path)
     if ncol == 7:
         out["label"] = arr[:, 6]
+    out["columns"] = {f"col:{i}": arr[:, i] for i in range(ncol)}
     return out
 
 
@@ -391,7 +447,7 @@ def load_npy_checked(path: Path, what: str = "a .npy array") -> np.ndarray:
         raise ValueError(f"{path}: cannot read {what}: {e}") from None
 
 
-def _read_npy(path: Path) -> dict:
+def _read_npy(path: Path, label_col: int | None = None) -> dict:
     arr = load_npy_checked(path)
     if arr.ndim == 1:
         raise ValueError(f"{path}: a 1-D array ({arr.shape[0]} values) looks like per-point labels, "
@@ -400,7 +456,7 @@ def _read_npy(path: Path) -> dict:
         raise ValueError(f"{path}: expected an (N, 3|6|7) array, got shape {arr.shape}")
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{path}: array dtype {arr.dtype} is not numeric")
-    return _columns(arr.astype(np.float64, copy=False), path)
+    return _columns(arr.astype(np.float64, copy=False), path, label_col)
 
 
 def _read_las(path: Path) -> dict:
@@ -459,7 +515,21 @@ def _read_las(path: Path) -> dict:
             if n in dims:
                 out[key] = np.asarray(las[n])
                 break
+    # every dimension by name, read only when asked for (read_scan's label_field)
+    out["columns"] = _LazyColumns({n: (lambda n=n: np.asarray(las[n])) for n in las.point_format.dimension_names})
     return out
+
+
+class _LazyColumns(dict):
+    """Column name -> values, each read from its source on first access (a LAS file's
+    dimensions: only the one asked for is converted)."""
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        v = super().__getitem__(key)
+        if callable(v):
+            v = v()
+            super().__setitem__(key, v)
+        return v
 
 
 def _check_las_header(path: Path, size: int) -> None:
@@ -495,7 +565,8 @@ def _read_room(path: Path) -> dict:
     classes = table_for_names(room.classes, "room") if room.classes is not None else None
     if room.classes is None and room.label is not None:
         classes = S3DIS   # prepared rooms without names are S3DIS rooms
-    return {"xyz": room.xyz, "rgb": room.rgb, "label": room.label, "classes": classes}
+    return {"xyz": room.xyz, "rgb": room.rgb, "label": room.label, "classes": classes,
+            "columns": {} if room.label is None else {"label": room.label}}
 
 
 def read_labels(path: str | Path, num_points: int | None = None,
