@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..config import to_dict
 from ..data.recipe import BlockRecipe
@@ -17,7 +17,7 @@ from ..data.recipe import BlockRecipe
 
 @dataclass
 class DataConfig:
-    source: str = "blocks"            # blocks | rooms | synthetic
+    source: Literal["blocks", "rooms", "synthetic", "scans"] = "blocks"
     root: str = "data/s3dis/indoor3d_sem_seg_hdf5_data"
     test_area: int = 5
     val_fraction: float = 0.1         # whole rooms of the training areas
@@ -29,6 +29,11 @@ class DataConfig:
     synth_seed: int = 0
     synth_points: int = 300_000       # synthetic: approximate points per room
     workers: int = 0
+    # source scans: your own labelled files (engine.scan_source; README "Train on your own scans")
+    train: list[str] = field(default_factory=list)    # training files: paths or globs
+    val: list[str] = field(default_factory=list)      # validation files, split by file
+    label_field: str = ""             # PLY/PCD property, LAS dimension (classification) or col:N
+    class_map: str = ""               # YAML: classes (name -> values, color) and ignore
 
     @property
     def recipe(self) -> BlockRecipe:
@@ -62,6 +67,8 @@ class TrainConfig:
     sync_bn: bool = True              # synchronise BatchNorm statistics over processes
     log_every: int = 10
     resume_changes: list[str] = field(default_factory=list)  # config keys --resume may change (--allow-change)
+    init: str = ""                    # fine-tune from a segmentation checkpoint (path or bundled name)
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, or [backbone]
 
 
 # Keys a resumed run may differ in without changing what it computes.
@@ -95,6 +102,15 @@ def validate_config(cfg: TrainConfig) -> None:
     need(cfg.amp in ("none", "bf16", "fp16"), "amp", cfg.amp, "must be none, bf16 or fp16")
     need(cfg.optim.name in ("adam", "sgd"), "optim.name", cfg.optim.name, "must be adam or sgd")
     need(bool(cfg.device.strip()), "device", cfg.device, "must be auto, cpu, cuda or cuda:N")
+    need(not cfg.freeze or bool(cfg.init), "freeze", cfg.freeze, "needs init: (freezing fresh weights learns nothing)")
+    if d.source == "scans":
+        need(bool(d.train), "data.train", d.train, "data.source scans needs training files (paths or globs)")
+        need(bool(d.label_field.strip()), "data.label_field", d.label_field,
+             "data.source scans needs the label field (a property name, classification, or col:N)")
+        need(bool(d.class_map.strip()), "data.class_map", d.class_map, "data.source scans needs a class map YAML file")
+    else:
+        for key in ("train", "val", "label_field", "class_map"):
+            need(not getattr(d, key), f"data.{key}", getattr(d, key), "is for data.source: scans")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -113,8 +129,10 @@ def check_resume_config(cfg: TrainConfig, saved: dict[str, Any] | None, where: P
     if not saved:
         return []
     now, then = _flat(to_dict(cfg)), _flat(saved)
+    # a key newer than the saved run counts as its default there
+    default = _flat(to_dict(TrainConfig()))
     changed = sorted(k for k in set(now) | set(then)
-                     if k not in _RESUME_FREE and now.get(k) != then.get(k))
+                     if k not in _RESUME_FREE and now.get(k) != then.get(k, default.get(k)))
     refused = [k for k in changed if k not in cfg.resume_changes]
     if refused:
         diffs = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in refused)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..data.s3dis_blocks import S3DISBlocks
     from .config import DataConfig
 
-SOURCES = ("blocks", "rooms", "synthetic")
+SOURCES = ("blocks", "rooms", "synthetic", "scans")
 
 
 def _blocks_from_prepared(prepared: Path, blocks: Path, cfg: "DataConfig", progress: bool) -> None:
@@ -56,10 +56,15 @@ def ensure_blocks(cfg: "DataConfig", progress: bool = True) -> Path:
     raise ValueError(f"data.source must be one of {SOURCES}, got {cfg.source!r}")
 
 
-def build_datasets(cfg: "DataConfig", progress: bool = True
+def build_datasets(cfg: "DataConfig", progress: bool = True, cache: Path | None = None
                    ) -> tuple["S3DISBlocks", "S3DISBlocks", ClassTable]:
+    """Training and validation blocks; ``cache``: where the ``scans`` source keeps its blocks."""
     import torch.distributed as dist
     from ..data.s3dis_blocks import S3DISBlocks
+
+    if cfg.source == "scans":
+        from .scan_source import scan_datasets
+        return scan_datasets(cfg, cache or Path("runs") / "blocks")
 
     rank, world_size = world()
     if rank == 0:

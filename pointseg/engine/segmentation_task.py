@@ -25,9 +25,11 @@ from ..classes import ClassTable
 from ..config import save_config, to_dict
 from ..metrics import SegMetrics, confusion_matrix
 from ..models import build_model, count_parameters
+from ..data.class_map import IGNORE, ClassMap
 from .checkpoint import model_payload
 from .config import TrainConfig, check_resume_config
 from .device import autocast
+from .init_weights import freeze, init_from, load_init
 from .task import Task
 
 
@@ -70,7 +72,9 @@ def evaluate_blocks(model: torch.nn.Module, ds: Dataset, classes: ClassTable, de
     for x, y in tqdm(loader, desc="validate", leave=False, disable=not progress):
         with autocast(device, amp):
             pred = model(x.to(device)).argmax(1).cpu().numpy()
-        cm += confusion_matrix(y.numpy(), pred, classes.num_classes)
+        y = y.numpy()
+        scored = y != IGNORE            # points whose label value the class map ignores
+        cm += confusion_matrix(y[scored], pred[scored], classes.num_classes)
     return SegMetrics(cm, classes.names)
 
 
@@ -110,7 +114,12 @@ class SegmentationTask(Task):
         from .datasets import build_datasets
         super().setup(device, rank, world_size, progress)
         cfg = self.cfg
-        self.train_ds, self.val_ds, self.classes = build_datasets(cfg.data, progress=progress)
+        # init and class map are refused before any scan is read or any block written
+        self.init_ckpt = load_init(cfg.init) if cfg.init else None
+        self.init_record: dict[str, Any] | None = None
+        self.class_map = ClassMap.load(cfg.data.class_map) if cfg.data.source == "scans" else None
+        self.train_ds, self.val_ds, self.classes = build_datasets(cfg.data, progress=progress,
+                                                                  cache=self.out / "blocks")
         self.sampler = GlobalBatchSampler(len(self.train_ds), cfg.batch_size, cfg.seed, rank, world_size)
         # Its own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run (which creates its iterator mid-epoch) would diverge from an uninterrupted one.
@@ -120,10 +129,17 @@ class SegmentationTask(Task):
 
     def build_model(self) -> nn.Module:
         try:
-            return build_model(self.cfg.model, in_channels=9, num_classes=self.classes.num_classes,
-                               **self.cfg.model_overrides)
+            model = build_model(self.cfg.model, in_channels=9, num_classes=self.classes.num_classes,
+                                **self.cfg.model_overrides)
         except TypeError as e:
             raise ValueError(f"config model_overrides={self.cfg.model_overrides!r}: {e}") from None
+        if self.init_ckpt is not None:
+            lines, self.init_record = init_from(model, self.init_ckpt, self.cfg.init)
+            if self.cfg.freeze:
+                lines.append(freeze(model, self.cfg.freeze))
+            if self.rank == 0:
+                print("\n".join(f"[train] {line}" for line in lines))
+        return model
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -141,7 +157,10 @@ class SegmentationTask(Task):
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = (t.to(self.device, non_blocking=True) for t in batch)
-        return F.cross_entropy(model(x).float(), y)
+        logits = model(x).float()
+        if not bool((y != IGNORE).any()):
+            return logits.sum() * 0.0     # every point ignored: a zero step keeps processes in step
+        return F.cross_entropy(logits, y, ignore_index=IGNORE)
 
     def count(self, batch: tuple[Tensor, Tensor]) -> int:
         return batch[0].shape[0] * self.world_size
@@ -174,6 +193,12 @@ class SegmentationTask(Task):
     def checkpoint_payload(self, model: nn.Module) -> dict[str, Any]:
         payload = model_payload(self.cfg.model, model, self.classes, input_spec(self.cfg))
         payload["train_config"] = to_dict(self.cfg)
+        if self.class_map is not None:
+            # segment / evaluate / view then use the user's classes, and score labelled scans
+            payload["class_map"] = self.class_map.to_dict()
+            payload["label_field"] = self.cfg.data.label_field
+        if self.init_record is not None:
+            payload["init"] = self.init_record
         return payload
 
     def check_resume(self, ckpt: dict[str, Any], where: Any) -> list[str]:
