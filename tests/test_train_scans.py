@@ -228,3 +228,10 @@ def test_fine_tuning_the_real_model_then_segmenting_a_held_out_kinect_scan(tmp_p
     assert oa > majority + 0.05, (oa, majority)
     hit = np.sum((pred == 1) & (truth == 1)) / np.sum((pred == 1) | (truth == 1))
     assert hit > 0.3, hit
+
+    # evaluate --scans scores the same way; prepared S3DIS rooms are refused for this checkpoint
+    assert main(["evaluate", str(tmp_path / "run" / "last.pt"), "--scans", str(MOSD[3]), "--quiet",
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["full_resolution"]["oa"] == summary["metrics"]["oa"]
+    assert main(["evaluate", str(tmp_path / "run" / "last.pt"), "--data", str(tmp_path)]) == 2
+    assert "evaluate it on labelled scans with --scans" in capsys.readouterr().err

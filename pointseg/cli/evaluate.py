@@ -41,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate_scans(args.checkpoint, args.scans, args.device, sliding, progress=not args.quiet)
     else:
         if not args.checkpoint or not args.data:
-            raise ValueError("give a CHECKPOINT and --data PREPARED_DIR (or --pool REPORT ...)")
+            raise ValueError("give a CHECKPOINT and --data PREPARED_DIR (or --scans FILE ..., or --pool REPORT ...)")
+        from pointseg.engine.checkpoint import load_checkpoint
+        if isinstance(load_checkpoint(args.checkpoint).get("class_map"), dict):
+            # its classes are the user's, not the prepared rooms' S3DIS classes
+            raise ValueError(f"{args.checkpoint}: trained on your own scans (it has a class map); evaluate it "
+                             "on labelled scans with --scans FILE ...")
         sliding = SlidingConfig(stride=args.stride, repeats=args.repeats, batch_size=args.batch_size)
         report = evaluate_rooms(args.checkpoint, args.data, args.area, args.device, sliding,
                                 block_level=not args.no_block_level, progress=not args.quiet,
