@@ -174,7 +174,8 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     with warnings.catch_warnings():
         # the reader's warning about NaN points becomes the note below: one line, pointseg's own
         warnings.simplefilter("ignore", RuntimeWarning)
-        scan = read_scan(scan_path)
+        # a model trained on your scans names the field its labels are in (class map in the checkpoint)
+        scan = read_scan(scan_path, label_field=model.ckpt.get("label_field") or None)
     timings["read_scan_s"] = time.perf_counter() - t
     if scan.num_points == 0:
         raise ValueError(f"{scan_path}: the scan holds no points")

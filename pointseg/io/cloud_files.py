@@ -11,7 +11,8 @@ short (the rest uninitialised memory), so ASCII and binary PLY / PCD are parsed 
 * binary PLY elements with list properties (faces) and elements before ``vertex`` are walked
   through, not assumed absent.
 
-``read_ply_fields`` / ``read_pcd_fields`` return ``{"xyz", "rgb"?, "label"?, "pred"?}`` plus
+``read_ply_fields`` / ``read_pcd_fields`` return ``{"xyz", "rgb"?, "label"?, "pred"?}``, every
+per-point property by name (``columns``: what ``read_scan(path, label_field=...)`` picks from) and
 the PLY header comments; :mod:`pointseg.io.scans` turns them into a ``Scan``. A header comment
 ``prediction NAME`` (PLY) or ``# prediction NAME`` (PCD), as :mod:`pointseg.io.write_back` writes,
 makes property ``NAME`` the prediction whatever its name (``label`` included).
@@ -453,10 +454,10 @@ def _pcd_compressed_open3d(path: Path, n: int, pred_name: str | None = None) -> 
     if "colors" in pc.point:
         c = pc.point.colors.numpy()
         cols.update(red=c[:, 0], green=c[:, 1], blue=c[:, 2])
-    for names in (LABEL_FIELDS, PRED_FIELDS, (pred_name,) if pred_name else ()):
-        for nm in names:
-            if nm in pc.point:
-                cols[nm] = pc.point[nm].numpy().reshape(n, -1)[:, 0]
+    # every other field by name (label, CloudCompare scalar fields, ...), its first value per point
+    for nm in pc.point:
+        if nm not in ("positions", "colors"):
+            cols[nm] = pc.point[nm].numpy().reshape(n, -1)[:, 0]
     return _fields_from_columns(path, cols, n, pred_name)
 
 
@@ -489,4 +490,5 @@ def _fields_from_columns(path: Path, cols: dict[str, np.ndarray], n: int, pred_n
                 break
             if nm in cols and nm != pred_name:
                 out[key] = np.asarray(cols[nm])
+    out["columns"] = cols
     return out
