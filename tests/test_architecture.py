@@ -14,7 +14,7 @@ SOURCES = ("pointseg", "graphs", "viewer")
 
 # Top-level modules of pointseg that everything may import (tables, configs, metrics, safe writes).
 BASE_MODULES = ("pointseg", "pointseg.classes", "pointseg.config", "pointseg.metrics", "pointseg.atomic",
-                "pointseg.checksum", "pointseg.assets")
+                "pointseg.checksum", "pointseg.voxels", "pointseg.assets")
 # Package -> the packages it may import besides itself and "base" (docs/architecture.md).
 ALLOWED: dict[str, frozenset[str]] = {
     "base": frozenset(),

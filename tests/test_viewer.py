@@ -344,10 +344,10 @@ def test_compare_checkpoint_goes_through_the_predictor(tmp_path, room):
 
     def predict_scan(path, scan):
         calls.append(path)
-        return scan.label.copy(), "DenseGCN-28"
+        return scan.label.copy(), "DenseGCN-28", S3DIS
 
     p = load_prediction(ckpt, room, predict_scan)
-    assert calls == [ckpt] and p.name == "DenseGCN-28"
+    assert calls == [ckpt] and p.name == "DenseGCN-28" and p.classes is S3DIS
     np.testing.assert_array_equal(p.labels, room.label)
 
 

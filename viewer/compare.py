@@ -24,8 +24,8 @@ from .render import (DEFAULT_MAX_POINTS, DEFAULT_SIZE, LegendEntry, _present, co
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-# (checkpoint path, scan) -> (labels (N,), model name)
-Predictor = Callable[[Path, Scan], tuple[np.ndarray, str]]
+# (checkpoint path, scan) -> (labels (N,), model name, the model's class table)
+Predictor = Callable[[Path, Scan], tuple[np.ndarray, str, ClassTable]]
 
 
 @dataclass
@@ -33,23 +33,6 @@ class Prediction:
     labels: np.ndarray
     name: str
     classes: ClassTable | None = None
-
-
-def checkpoint_classes(path: str | Path) -> ClassTable | None:
-    """The class table stored in a checkpoint (``classes`` as a ClassTable dict), if any."""
-    try:
-        import torch
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    if isinstance(ckpt, dict):
-        d = ckpt.get("classes")
-        if isinstance(d, dict):
-            try:
-                return ClassTable.from_dict(d)
-            except ValueError:
-                return None
-    return None
 
 
 def load_prediction(source: str | Path, scan: Scan, predict: Predictor | None = None) -> Prediction:
@@ -61,9 +44,9 @@ def load_prediction(source: str | Path, scan: Scan, predict: Predictor | None = 
         if predict is None:
             raise ValueError(f"{path}: a checkpoint in --compare needs a predictor to run it "
                              "(render_compare(..., predict=pointseg.engine.segment.predict_scan))")
-        labels, name = predict(path, scan)
-        labels = check_labels(np.asarray(labels), scan.num_points, str(path), None, "prediction")
-        return Prediction(labels, str(name), checkpoint_classes(path))
+        labels, name, classes = predict(path, scan)
+        labels = check_labels(np.asarray(labels), scan.num_points, str(path), classes, "prediction")
+        return Prediction(labels, str(name), classes)
     labels, table, model = read_labels(path, scan.num_points)
     return Prediction(labels, model or path.stem, table)
 

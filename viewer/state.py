@@ -13,8 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from pointseg.classes import ClassTable
-from pointseg.metrics import confusion_matrix, iou_per_class
 from pointseg.io.scans import Scan
+from pointseg.metrics import confusion_matrix, iou_per_class
+from pointseg.voxels import voxel_keys
 
 MODES = ("rgb", "pred", "gt", "error")
 MODE_TITLES = {"rgb": "RGB", "pred": "Prediction", "gt": "Ground truth", "error": "Error"}
@@ -72,7 +73,7 @@ def display_subset(xyz: np.ndarray, labels: Sequence[np.ndarray | None] = (),
     best = None
     keep = None
     for _ in range(8):
-        keys = _voxel_keys(pts, lo, voxel)
+        keys = voxel_keys(pts, voxel, lo)
         _, keep = np.unique(keys, return_index=True)
         if len(keep) <= max_points:
             best = (keep, keys, voxel)
@@ -98,12 +99,6 @@ def display_subset(xyz: np.ndarray, labels: Sequence[np.ndarray | None] = (),
     if extra:
         keep = np.unique(np.concatenate([keep, *extra]))
     return Subset(np.sort(order[keep]), float(voxel))
-
-
-def _voxel_keys(xyz: np.ndarray, lo: np.ndarray, voxel: float) -> np.ndarray:
-    q = np.floor((xyz - lo) / voxel).astype(np.int64)
-    dims = q.max(0) + 1
-    return (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
 
 
 # ----------------------------------------------------------------------------- state

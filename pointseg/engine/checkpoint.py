@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,28 @@ NAMED_CHECKPOINTS: dict[str, str] = {
     "dgcnn-s3dis": "dgcnn_s3dis_area5.pt",        # dgcnn.pytorch fold 5 (Area 5 held out), MIT
     "resgcn7-synthetic": "demo_checkpoint.pt",    # ResGCN-7 trained on synthetic rooms only
 }
+
+
+@dataclass
+class LoadedModel:
+    """A segmentation checkpoint ready to run: the network on ``device``, its class table and the
+    checkpoint dict (input recipe, preset, provenance)."""
+
+    network: torch.nn.Module
+    classes: ClassTable
+    ckpt: dict[str, Any]
+    device: torch.device
+
+
+def load_model(checkpoint: str | Path, device: str = "auto", expect_classes: ClassTable | None = None
+               ) -> LoadedModel:
+    """The checkpoint (a path or a bundled name) built and on ``device`` (``--device``: auto, cpu,
+    cuda, cuda:N); ``expect_classes``: refuse a model trained for another class table."""
+    from .device import resolve_device
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, map_location=dev)
+    model, classes = build_from_checkpoint(ckpt, checkpoint, expect_classes=expect_classes)
+    return LoadedModel(model.to(dev), classes, ckpt, dev)
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:

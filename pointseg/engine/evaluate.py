@@ -15,7 +15,7 @@ import numpy as np
 
 from ..classes import ClassTable
 from ..atomic import atomic_write_text
-from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
+from .checkpoint import load_model, sliding_for
 from .inference import SlidingConfig, block_level_confusion, predict_points
 from ..metrics import SegMetrics, confusion_matrix, pool
 
@@ -26,13 +26,10 @@ def evaluate_rooms(ckpt_path: str | Path, data: str | Path, area: int = 5, devic
     """Evaluate a checkpoint on the prepared rooms of one area; returns the JSON report."""
     from tqdm import tqdm
     from ..data.prepared import PreparedRooms
-    from .device import resolve_device
 
-    dev = resolve_device(device)
-    ckpt = load_checkpoint(ckpt_path, map_location=dev)
     prepared = PreparedRooms(data)
-    model, classes = build_from_checkpoint(ckpt, ckpt_path, expect_classes=prepared.classes)
-    model.to(dev)
+    loaded = load_model(ckpt_path, device, expect_classes=prepared.classes)
+    model, classes, ckpt, dev = loaded.network, loaded.classes, loaded.ckpt, loaded.device
     sliding = sliding_for(ckpt, sliding)
     k = classes.num_classes
     full = np.zeros((k, k), dtype=np.int64)

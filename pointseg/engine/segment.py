@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from ..assets import asset
 from ..classes import ClassTable
 from ..metrics import SegMetrics, confusion_matrix
-from .checkpoint import build_from_checkpoint, load_checkpoint, sliding_for
+from ..voxels import voxel_keys
+from .checkpoint import LoadedModel, load_model, sliding_for
 from .frame import Decision, FileHints, Frame, resolve_frame
 from .inference import SlidingConfig, score_points
 
@@ -54,17 +54,9 @@ class NetworkInput:
     lines: list[str]
 
 
-def _voxel_keys(xyz: np.ndarray, size: float) -> np.ndarray:
-    cells = np.floor((xyz - xyz.min(0)) / size).astype(np.int64)
-    dims = cells.max(0) + 1
-    if float(np.prod(dims.astype(np.float64))) >= 2.0 ** 62:
-        raise ValueError(f"--voxel {size:g} m is too small for a scan this large")
-    return np.ravel_multi_index(cells.T, dims)
-
-
 def voxel_subsample(xyz: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
     """One representative (the first point) per ``size`` voxel: ``(kept indices, voxel of every point)``."""
-    _, first, inverse = np.unique(_voxel_keys(np.asarray(xyz, dtype=np.float64), size),
+    _, first, inverse = np.unique(voxel_keys(np.asarray(xyz, dtype=np.float64), size),
                                   return_index=True, return_inverse=True)
     return first, inverse.reshape(-1)
 
@@ -73,12 +65,12 @@ def auto_voxel(xyz: np.ndarray, block_size: float, num_points: int) -> float | N
     """A voxel size bringing the mean points per occupied ``block_size`` column to about
     ``TARGET_FACTOR * num_points``, or None when the scan is not much denser than that."""
     xyz = np.asarray(xyz, dtype=np.float64)
-    _, per_col = np.unique(_voxel_keys(xyz[:, :2], block_size), return_counts=True)
+    _, per_col = np.unique(voxel_keys(xyz[:, :2], block_size), return_counts=True)
     if per_col.mean() <= DENSE_FACTOR * num_points:
         return None
     size = block_size / np.sqrt(num_points) / 4
     for _ in range(40):
-        kept = len(np.unique(_voxel_keys(xyz, size)))
+        kept = len(np.unique(voxel_keys(xyz, size)))
         if kept / len(per_col) <= TARGET_FACTOR * num_points:
             return float(size)
         size *= 1.25
@@ -135,7 +127,7 @@ def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_po
     elif side > ROOM_SIZE_M[1] or height > ROOM_HEIGHT_M[1]:
         out.append(f"much larger than a room ({side:.1f} m across, {height:.1f} m high): the model was "
                    "trained on single rooms")
-    _, per_col = np.unique(_voxel_keys(xyz[:, :2], block_size), return_counts=True)
+    _, per_col = np.unique(voxel_keys(xyz[:, :2], block_size), return_counts=True)
     median = float(np.median(per_col))
     if median < num_points / SPARSE_FACTOR:
         out.append(f"sparse: a median of {median:,.0f} points per {block_size:g} m column, where the "
@@ -144,17 +136,6 @@ def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_po
         out.append(f"{d.what} decided with low confidence ({d.confidence:.2f}): {d.choice}"
                    + (f"; {d.flag} sets it" if d.flag else ""))
     return out
-
-
-@dataclass
-class LoadedModel:
-    """A segmentation checkpoint ready to run: the network on ``device``, its class table and the
-    checkpoint dict (input recipe, preset, provenance)."""
-
-    network: torch.nn.Module
-    classes: ClassTable
-    ckpt: dict[str, Any]
-    device: torch.device
 
 
 @dataclass
@@ -172,15 +153,6 @@ class Segmentation:
     timings: dict[str, float]
     confidence: np.ndarray | None = None
     probabilities: np.ndarray | None = None
-
-
-def load_model(checkpoint: str | Path, device: str = "auto") -> LoadedModel:
-    """The checkpoint (a path or a bundled name) on ``device`` (``--device``: auto, cpu, cuda, cuda:N)."""
-    from .device import resolve_device
-    dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, map_location=dev)
-    model, classes = build_from_checkpoint(ckpt, checkpoint)
-    return LoadedModel(model.to(dev), classes, ckpt, dev)
 
 
 def model_input_colours(rgb: np.ndarray | None, n: int, policy: str) -> np.ndarray | None:
@@ -259,9 +231,10 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
 def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
                  sliding: SlidingConfig | None = None, color_policy: str = "gray",
                  progress: bool = False, up: str = "auto", units: str = "auto",
-                 voxel: float | str | None = "auto", walls: str = "auto") -> tuple[np.ndarray, str]:
-    """Labels for every point of ``scan`` with the model of ``checkpoint``, and the model's name
-    (what ``pointseg view --compare`` runs for a checkpoint)."""
+                 voxel: float | str | None = "auto", walls: str = "auto"
+                 ) -> tuple[np.ndarray, str, ClassTable]:
+    """Labels for every point of ``scan`` with the model of ``checkpoint``, the model's name and its
+    class table (what ``pointseg view --compare`` runs for a checkpoint)."""
     model = load_model(checkpoint, device)
     seg = segment_scan(model, scan, sliding, color_policy, progress, up, units, voxel, walls=walls)
-    return seg.labels, str(model.ckpt.get("preset", Path(checkpoint).stem))
+    return seg.labels, str(model.ckpt.get("preset", Path(checkpoint).stem)), model.classes
