@@ -174,6 +174,7 @@ def _not_yaml(tmp: Path) -> Path:
      "is empty"),
     ("graph checkpoint as init", {"init": _graph_checkpoint}, "holds a 'graph' checkpoint, not a segmentation"),
     ("class map not YAML", {"data.class_map": _not_yaml}, "not YAML"),
+    ("init of another architecture", {"init": "resgcn7-synthetic"}, "set model: resgcn-7"),
     ("no file matches", {"data.train": ["nowhere/*.ply"]}, "matches no file"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, case, over, message):
@@ -219,6 +220,8 @@ def test_fine_tuning_the_real_model_then_segmenting_a_held_out_kinect_scan(tmp_p
     summary = json.loads((tmp_path / "seg" / "mosd_learn36.json").read_text())
     assert summary["classes"]["names"] == ["table", "object"]
     assert summary["classes"]["palette"][0] == [200, 160, 100]
+    from pointseg.io.scans import read_scan           # what `pointseg view` reads: the classes travel
+    assert read_scan(tmp_path / "seg" / "mosd_learn36.ply").classes.names == ("table", "object")
     truth = read_labelled(MOSD[3], "label", ClassMap.from_dict(MAP)).labels
     pred = np.load(tmp_path / "seg" / "mosd_learn36.labels.npy")
     majority = max(np.mean(truth == 0), np.mean(truth == 1))

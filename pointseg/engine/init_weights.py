@@ -18,15 +18,25 @@ from .checkpoint import load_checkpoint
 PREDICTION_PREFIXES: dict[str, tuple[str, ...]] = {"seg-gcn": ("prediction.",), "dgcnn": ("head.", "classifier.")}
 
 
-def load_init(name: str) -> dict[str, Any]:
-    """The ``init`` checkpoint (a path or a bundled name), refused in one line unless it holds a
-    segmentation model."""
+def load_init(name: str, preset: str) -> dict[str, Any]:
+    """The ``init`` checkpoint (a path or a bundled name) for the config's model ``preset``,
+    refused in one line unless it holds a segmentation model of the same architecture (checked
+    before any data is read, so nothing is written)."""
+    from ..models.presets import preset_architecture
     ckpt = load_checkpoint(name)
     if ckpt.get("kind") != "segmentation" or not isinstance(ckpt.get("model"), dict):
         raise ValueError(f"config init={name!r}: holds a {ckpt.get('kind')!r} checkpoint, not a segmentation "
                          "model; init needs a segmentation checkpoint (pointseg train / import, or "
                          "dgcnn-s3dis, resgcn7-synthetic)")
+    _check_architecture(ckpt, preset_architecture(preset), name)
     return ckpt
+
+
+def _check_architecture(ckpt: dict[str, Any], arch: str, name: str) -> None:
+    theirs = str(ckpt.get("architecture", "seg-gcn"))
+    if theirs != arch:
+        raise ValueError(f"config init={name!r}: holds a {ckpt.get('preset')!r} model ({theirs}), the config's "
+                         f"model is a {arch} network; set model: {ckpt.get('preset')}")
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -36,11 +46,7 @@ def _shape(t: torch.Tensor) -> str:
 def init_from(model: nn.Module, ckpt: dict[str, Any], name: str) -> tuple[list[str], dict[str, Any]]:
     """Load the tensors of ``ckpt`` that fit ``model``; returns the lines to print and a record
     for the checkpoint (``kept`` count, ``reinitialised`` names)."""
-    arch = getattr(model, "architecture", "seg-gcn")
-    theirs = str(ckpt.get("architecture", "seg-gcn"))
-    if theirs != arch:
-        raise ValueError(f"config init={name!r}: holds a {ckpt.get('preset')!r} model ({theirs}), the config's "
-                         f"model is a {arch} network; set model: {ckpt.get('preset')}")
+    _check_architecture(ckpt, getattr(model, "architecture", "seg-gcn"), name)
     src: dict[str, torch.Tensor] = ckpt["model"]
     own = model.state_dict()
     state, kept, fresh = dict(own), [], []

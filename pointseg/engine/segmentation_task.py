@@ -115,7 +115,7 @@ class SegmentationTask(Task):
         super().setup(device, rank, world_size, progress)
         cfg = self.cfg
         # init and class map are refused before any scan is read or any block written
-        self.init_ckpt = load_init(cfg.init) if cfg.init else None
+        self.init_ckpt = load_init(cfg.init, cfg.model) if cfg.init else None
         self.init_record: dict[str, Any] | None = None
         self.class_map = ClassMap.load(cfg.data.class_map) if cfg.data.source == "scans" else None
         self.train_ds, self.val_ds, self.classes = build_datasets(cfg.data, progress=progress,
