@@ -27,6 +27,7 @@ import numpy as np
 
 from ..assets import asset
 from ..classes import ClassTable
+from ..data.class_map import scan_ground_truth
 from ..metrics import SegMetrics, confusion_matrix
 from ..voxels import voxel_keys
 from .checkpoint import LoadedModel, load_model, sliding_for
@@ -209,7 +210,12 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
         say(f"note: {notes[-1]}")
     timings["predict_s"] = time.perf_counter() - t
 
-    gt = scan.label if scan.label is not None and (scan.label.max(initial=0) < classes.num_classes) else None
+    # through the checkpoint's class map when it was trained on the user's scans
+    gt, left_out = scan_ground_truth(scan, ckpt, classes.num_classes)
+    if gt is not None and left_out:
+        notes.append(f"{left_out:,} point(s) carry label values the class map ignores or does not list: "
+                     "left out of the metrics")
+        say(f"note: {notes[-1]}")
     hist = np.bincount(pred, minlength=classes.num_classes)
     summary: dict[str, Any] = {
         "model": ckpt.get("preset"), "device": str(model.device),
@@ -224,7 +230,11 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
                        or ckpt.get("provenance", {}).get("project")),
     }
     if gt is not None:
-        summary["metrics"] = SegMetrics(confusion_matrix(gt, pred, classes.num_classes), classes.names).to_dict()
+        scored = gt >= 0
+        summary["metrics"] = SegMetrics(confusion_matrix(gt[scored], pred[scored], classes.num_classes),
+                                        classes.names).to_dict()
+        if left_out:
+            gt = None     # the output files need a class for every point of the ground truth
     return Segmentation(pred, gt, summary, timings, confidence, probs)
 
 
