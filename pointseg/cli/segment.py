@@ -268,7 +268,7 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
             from viewer.html import write_html
             t = time.perf_counter()
             write_html(tmp / f"{name}.html", scan.xyz, scan.rgb, pred, seg.ground_truth, model.classes,
-                       title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
+                       confidence=seg.confidence, title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
                        summary={"checkpoint": summary["checkpoint"]})
             timings["html_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t_start
