@@ -238,3 +238,46 @@ def test_fine_tuning_the_real_model_then_segmenting_a_held_out_kinect_scan(tmp_p
     assert json.loads((tmp_path / "eval.json").read_text())["full_resolution"]["oa"] == summary["metrics"]["oa"]
     assert main(["evaluate", str(tmp_path / "run" / "last.pt"), "--data", str(tmp_path)]) == 2
     assert "evaluate it on labelled scans with --scans" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- resume on cached blocks
+
+def test_a_scans_run_resumes_on_its_cached_blocks(tmp_path, capsys):
+    """Small z-up PLY scenes (ignored points included) with a tiny ResGCN: stopped after 2 steps,
+    resumed to 4, on the same cached blocks."""
+    xyz, rgb, label = tabletop(4000, seed=1)
+    scans = []
+    for i in range(3):
+        (tmp_path / f"s{i}").mkdir()
+        scans.append(str(_write_formats(tmp_path / f"s{i}", xyz + [i * 0.01, 0, 0], rgb, label)["ply"][0]))
+    d = {"name": "r", "model": "resgcn-7", "device": "cpu", "out_dir": str(tmp_path / "run"),
+         "model_overrides": {"n_blocks": 3, "channels": 16, "k": 4, "fusion_channels": 32},
+         "data": {"source": "scans", "train": scans[:2], "val": scans[2:], "label_field": "scalar_label",
+                  "class_map": str(write_map(tmp_path / "map.yaml")), "block_size": 0.5, "stride": 0.25,
+                  "num_points": 128},
+         "epochs": 1, "batch_size": 2, "max_steps": 2}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(d))
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--quiet"]) == 0
+    first = capsys.readouterr().out
+    assert "ignored 20" in first                       # 10 points per file carry the ignored value 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 2
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--quiet", "--resume", "max_steps=4"]) == 0
+    assert "(cached)" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 4
+
+
+def test_init_keeps_every_fitting_tensor_and_freeze_backbone_leaves_the_prediction_mlp():
+    import torch
+
+    from pointseg.engine.init_weights import freeze, init_from, load_init
+    from pointseg.models import build_model
+    ckpt = load_init("dgcnn-s3dis", "dgcnn")
+    model = build_model("dgcnn", in_channels=9, num_classes=2)
+    lines, record = init_from(model, ckpt, "dgcnn-s3dis")
+    assert record["reinitialised"] == ["classifier.weight"] and record["kept"] == len(model.state_dict()) - 1
+    assert torch.equal(model.state_dict()["stages.0.layers.0.lin.weight"], ckpt["model"]["stages.0.layers.0.lin.weight"])
+    assert "freeze backbone" in freeze(model, ["backbone"])
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"head", "classifier"}
+    with pytest.raises(ValueError, match="'nothing' names no parameter"):
+        freeze(model, ["nothing"])
