@@ -301,3 +301,13 @@ def test_the_sanity_report_names_what_is_off_for_the_recipe():
     xyz, rgb, _ = partial_room(np.random.default_rng([0, 3]), "full", 200_000, "office")
     ok = network_input(Scan(xyz=xyz, rgb=rgb), rgb, 1.0, 4096)
     assert sanity_report(ok, True, 1.0, 4096) == [], ok.lines
+
+
+def test_a_file_in_the_training_convention_is_used_as_it_is():
+    """A prepared room (.npz) says it is z-up metres already: not even a camera-like cone turns it."""
+    from pointseg.engine.segment import network_input
+    from pointseg.io.scans import Scan
+    cone = camera(room("full")) + [0.0, 0.0, 20.0]        # every point in front of the origin
+    assert not network_input(Scan(xyz=cone), None, 1.0, 4096).frame.is_identity
+    net = network_input(Scan(xyz=cone, training_frame=True), None, 1.0, 4096)
+    assert net.frame.is_identity and "prepared" in net.lines[0]

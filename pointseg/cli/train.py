@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from pointseg.engine.config import TrainConfig
     from pointseg.engine.train import train
 
-    overrides = list(args.overrides)
+    cfg = load_config(TrainConfig, resolve_config_path(args.config), args.overrides)
+    # the flags set the typed fields themselves (no round trip through key=value text)
     if args.device:
-        overrides.append(f"device={args.device}")
+        cfg.device = args.device
     if args.allow_change:
-        overrides.append(f"resume_changes={list(args.allow_change)!r}")
-    cfg = load_config(TrainConfig, resolve_config_path(args.config), overrides)
+        cfg.resume_changes = list(args.allow_change)
     out = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"[train] done: checkpoints in {out} (best.pt by validation mIoU, last.pt)")
     return 0

@@ -97,18 +97,22 @@ _AXES = {"x": 0, "y": 1, "z": 2}
 class FileHints:
     """What a file says about its frame, beside its points: ``format`` (suffix without the dot),
     ``organized`` (width, height) of an organised cloud, ``viewpoint`` (tx ty tz qw qx qy qz) of a
-    PCD. The reader fills it; the engine only reads it."""
+    PCD, ``training_frame`` for a file already in the training convention. The reader fills it;
+    the engine only reads it."""
 
     format: str | None = None
     organized: tuple[int, int] | None = None
     viewpoint: tuple[float, ...] | None = None
+    training_frame: bool = False      # already z-up metres with walls along x/y (a prepared room)
 
     @classmethod
     def of(cls, scan: Any) -> "FileHints":
-        """The hints of a scan-like object (attributes ``path``, ``organized``, ``viewpoint``)."""
+        """The hints of a scan-like object (attributes ``path``, ``organized``, ``viewpoint``,
+        ``training_frame``)."""
         path = getattr(scan, "path", None)
         fmt = str(path).rsplit(".", 1)[-1].lower() if path is not None and "." in str(path) else None
-        return cls(fmt, getattr(scan, "organized", None), getattr(scan, "viewpoint", None))
+        return cls(fmt, getattr(scan, "organized", None), getattr(scan, "viewpoint", None),
+                   bool(getattr(scan, "training_frame", False)))
 
 
 @dataclass

@@ -80,14 +80,15 @@ def auto_voxel(xyz: np.ndarray, block_size: float, num_points: int) -> float | N
 
 def network_input(scan: Any, rgb: np.ndarray | None, block_size: float, num_points: int,
                   up: str = "auto", units: str = "auto", voxel: float | str | None = "auto",
-                  prepared: bool = False, walls: str = "auto") -> NetworkInput:
+                  walls: str = "auto") -> NetworkInput:
     """Frame (``--up`` / ``--units`` / ``--walls``, with the file's own hints) and subsampling
     (``--voxel``: 'auto', None/'off', or metres)."""
-    if prepared and up == "auto" and units == "auto":
+    hints = FileHints.of(scan)
+    if hints.training_frame and up == "auto" and units == "auto":
         frame = Frame(decisions=[Decision("frame", "kept", 1.0, "a prepared S3DIS room: already z-up, "
                                           "metres, walls along x/y")])
     else:
-        frame = resolve_frame(scan.xyz, up, units, walls, FileHints.of(scan))
+        frame = resolve_frame(scan.xyz, up, units, walls, hints)
     lines = frame.lines()
     xyz = frame.forward(scan.xyz)
     if voxel == "auto":
@@ -189,8 +190,7 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
     t = time.perf_counter()
     rgb = model_input_colours(scan.rgb, n, color_policy)
     sliding = sliding_for(ckpt, sliding)
-    prepared = scan.path is not None and Path(scan.path).suffix.lower() == ".npz"
-    net = network_input(scan, rgb, sliding.block_size, sliding.num_points, up, units, voxel, prepared, walls)
+    net = network_input(scan, rgb, sliding.block_size, sliding.num_points, up, units, voxel, walls)
     for line in net.lines:
         say(line)
     sanity = sanity_report(net, scan.rgb is not None, sliding.block_size, sliding.num_points)

@@ -87,6 +87,9 @@ class Scan:
     # (width, height) and a PCD's VIEWPOINT (tx ty tz qw qx qy qz).
     organized: tuple[int, int] | None = None
     viewpoint: tuple[float, ...] | None = None
+    # The file is in the S3DIS training convention already (a prepared room .npz: z up, metres,
+    # walls along x/y), so the frame is not estimated.
+    training_frame: bool = False
     # Only when read with a named label field (read_scan(path, label_field=...)): the field asked
     # for, its raw values (None: the file lacks it) and the per-point fields the file has.
     label_field: str | None = None
@@ -242,7 +245,7 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
                classes: ClassTable | None = None, model: str | None = None,
                organized: tuple[int, int] | None = None, viewpoint: tuple[float, ...] | None = None,
                label_field: str | None = None, raw_label: np.ndarray | None = None,
-               field_names: tuple[str, ...] = ()) -> Scan:
+               field_names: tuple[str, ...] = (), training_frame: bool = False) -> Scan:
     xyz = np.asarray(xyz)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"{path}: coordinates must be (N, 3), got {xyz.shape}")
@@ -273,7 +276,8 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         raw_label = raw_label[finite] if raw_label is not None else None
     return Scan(xyz=xyz, rgb=rgb, label=label, pred=pred, classes=classes, path=path,
                 dropped=dropped, kept=kept, model=model, organized=organized, viewpoint=viewpoint,
-                label_field=label_field, raw_label=raw_label, field_names=field_names)
+                label_field=label_field, raw_label=raw_label, field_names=field_names,
+                training_frame=training_frame)
 
 
 def _labels_of_kept(v: np.ndarray, n: int, finite: np.ndarray, path: Path, classes: ClassTable | None,
@@ -566,7 +570,7 @@ def _read_room(path: Path) -> dict:
     if room.classes is None and room.label is not None:
         classes = S3DIS   # prepared rooms without names are S3DIS rooms
     return {"xyz": room.xyz, "rgb": room.rgb, "label": room.label, "classes": classes,
-            "columns": {} if room.label is None else {"label": room.label}}
+            "columns": {} if room.label is None else {"label": room.label}, "training_frame": True}
 
 
 def read_labels(path: str | Path, num_points: int | None = None,
