@@ -113,17 +113,21 @@ ROOM_SIZE_M = (1.5, 30.0)   # horizontal extents of the rooms the models were tr
 ROOM_HEIGHT_M = (1.0, 6.0)
 
 
-def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_points: int) -> list[str]:
-    """What is off for the model's input recipe (rooms of S3DIS: coloured, about ``num_points``
-    or more points per ``block_size`` column, room-sized, in a confidently known frame), one line
-    each; empty when nothing is."""
+def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_points: int,
+                  rooms: bool = True) -> list[str]:
+    """What is off for the model's input recipe (coloured, about ``num_points`` or more points per
+    ``block_size`` column, room-sized when the model was trained on rooms (``rooms``; a model
+    trained on the user's own scans is not), in a confidently known frame), one line each; empty
+    when nothing is."""
     out = []
     if not has_colour:
         out.append("no colour: the model was trained on coloured scans")
     xyz = np.asarray(net.xyz, dtype=np.float64)
     lo, hi = np.percentile(xyz, [0.5, 99.5], axis=0)
     side, height = float(max(hi[:2] - lo[:2])), float(hi[2] - lo[2])
-    if side < ROOM_SIZE_M[0] or height < ROOM_HEIGHT_M[0]:
+    if not rooms:
+        pass
+    elif side < ROOM_SIZE_M[0] or height < ROOM_HEIGHT_M[0]:
         out.append(f"much smaller than a room ({side:.2f} m across, {height:.2f} m high): the model was "
                    "trained on whole rooms")
     elif side > ROOM_SIZE_M[1] or height > ROOM_HEIGHT_M[1]:
@@ -193,7 +197,10 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
     net = network_input(scan, rgb, sliding.block_size, sliding.num_points, up, units, voxel, walls)
     for line in net.lines:
         say(line)
-    sanity = sanity_report(net, scan.rgb is not None, sliding.block_size, sliding.num_points)
+    trained_on = (ckpt.get("train_config", {}).get("data", {}).get("source")
+                  or ckpt.get("provenance", {}).get("project"))
+    sanity = sanity_report(net, scan.rgb is not None, sliding.block_size, sliding.num_points,
+                           rooms=trained_on != "scans")
     for line in sanity:
         say(f"check: {line}")
     timings["frame_s"] = time.perf_counter() - t
@@ -226,8 +233,7 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
         "tiles": stats["tiles"], "occupied_tiles": stats["occupied_tiles"], "outliers": stats["outliers"],
         "frame": net.frame.to_dict(), "sanity": sanity,
         "network_points": len(net.xyz), "voxel": net.voxel,
-        "trained_on": (ckpt.get("train_config", {}).get("data", {}).get("source")
-                       or ckpt.get("provenance", {}).get("project")),
+        "trained_on": trained_on,
     }
     if gt is not None:
         scored = gt >= 0
