@@ -97,3 +97,14 @@ def test_default_segment_uses_the_bundled_sample_and_checkpoint(installed):
     # The bundled checkpoint is a trained model, not a placeholder: it knows this room.
     assert summary["metrics"]["oa"] > 0.9
     assert all(line.startswith("[segment]") for line in r.stdout.splitlines()), r.stdout
+
+
+def test_a_shipped_config_trains_by_name_from_an_empty_directory(installed):
+    """Shipped configs are package data: `pointseg train NAME` works after a plain install."""
+    venv, py, cwd = installed
+    work = cwd / "train_here"
+    work.mkdir()
+    r = _run([venv / "bin" / "pointseg", "train", "demo_resgcn7_synthetic", "epochs=1", "max_steps=1",
+              "batch_size=2", "data.synth_rooms=2", "data.synth_points=20000", "data.num_points=256",
+              "data.root=synth", "out_dir=run", "--device", "cpu", "--quiet"], cwd=work, timeout=1200)
+    assert (work / "run" / "last.pt").is_file(), r.stdout

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# Shipped configs are package data (pointseg/configs; the checkout's configs/ links to it), so a
+# name works after a plain `pip install .` too.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
