@@ -90,3 +90,8 @@ class ClassTable:
 
 S3DIS = ClassTable(S3DIS_CLASSES, S3DIS_PALETTE, "s3dis")
 
+# A ground-truth value meaning "this point has no ground truth" (a value the user's class map
+# ignores): drawn in NO_LABEL_COLOUR, left out of every metric.
+NO_LABEL = -1
+NO_LABEL_COLOUR = (120, 120, 120)
+

@@ -11,12 +11,19 @@ from typing import Sequence
 
 import numpy as np
 
+from .classes import NO_LABEL
+
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(K, K)`` counts, rows ground truth, columns prediction; points whose ground truth is
+    ``NO_LABEL`` are not counted."""
     gt = np.asarray(gt).reshape(-1).astype(np.int64)
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
     if gt.shape != pred.shape:
         raise ValueError(f"ground truth has {gt.size} labels but prediction has {pred.size}")
+    if gt.size and gt.min() == NO_LABEL:
+        scored = gt != NO_LABEL
+        gt, pred = gt[scored], pred[scored]
     for name, a in (("ground truth", gt), ("prediction", pred)):
         if a.size and (a.min() < 0 or a.max() >= num_classes):
             raise ValueError(f"{name} labels span {a.min()}..{a.max()}, outside 0..{num_classes - 1}")

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pointseg.atomic import atomic_path
-from pointseg.classes import ClassTable
+from pointseg.classes import NO_LABEL, NO_LABEL_COLOUR, ClassTable
 from pointseg.metrics import confusion_matrix, iou_per_class
 
 from .state import CORRECT_COLOUR, MODES, WRONG_COLOUR, display_subset
@@ -86,7 +86,8 @@ def _labels(v: Any, n: int, what: str, where: str, k: int) -> np.ndarray | None:
         if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
             raise ValueError(f"{where}: {what} must be integer class indices")
     a = a.astype(np.int64)
-    if n and (a.min() < 0 or a.max() >= k):
+    # ground truth may mark points without one (NO_LABEL: a value the class map ignores)
+    if n and (a.min() < (NO_LABEL if what == "the ground truth" else 0) or a.max() >= k):
         raise ValueError(f"{where}: {what} spans {int(a.min())}..{int(a.max())}, outside the class table "
                          f"(0..{k - 1})")
     return a
@@ -169,19 +170,20 @@ def write_html(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
     lo = xyz.min(0)
     ext = np.maximum(xyz.max(0) - lo, 1e-6)
     q = np.rint((xyz[idx] - lo) / ext * QUANT).astype("<u2")
-    cls_dtype = "<u1" if k <= 256 else "<u2"
+    # one value above the classes encodes NO_LABEL in the ground truth (the page draws it grey)
+    cls_dtype = "<u1" if k < 256 else "<u2"
     arrays: dict[str, np.ndarray] = {"pos": q.reshape(-1)}
     if rgb is not None:
         arrays["rgb"] = rgb[idx].reshape(-1)
     if pred is not None:
         arrays["pred"] = pred[idx].astype(cls_dtype)
     if label is not None:
-        arrays["gt"] = label[idx].astype(cls_dtype)
+        arrays["gt"] = np.where(label[idx] == NO_LABEL, k, label[idx]).astype(cls_dtype)
     if confidence is not None:
         arrays["conf"] = np.rint(confidence[idx] * 255).astype("<u1")
 
     # --- what is said, on every point
-    counts = {key: np.bincount(v, minlength=k).tolist() for key, v in (("pred", pred), ("gt", label))
+    counts = {key: np.bincount(v[v >= 0], minlength=k).tolist() for key, v in (("pred", pred), ("gt", label))
               if v is not None}
     iou = oa = miou = None
     wrong = 0
@@ -207,7 +209,8 @@ def write_html(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         "present": present, "hidden": hidden, "counts": counts, "iou": iou, "oa": oa, "miou": miou,
         "wrong": wrong, "bbox": {"lo": lo.tolist(), "ext": ext.tolist()},
         "point_size": float(point_size) if point_size is not None else _point_size(len(idx)),
-        "error_colours": {"correct": list(CORRECT_COLOUR), "wrong": list(WRONG_COLOUR)},
+        "error_colours": {"correct": list(CORRECT_COLOUR), "wrong": list(WRONG_COLOUR),
+                          "no_label": list(NO_LABEL_COLOUR)},
         "summary": [[str(a), str(b)] for a, b in lines],
         "arrays": {},
     }

@@ -425,5 +425,6 @@ def _present(classes: ClassTable, *labels: np.ndarray | None) -> list[int]:
     seen = np.zeros(classes.num_classes, bool)
     for l in labels:
         if l is not None and l.size:
+            l = l[l >= 0]               # NO_LABEL: points without ground truth name no class
             seen |= np.bincount(l, minlength=classes.num_classes)[: classes.num_classes] > 0
     return [int(i) for i in np.flatnonzero(seen)]

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pointseg.classes import ClassTable
+from pointseg.classes import NO_LABEL, NO_LABEL_COLOUR, ClassTable
 from pointseg.io.scans import Scan
 from pointseg.metrics import confusion_matrix, iou_per_class
 from pointseg.voxels import voxel_keys
@@ -221,7 +221,7 @@ class ViewerState:
     def legend(self) -> list[LegendRow]:
         """Classes present in the labels of the current mode (both, in error mode)."""
         s, k = self.scan, self.classes.num_classes
-        gt_c = np.bincount(s.label, minlength=k) if s.label is not None else None
+        gt_c = np.bincount(s.label[s.label != NO_LABEL], minlength=k) if s.label is not None else None
         pr_c = np.bincount(s.pred, minlength=k) if s.pred is not None else None
         if self.mode == "pred" or (self.mode == "rgb" and gt_c is None):
             counts = pr_c
@@ -288,10 +288,14 @@ def colours_for(scan: Scan, classes: ClassTable, mode: str, idx: np.ndarray) -> 
     if mode == "pred":
         return classes.colors(scan.pred[idx])
     if mode == "gt":
-        return classes.colors(scan.label[idx])
+        gt = scan.label[idx]
+        return np.where((gt == NO_LABEL)[:, None], np.uint8(NO_LABEL_COLOUR),
+                        classes.colors(np.maximum(gt, 0))).astype(np.uint8)
     if mode == "error":
-        ok = scan.pred[idx] == scan.label[idx]
-        return np.where(ok[:, None], np.uint8(CORRECT_COLOUR), np.uint8(WRONG_COLOUR)).astype(np.uint8)
+        gt = scan.label[idx]
+        ok = scan.pred[idx] == gt
+        c = np.where(ok[:, None], np.uint8(CORRECT_COLOUR), np.uint8(WRONG_COLOUR))
+        return np.where((gt == NO_LABEL)[:, None], np.uint8(NO_LABEL_COLOUR), c).astype(np.uint8)
     raise ValueError(f"unknown mode '{mode}'")
 
 

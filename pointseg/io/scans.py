@@ -55,7 +55,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..classes import S3DIS, S3DIS_CLASSES, S3DIS_PALETTE, ClassTable
+from ..classes import NO_LABEL, S3DIS, S3DIS_CLASSES, S3DIS_PALETTE, ClassTable
 from ..atomic import atomic_path
 from .cloud_files import read_pcd_fields, read_ply_fields
 
@@ -109,7 +109,9 @@ class Scan:
         for attr in ("label", "pred"):
             v = getattr(self, attr)
             if v is not None:
-                setattr(self, attr, check_labels(v, n, where, self.classes, attr))
+                # readers refuse negative labels before a Scan is made; ground truth handed down by
+                # a segmentation may mark points without ground truth with NO_LABEL
+                setattr(self, attr, check_labels(v, n, where, self.classes, attr, no_label=attr == "label"))
 
     @property
     def num_points(self) -> int:
@@ -121,8 +123,9 @@ class Scan:
 
 
 def check_labels(labels: np.ndarray, n: int, where: str, classes: ClassTable | None = None,
-                 what: str = "labels") -> np.ndarray:
-    """Validate per-point labels: shape ``(n,)``, integral, non-negative, inside ``classes``."""
+                 what: str = "labels", no_label: bool = False) -> np.ndarray:
+    """Validate per-point labels: shape ``(n,)``, integral, non-negative (or ``NO_LABEL`` where
+    ``no_label``: ground truth handed down by a segmentation), inside ``classes``."""
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
@@ -134,7 +137,7 @@ def check_labels(labels: np.ndarray, n: int, where: str, classes: ClassTable | N
             raise ValueError(f"{where}: {what} are not whole numbers")
     elif labels.dtype.kind not in "iub":
         raise ValueError(f"{where}: {what} have dtype {labels.dtype}, expected integers")
-    if labels.size and labels.min() < 0:
+    if labels.size and labels.min() < (NO_LABEL if no_label else 0):
         raise ValueError(f"{where}: {what} contain negative values (min {int(labels.min())})")
     if classes is not None and labels.size and labels.max() >= classes.num_classes:
         raise ValueError(f"{where}: {what} go up to {int(labels.max())}, outside the class table "

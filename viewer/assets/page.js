@@ -226,6 +226,7 @@
     uniform vec2 zRange;
     uniform vec3 okColour;
     uniform vec3 wrongColour;
+    uniform vec3 noLabelColour;
     #ifdef HAS_RGB
     attribute vec3 rgb;
     #endif
@@ -246,7 +247,8 @@
       float key = gt;
       #endif
       #if defined(HAS_PRED) || defined(HAS_GT)
-      if (cls(key).a < 0.5) { gl_Position = vec4(2.0, 2.0, 2.0, 1.0); gl_PointSize = 0.0; return; }
+      // ground truth k (one above the classes) is a point without ground truth: never hidden
+      if (key < nClasses - 0.5 && cls(key).a < 0.5) { gl_Position = vec4(2.0, 2.0, 2.0, 1.0); gl_PointSize = 0.0; return; }
       #endif
       #ifdef HAS_RGB
       vec3 c = rgb;
@@ -258,10 +260,10 @@
       if (mode == 1) c = cls(pred).rgb;
       #endif
       #ifdef HAS_GT
-      if (mode == 2) c = cls(gt).rgb;
+      if (mode == 2) c = gt > nClasses - 0.5 ? noLabelColour : cls(gt).rgb;
       #endif
       #if defined(HAS_PRED) && defined(HAS_GT)
-      if (mode == 3) c = abs(pred - gt) < 0.5 ? okColour : wrongColour;
+      if (mode == 3) c = gt > nClasses - 0.5 ? noLabelColour : (abs(pred - gt) < 0.5 ? okColour : wrongColour);
       #endif
       vColour = c;
       gl_PointSize = size;
@@ -294,12 +296,14 @@
     paletteTex.magFilter = paletteTex.minFilter = THREE.NearestFilter;
     paletteTex.needsUpdate = true;
     const ok = meta.error_colours.correct.map((v) => v / 255), bad = meta.error_colours.wrong.map((v) => v / 255);
+    const none = (meta.error_colours.no_label || [120, 120, 120]).map((v) => v / 255);
     material = new THREE.ShaderMaterial({
       defines, vertexShader: VERTEX, fragmentShader: FRAGMENT,
       uniforms: {
         palette: { value: paletteTex }, nClasses: { value: Math.max(k, 1) }, mode: { value: MODES.indexOf(state.mode) },
         size: { value: 2 }, zRange: { value: [-ext[2] / 2, ext[2] / 2] },
         okColour: { value: new THREE.Vector3(...ok) }, wrongColour: { value: new THREE.Vector3(...bad) },
+        noLabelColour: { value: new THREE.Vector3(...none) },
       },
     });
     fullGeom = geom;
@@ -350,7 +354,7 @@
       if (dx > rad || dx < -rad) continue;
       const dy = (1 - (m[1] * x + m[5] * y + m[9] * z + m[13]) / cw) * h / 2 - py;
       if (dy > rad || dy < -rad) continue;
-      if (key && hidden[key[i]]) continue;
+      if (key && key[i] < k && hidden[key[i]]) continue;
       best = i;
       bestW = cw;
     }
@@ -362,7 +366,7 @@
     const lines = [];
     const name = (c) => (c < k ? meta.classes[c].name : 'class ' + c);
     if (keyArrays.pred) lines.push('prediction: ' + name(keyArrays.pred[i]) + (conf ? ' (confidence ' + pct(conf[i] / 255) + ')' : ''));
-    if (keyArrays.gt) lines.push('ground truth: ' + name(keyArrays.gt[i]));
+    if (keyArrays.gt) lines.push('ground truth: ' + (keyArrays.gt[i] === k ? 'none (not scored)' : name(keyArrays.gt[i])));
     if (!keyArrays.pred && !keyArrays.gt) lines.push('no class labels');
     const lo = meta.bbox.lo, ext = meta.bbox.ext;
     lines.push('x y z: ' + [0, 1, 2].map((a) => (P[3 * i + a] + lo[a] + ext[a] / 2).toFixed(3)).join(' '));
