@@ -8,6 +8,7 @@ reference models and are tested.
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import Any
 
 from pointseg.config import from_dict
@@ -22,8 +23,9 @@ _REV_PROTEINS = dict(backbone="rev", groups=2, aggr="max", mlp_layers=2, norm="l
 _REV_PROTEINS_TRAIN = dict(lr=0.001, epochs=2000, parts=10, eval_parts=5)
 
 
-# name -> {"dataset": str | None, "model": {...}, "train": {...}, "params": int | None}
-PRESETS: dict[str, dict[str, Any]] = {
+# name -> {"dataset": str | None, "model": {...}, "train": {...}, "params": int | None}. Named apart from
+# the segmentation presets (pointseg.models.PRESETS), whose names never repeat here.
+GRAPH_PRESETS: dict[str, dict[str, Any]] = {
     "deepergcn-ogbn-proteins": dict(
         dataset="ogbn-proteins", params=2_374_568,
         model=dict(backbone="res+", layers=112, channels=64, aggr="softmax", learn_t=True, mlp_layers=2,
@@ -128,7 +130,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         model=dict(backbone="rev", layers=7, channels=64, groups=2, aggr="softmax", learn_t=True, mlp_layers=1,
                    norm="layer", dropout=0.1),
         train=dict(lr=0.01, epochs=200, batch_size=32, parts=10, eval_parts=10)),
-    "resgcn-7": dict(
+    "resgcn-7-graph": dict(
         dataset=None, params=None,
         model=dict(backbone="res", layers=7, channels=64, aggr="mean", mlp_layers=1, norm="batch", dropout=0.5),
         train=dict(lr=0.01, epochs=200, batch_size=32, parts=10, eval_parts=10)),
@@ -142,19 +144,28 @@ FAMILY_DEFAULTS = {"planetoid": "gcn-2", "ppi": "resmrgcn-28-ppi", "ogbn": "deep
 
 def default_preset(dataset: str, family: str) -> str:
     """The preset made for ``dataset`` if there is one (the first listed), else the family's default."""
-    for name, p in PRESETS.items():
+    for name, p in GRAPH_PRESETS.items():
         if p["dataset"] is not None and p["dataset"].lower() == dataset.lower():
             return name
     return FAMILY_DEFAULTS[family]
 
 
+# Old names, accepted with a warning for one release.
+RENAMED = {"resgcn-7": "resgcn-7-graph"}     # the segmentation preset resgcn-7 is another network
+
+
 def get_preset(name: str) -> dict[str, Any]:
     key = name.lower()
-    if key not in PRESETS:
-        close = difflib.get_close_matches(key, PRESETS, n=3, cutoff=0.5)
+    if key in RENAMED:
+        warnings.warn(f"graph preset {name!r} is now {RENAMED[key]!r} (the segmentation preset of that "
+                      "name is another network); the old name goes in the next release", FutureWarning,
+                      stacklevel=2)
+        key = RENAMED[key]
+    if key not in GRAPH_PRESETS:
+        close = difflib.get_close_matches(key, GRAPH_PRESETS, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown graph preset {name!r}{hint} (known: {', '.join(PRESETS)})")
-    return PRESETS[key]
+        raise ValueError(f"unknown graph preset {name!r}{hint} (known: {', '.join(GRAPH_PRESETS)})")
+    return GRAPH_PRESETS[key]
 
 
 def preset_model_config(name: str, **overrides: Any) -> GraphNetConfig:

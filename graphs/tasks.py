@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import add_self_loops, remove_self_loops, scatter, subgraph, to_undirected
 
 from pointseg.config import from_dict
-from pointseg.engine.task import Task as EngineTask
+from pointseg.engine.task import Task
 from pointseg.models import count_parameters
 
 from .config import GraphTrainConfig
@@ -49,7 +49,7 @@ def _edge_sum_features(data) -> Tensor:
     return scatter(data.edge_attr.float(), data.edge_index[1], dim=0, dim_size=data.num_nodes, reduce="sum")
 
 
-class Task(EngineTask):
+class GraphTask(Task):
     """A graph family as an engine :class:`~pointseg.engine.task.Task`: the model is a
     :class:`~graphs.model.GraphNet` built from :attr:`net_cfg` (set by :meth:`model_config`), the
     optimizer and linear warm-up come from the training options, and ``evaluate`` gives the family's
@@ -207,7 +207,7 @@ def row_normalize(x: Tensor) -> Tensor:
     return torch.where(s != 0, x / torch.where(s != 0, s, torch.ones_like(s)), torch.zeros_like(x))
 
 
-class PlanetoidTask(Task):
+class PlanetoidTask(GraphTask):
     r"""Transductive node classification on a Planetoid citation graph, public split, full batch.
 
     One step per epoch on the whole graph: cross-entropy over the training nodes,
@@ -267,7 +267,7 @@ class PlanetoidTask(Task):
         return res
 
 
-class PPITask(Task):
+class PPITask(GraphTask):
     r"""Inductive multi-label node classification over the PPI graphs (121 labels per node).
 
     Mini-batches of whole graphs (``batch_size``, default 1); loss: mean binary cross-entropy over nodes
@@ -323,7 +323,7 @@ class PPITask(Task):
         return res
 
 
-class OgbNodeTask(Task):
+class OgbNodeTask(GraphTask):
     r"""OGB node property prediction (``ogbn-*``): full batch (ogbn-arxiv: made undirected, self loops
     added) or, for ogbn-proteins / ogbn-products, ``parts`` random node partitions re-drawn every epoch
     (one optimizer step per partition's induced subgraph), evaluated with per-node predictions averaged
@@ -495,7 +495,7 @@ class OgbNodeTask(Task):
         return res
 
 
-class GraphBatchTask(Task):
+class GraphBatchTask(GraphTask):
     r"""Graph-level prediction trained and evaluated over mini-batches of graphs (pooled node features).
 
     Subclasses give ``_loader(split, shuffle)``, ``_run(model, batch)`` (graph outputs) and ``target_kind``;
@@ -818,7 +818,7 @@ class LinkModel(nn.Module):
         self.gnn, self.predictor = gnn, predictor
 
 
-class OgbLinkTask(Task):
+class OgbLinkTask(GraphTask):
     r"""OGB link prediction (``ogbl-*``): node embeddings :math:`h = \mathrm{GNN}(X, A)` scored by a
     :class:`~graphs.model.LinkPredictor` :math:`s(u, v)`. Each batch of ``batch_size`` positive training edges
     (default 65536) is paired with as many uniformly random node pairs as negatives:
@@ -903,7 +903,7 @@ TASKS = {"planetoid": PlanetoidTask, "ppi": PPITask, "ogbn": OgbNodeTask, "ogbg"
          "tu": TUTask, "csv": MoleculeCsvTask}
 
 
-def make_task(name: str, root: str, train: GraphTrainConfig | dict[str, Any], device: torch.device) -> Task:
+def make_task(name: str, root: str, train: GraphTrainConfig | dict[str, Any], device: torch.device) -> GraphTask:
     """The task of dataset ``name``'s family; ``train`` as options or a mapping of them (checked by name)."""
     if not isinstance(train, GraphTrainConfig):
         train = from_dict(GraphTrainConfig, train, what="training option")

@@ -20,7 +20,7 @@ from .config import GraphTrainConfig
 from .data import dataset_family
 from .model import GraphNetConfig, gnn_of
 from .presets import default_preset, get_preset
-from .tasks import Task, make_task
+from .tasks import GraphTask, make_task
 
 
 def load_graph_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -58,11 +58,11 @@ class EarlyStopping:
     The shared trainer (``pointseg/engine/trainer.py``) has no stopping hook, so the stop is made here.
 
     Args:
-        task (Task): the graph task of one run.
+        task (GraphTask): the graph task of one run.
         patience (int): epochs without reaching the best validation score before stopping (>= 1).
     """
 
-    def __init__(self, task: Task, patience: int) -> None:
+    def __init__(self, task: GraphTask, patience: int) -> None:
         if patience < 1:
             raise ValueError(f"train option patience must be >= 1 (0 = no early stopping), got {patience}")
         self.task, self.patience = task, patience
@@ -101,7 +101,7 @@ class EarlyStopping:
 def chance_check(scores: dict[str, float], rates: dict[str, float], what: str, metric: str,
                  higher_is_better: bool = True) -> str | None:
     """A warning naming the figures when the ``valid`` or ``test`` score is no better than the chance figure
-    of that split (:meth:`Task.chance`: the majority-class rate, a constant score's ROC-AUC, the RMSE of the
+    of that split (:meth:`GraphTask.chance`: the majority-class rate, a constant score's ROC-AUC, the RMSE of the
     training mean; ``what`` names it); ``None`` when both beat it (NaN scores or figures are not judged)."""
     hits = []
     for split in ("valid", "test"):
@@ -135,7 +135,7 @@ def run_training(dataset: str, preset_name: str | None, root: str, epochs: int |
         raise ValueError(f"train options patience and lr_step must be >= 0 (0 = off) and lr_gamma in (0, 1], got "
                          f"{train_cfg.patience}, {train_cfg.lr_step}, {train_cfg.lr_gamma}")
     dev = resolve_device(device)
-    task: Task = make_task(dataset, root, train_cfg, dev)
+    task: GraphTask = make_task(dataset, root, train_cfg, dev)
     if task.describe():
         print(f"{dataset}: {task.describe()}")
     cfg = task.model_config(preset, overrides or {})

@@ -4,7 +4,7 @@ import torch
 
 from graphs.model import BACKBONES, GraphNet, GraphNetConfig, register_backbone
 from pointseg.models import count_parameters
-from graphs.presets import PRESETS, build_preset, get_preset, preset_parameter_count
+from graphs.presets import GRAPH_PRESETS, build_preset, get_preset, preset_parameter_count
 from pointseg.cli import main
 
 # Targets from design.md §4 (DeepGCNs / DeeperGCN reference code), not from this implementation.
@@ -23,7 +23,7 @@ def test_preset_parameter_count_matches_reference(name):
 def test_presets_command_prints_one_name_and_count_per_preset(capsys):
     assert main(["graphs", "presets"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(PRESETS)
+    assert len(lines) == len(GRAPH_PRESETS)
     got = dict(line.split() for line in lines)
     for name, n in DESIGN_COUNTS.items():
         assert got[name] == str(n)

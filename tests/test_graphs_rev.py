@@ -9,7 +9,7 @@ import torch
 from graph_fixtures import write_ogb, write_planetoid
 from graphs.model import GraphNet, GraphNetConfig
 from pointseg.models import count_parameters
-from graphs.presets import PRESETS, build_preset
+from graphs.presets import GRAPH_PRESETS, build_preset
 from pointseg.cli import main
 
 # Targets from design.md §4 / issue 8 (RevGNN reference models), not from this implementation.
@@ -40,7 +40,7 @@ def test_proteins_count_follows_the_revgnn_formula(name):
     GENConv(C/G) with edge Linear(C -> C/G) and MLP [C/G, 2C/G, C/G] with LayerNorm; plus one-hot
     Linear(8, 8), node Linear(16, C), edge Linear(8, C), final LayerNorm(C), Linear(C, 112).
     Checked on a 2-layer model (cheap) and extrapolated to the preset's depth."""
-    m = PRESETS[name]["model"]
+    m = GRAPH_PRESETS[name]["model"]
     c, g, depth = m["channels"], m["groups"], m["layers"]
     gc = c // g
     branch = _ln(gc) + _lin(c, gc) + _lin(gc, 2 * gc) + _ln(2 * gc) + _lin(2 * gc, gc)

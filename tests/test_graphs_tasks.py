@@ -52,7 +52,7 @@ def train_cli(capsys, dataset, preset, root, out, *extra):
 
 
 def test_planetoid_trains_from_cli_beats_chance_and_checkpoint_evaluates(roots, tmp_path, capsys):
-    m, first, last = train_cli(capsys, "Cora", "resgcn-7", roots["planetoid"], tmp_path / "cora",
+    m, first, last = train_cli(capsys, "Cora", "resgcn-7-graph", roots["planetoid"], tmp_path / "cora",
                                "--epochs", "15", "--set", "layers=3", "--set", "channels=16", "--runs", "2")
     assert m.group(1) == "acc" and last < first
     assert float(m.group(2)) > 0.6                      # 3 balanced classes: chance is 1/3
@@ -61,9 +61,11 @@ def test_planetoid_trains_from_cli_beats_chance_and_checkpoint_evaluates(roots, 
     assert list((tmp_path / "cora" / "tb").iterdir())
     assert main(["graphs", "evaluate", str(tmp_path / "cora" / "run0" / "best.pt")]) == 0
     assert "test acc" in capsys.readouterr().out
-    # never overwrite silently
+    # never overwrite silently; the preset's old name still works for one release, with one line
     assert main(["graphs", "train", "Cora", "--preset", "resgcn-7", "--root", str(roots["planetoid"]),
                  "--out", str(tmp_path / "cora"), "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "warning: graph preset 'resgcn-7' is now 'resgcn-7-graph'" in err and "FutureWarning" not in err
 
 
 def test_ogbn_arxiv_full_batch_from_cli_with_evaluator_shapes(roots, tmp_path, capsys, monkeypatch):

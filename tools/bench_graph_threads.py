@@ -1,6 +1,6 @@
 """Time one full-batch training epoch (+ evaluation) on a Cora-sized Planetoid graph with 1 and 2 torch threads.
 
-    PYTHONPATH=.:tests python tools/bench_graph_threads.py [--preset gcn-2 resgcn-7] [--threads 1 2] [--epochs 20]
+    PYTHONPATH=.:tests python tools/bench_graph_threads.py [--preset gcn-2 resgcn-7-graph] [--threads 1 2] [--epochs 20]
 
 The graph is the Cora-sized fixture of ``tests/graph_fixtures.write_planetoid`` (2708 nodes, 1433 binary
 features, 7 classes, ~16k directed edges after PyG makes it undirected), written to a temporary folder.
@@ -45,7 +45,7 @@ print(json.dumps(times[2:]))
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", nargs="+", default=["gcn-2", "resgcn-7"])
+    p.add_argument("--preset", nargs="+", default=["gcn-2", "resgcn-7-graph"])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)

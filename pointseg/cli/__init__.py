@@ -54,6 +54,25 @@ def _engine_output(verbose: bool):
     return engine_output_shown()
 
 
+@contextlib.contextmanager
+def _own_warnings(command: str):
+    """pointseg's own renames and deprecations (FutureWarning) as one line of its own, not Python's
+    file:line report."""
+    import warnings
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FutureWarning):
+            print(f"pointseg {command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -67,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        with _engine_output(getattr(args, "verbose", False)):
+        with _engine_output(getattr(args, "verbose", False)), _own_warnings(args.command):
             return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
         print(f"pointseg {args.command}: error: {e}", file=sys.stderr)

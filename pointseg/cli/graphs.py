@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
         args._graphs_parser.print_help()
         return 0
     if cmd == "presets":
-        from graphs.presets import PRESETS, preset_parameter_count
-        for name in PRESETS:
+        from graphs.presets import GRAPH_PRESETS, preset_parameter_count
+        for name in GRAPH_PRESETS:
             n = preset_parameter_count(name)
             print(f"{name} {n if n is not None else '-'}")
         return 0

@@ -168,7 +168,3 @@ class SegGCN(nn.Module):
             const = const + bias.view(1, -1, 1)
         # the per-cloud term enters as the broadcast input of one batched GEMM over the points
         return torch.baddbmm(const, w[:, nf:].expand(B, -1, -1), feats)
-
-
-def count_parameters(model: nn.Module, trainable: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
