@@ -313,3 +313,27 @@ def test_a_file_in_the_training_convention_is_used_as_it_is():
     assert not network_input(Scan(xyz=cone), None, 1.0, 4096).frame.is_identity
     net = network_input(Scan(xyz=cone, training_frame=True), None, 1.0, 4096)
     assert net.frame.is_identity and "prepared" in net.lines[0]
+
+
+def test_a_closed_corridor_with_shelves_along_one_wall_keeps_its_axes():
+    """Floor, ceiling and both walls of a 2 m wide corridor, full-height shelving along one wall:
+    the walls look like a floor-and-ceiling pair with mass 'resting' on one of them, the smallest
+    extent too; a corridor's width is not a storey's height, so z stays up."""
+    rng = np.random.default_rng(4)
+    parts = []
+
+    def plane(k, axis, value, lo, hi):
+        p = rng.uniform(lo, hi, size=(k, 3))
+        p[:, axis] = value
+        parts.append(p)
+    plane(6000, 2, 0.0, (0, 0, 0), (12, 2, 0))
+    plane(6000, 2, 3.0, (0, 0, 0), (12, 2, 0))
+    plane(9000, 1, 0.0, (0, 0, 0), (12, 0, 3))
+    plane(9000, 1, 2.0, (0, 0, 0), (12, 0, 3))
+    plane(1500, 0, 0.0, (0, 0, 0), (0, 2, 3))
+    plane(1500, 0, 12.0, (0, 0, 0), (0, 2, 3))
+    for z0 in np.arange(0.2, 2.9, 0.4):                  # shelf boards at every height, 0.4 m deep
+        plane(2500, 2, z0, (0.2, 0.05, 0), (11.8, 0.45, 0))
+    corridor = np.concatenate(parts)
+    f = resolve_frame(corridor)
+    assert np.array_equal(f.rotation[2], [0, 0, 1]), f.lines()

@@ -36,7 +36,8 @@ Up (``--up auto``), the evidence in the order it is trusted:
    high). The file's z is replaced only when another axis has all three (with
    :data:`STRONG_SUPPORT`), while z has a pair at both ends (the scan is closed along z, so z is
    not the up of a room scanned without its floor or ceiling), is not the smallest extent and
-   shows no mass resting low in either direction.
+   shows no mass resting low in either direction, and the other axis's extent reads as a storey's
+   height (:data:`STOREY_HEIGHT_M`) in metres, centimetres or millimetres (a corridor's width does not).
 4. Otherwise the file's axes are kept, with a low confidence and the ``--up`` flag to change it.
 
 Known failure modes: a multi-view RGB-D reconstruction exported in its first camera's frame, with
@@ -45,8 +46,8 @@ camera looking at a wall with no supporting surface in view gets plain -y (no re
 upside-down file is kept upside down (its -z is named as the runner-up when it looks likelier; a
 wrong flip would cost more than the rare upside-down file gains); a room in a camera frame without
 a sensor cone, whose furniture is not clearly low, is kept (low confidence, flagged); a closed
-corridor whose furniture stands high along one wall could be turned onto that wall (the only
-wrong turn the rule allows; measured on none of the synthetic or real scans here).
+corridor 2.3 m or wider whose furniture stands high along one wall could be turned onto that wall
+(the only wrong turn the rule allows; seen on none of the synthetic or real scans here).
 
 Units (``--units auto``): LAS/LAZ are taken in metres (the CRS's unit is not read: a US-feet CRS
 needs ``--units``). A camera view's unit comes from its median depth (depth cameras see
@@ -83,6 +84,7 @@ SUPPORT_CONE_DEG = 55.0       # a camera's supporting plane: its normal this clo
 PAIR_COVER = 0.6              # floor and ceiling each cover this share of the footprint
 SUPPORT_SHARE = 0.55          # mass resting low: this share of the interior in the lower half
 STRONG_SUPPORT = 0.6          # ... clearly low: what another axis needs to replace the file's z
+STOREY_HEIGHT_M = (2.3, 6.0)  # ... and its extent must read as a storey's height in some unit
 CAMERA_DEPTH_M = (0.15, 20.0)   # what depth cameras see
 CONE_SHARE = 0.98             # points inside the viewing cone for a single camera view
 MIN_YAW_DEG = 1.0
@@ -343,6 +345,12 @@ def axis_evidence(xyz: np.ndarray, seed: int = 0) -> list[AxisEvidence]:
     return out
 
 
+def _storey_height(span: float) -> bool:
+    """Whether ``span`` reads as a storey's height (2.3-6 m) in metres, centimetres or millimetres:
+    a corridor's width (1.5-2.3 m) between two walls does not."""
+    return any(STOREY_HEIGHT_M[0] <= span * u <= STOREY_HEIGHT_M[1] for u in UNITS.values())
+
+
 def room_up(xyz: np.ndarray, seed: int = 0) -> tuple[np.ndarray, Decision]:
     """Up from room geometry, keeping +z unless the evidence against it is unambiguous."""
     ev = {e.name: e for e in axis_evidence(xyz, seed)}
@@ -355,7 +363,7 @@ def room_up(xyz: np.ndarray, seed: int = 0) -> tuple[np.ndarray, Decision]:
     # with clearly more mass low. Walls give pairs and extents like floors do: a partial upright
     # room or a corridor still has its furniture low, and then z is kept.
     if (best.score == 3 and best.support >= STRONG_SUPPORT and z.pair and not z.smallest
-            and not (z.rests or minus_z.rests)):
+            and not (z.rests or minus_z.rests) and _storey_height(best.span)):
         return axis_vector(best.name), Decision(
             "up", best.name, 0.8, f"room geometry: {best.describe()}; the file's z is closed at both ends "
             f"but shows no other sign of gravity ({z.describe()})", runner_up="+z (the file's axes)",
