@@ -11,6 +11,9 @@ a tile's points are predicted from the blocks of the tile grown by one block on 
 are exactly the blocks that touch the tile, so tiling does not change what a point sees. Only
 occupied tiles are visited (integer cell keys of the points), and inside a tile only the columns
 that hold one of its points are cut, so time and memory follow the points, not the bounding box.
+A column with fewer points than a block is evaluated on its own points, each counted as often as
+the padded block would repeat it (:mod:`pointseg.engine.compact`: the padded block's result for
+max-aggregating models), so a sparse column costs its points, not a block.
 
 Extreme outliers (a point kilometres away from the rest) would stretch the room normalisation
 (channels 6-8) for every other point: points farther than ``OUTLIER_FACTOR`` times the bulk's
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from ..data.block_gen import room_normalization, room_to_blocks
+from .compact import compact_limit, compact_scores, compact_supported, cut_columns
 
 
 OUTLIER_FACTOR = 4.0
@@ -46,6 +50,8 @@ class SlidingConfig:
     batch_size: int = 8
     tile_size: float = 8.0        # metres
     seed: int = 0
+    # columns of few points at the cost of their points (engine.compact; same labels up to near-ties)
+    compact: bool = True
 
     def __post_init__(self) -> None:
         def finite_positive(name: str, v: float) -> None:
@@ -185,6 +191,9 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
     inl_labels = np.zeros(len(pts), dtype=np.int64)
     inl_conf = np.zeros(len(pts), dtype=np.float32)
     inl_probs = np.zeros((len(pts), num_classes), dtype=np.float32) if probabilities else None
+    # a sparse column costs its points, not a block (engine.compact), when the model allows it
+    compact_max = compact_limit(cfg.num_points) if cfg.compact and compact_supported(model) else 0
+    stats["compact_blocks"] = 0
     bar = tqdm(total=n, unit="pt", unit_scale=True, desc="segment", disable=not progress, dynamic_ncols=True)
     for t, (kx, ky) in enumerate(keys.tolist()):
         inner_idx = order[starts[t]:starts[t + 1]]           # ascending within a tile (stable sort)
@@ -195,14 +204,21 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
         corners = occupied_corners(norm.shift(pts[inner_idx])[:, :2], norm.extent, cfg.block_size, cfg.stride)
         votes = torch.zeros(len(sel), num_classes)
         for _ in range(cfg.repeats):
-            blocks, idx = room_to_blocks(pts[sel], None if prgb is None else prgb[sel], cfg.block_size,
-                                         cfg.stride, cfg.num_points, min_points=1, rng=rng, cover=True,
-                                         norm=norm, corners=corners)
-            if len(blocks) == 0:
-                continue
-            stats["blocks"] += len(blocks)
-            scores = _block_scores(model, blocks, device, cfg.batch_size)
-            votes.index_add_(0, torch.from_numpy(idx.reshape(-1)), scores.reshape(-1, num_classes))
+            cols = cut_columns(pts[sel], None if prgb is None else prgb[sel], cfg.block_size, cfg.stride,
+                               cfg.num_points, rng, norm, corners, compact_max)
+            stats["blocks"] += len(cols)
+            stats["compact_blocks"] += len(cols.compact_indices)
+            if len(cols.blocks):
+                scores = _block_scores(model, cols.blocks, device, cfg.batch_size)
+                votes.index_add_(0, torch.from_numpy(cols.indices.reshape(-1)), scores.reshape(-1, num_classes))
+            if cols.compact_indices:
+                # every copy of the padded block voted: a point's vote counts its multiplicity
+                cs = compact_scores(model, cols.compact_feats, cols.compact_mults, device,
+                                    cfg.batch_size * cfg.num_points)
+                weighted = np.concatenate([sc * m[:, None].astype(np.float32)
+                                           for m, sc in zip(cols.compact_mults, cs)])
+                votes.index_add_(0, torch.from_numpy(np.concatenate(cols.compact_indices)),
+                                 torch.from_numpy(weighted))
         # positions of the tile's own points inside the grown selection
         local = np.searchsorted(sel, inner_idx)
         v = votes[torch.from_numpy(local)]
