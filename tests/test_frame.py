@@ -309,7 +309,7 @@ def test_a_file_in_the_training_convention_is_used_as_it_is():
     """A prepared room (.npz) says it is z-up metres already: not even a camera-like cone turns it."""
     from pointseg.engine.segment import network_input
     from pointseg.io.scans import Scan
-    cone = camera(room("full")) + [0.0, 0.0, 20.0]        # every point in front of the origin
+    cone = camera(furnished_box_room()) - [2.5, -1.5, -3.0]   # as a camera standing in the room sees it
     assert not network_input(Scan(xyz=cone), None, 1.0, 4096).frame.is_identity
     net = network_input(Scan(xyz=cone, training_frame=True), None, 1.0, 4096)
     assert net.frame.is_identity and "prepared" in net.lines[0]
@@ -337,3 +337,13 @@ def test_a_closed_corridor_with_shelves_along_one_wall_keeps_its_axes():
     corridor = np.concatenate(parts)
     f = resolve_frame(corridor)
     assert np.array_equal(f.rotation[2], [0, 0, 1]), f.lines()
+
+
+@pytest.mark.parametrize("cut", ["full", "no-floor-ceiling"])
+def test_a_z_up_scan_with_elevations_far_above_its_origin_is_not_a_camera_view(cut):
+    """Local x/y and absolute elevations (a survey in a project frame) put every point in front of
+    the origin; it is still a z-up file."""
+    xyz = room(cut) + [0.0, 0.0, 250.0]
+    f = resolve_frame(xyz)
+    assert np.array_equal(f.rotation[2], [0, 0, 1]) and f.decisions[0].source == "geometry", f.lines()
+    assert f.scale == 1.0, f.lines()

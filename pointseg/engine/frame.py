@@ -23,7 +23,8 @@ Up (``--up auto``), the evidence in the order it is trusted:
    or geographic coordinates with elevation): +z, certain.
 2. **A single camera view.** An organised PCD (``HEIGHT`` > 1, as RGB-D drivers write it), or a
    cloud lying in a viewing cone in front of the origin along +z (the sensor at the origin, every
-   point at ``|x|, |y| <= 2 z``), is in a camera frame: x right, y down, z forward, so up is near
+   point at ``|x|, |y| <= 2 z``, at a depth camera's range and over a camera's angle, so a z-up
+   scan with elevations far above its origin is not one), is in a camera frame: x right, y down, z forward, so up is near
    -y. Cameras are tilted (the Kinect scans in ``shared/real_scans`` look down 35-45 degrees), so up
    is refined by the supporting plane: the largest plane (RANSAC) whose normal lies within
    :data:`SUPPORT_CONE_DEG` of -y, its normal turned towards the sensor (a camera sees a table or a
@@ -86,6 +87,7 @@ SUPPORT_SHARE = 0.55          # mass resting low: this share of the interior in 
 STRONG_SUPPORT = 0.6          # ... clearly low: what another axis needs to replace the file's z
 STOREY_HEIGHT_M = (2.3, 6.0)  # ... and its extent must read as a storey's height in some unit
 CAMERA_DEPTH_M = (0.15, 20.0)   # what depth cameras see
+MIN_VIEW_DEG = (20.0, 12.0)     # a camera view spans at least this much across and up (degrees)
 CONE_SHARE = 0.98             # points inside the viewing cone for a single camera view
 MIN_YAW_DEG = 1.0
 WALL_AGREEMENT = 0.5          # resultant length of exp(4i phi) over the wall normals
@@ -263,6 +265,15 @@ def camera_up(xyz: np.ndarray, hints: FileHints, seed: int = 0) -> tuple[np.ndar
     share = cone_share(local)
     organised = hints.organized is not None and hints.organized[1] > 1
     if share < CONE_SHARE and not (organised and share >= 0.9):
+        return None
+    # A z-up scan far from its origin (local x/y, elevations of 100 m) also lies in that cone: a
+    # camera is near what it sees (a depth camera's range, in metres or millimetres) and sees it
+    # over a wide angle.
+    depth = float(np.median(np.linalg.norm(local, axis=1)))
+    if not any(CAMERA_DEPTH_M[0] <= depth * UNITS[u] <= CAMERA_DEPTH_M[1] for u in ("m", "mm")):
+        return None
+    ax, ay = (np.ptp(np.percentile(np.degrees(np.arctan2(local[:, i], local[:, 2])), [2, 98])) for i in (0, 1))
+    if not organised and (ax < MIN_VIEW_DEG[0] or ay < MIN_VIEW_DEG[1]):
         return None
     why = (f"organised {hints.organized[0]} x {hints.organized[1]} cloud" if organised else
            "every point in a viewing cone in front of the origin")
