@@ -179,6 +179,12 @@ def test_a_camera_view_of_a_room_is_levelled_on_its_floor():
     cam = xyz @ world_to_cam.T
     x, y, z = cam.T
     view = cam[(z > 0.3) & (np.abs(x) < 0.6 * z) & (np.abs(y) < 0.45 * z)]
+    # what the camera sees: the nearest point along each ray (a 0.25-degree depth image)
+    ray = np.floor(np.degrees(np.arctan2(view[:, :2], view[:, 2:])) / 0.25).astype(np.int64)
+    key = ray[:, 0] * 100_000 + ray[:, 1]
+    order = np.lexsort((np.linalg.norm(view, axis=1), key))
+    first = np.r_[True, key[order][1:] != key[order][:-1]]
+    view = view[order[first]]
     assert len(view) > 5000
     f = resolve_frame(view)
     assert f.decisions[0].source == "camera", f.lines()
@@ -347,3 +353,20 @@ def test_a_z_up_scan_with_elevations_far_above_its_origin_is_not_a_camera_view(c
     f = resolve_frame(xyz)
     assert np.array_equal(f.rotation[2], [0, 0, 1]) and f.decisions[0].source == "geometry", f.lines()
     assert f.scale == 1.0, f.lines()
+
+
+def test_a_z_up_room_whose_origin_lies_under_its_floor_is_not_a_camera_view():
+    """Centred in x/y, floor 1.5 m above the origin: every point is in a cone in front of the
+    origin, at a camera's range and angle, but the rays cross floor, furniture and ceiling."""
+    from pointseg.engine.frame import SINGLE_VIEW_SHARE, single_view_share
+    xyz = partial_room(np.random.default_rng([1, 3]), "full", 40_000, "office")[0]
+    below = xyz - [xyz[:, 0].mean(), xyz[:, 1].mean(), -1.5]
+    assert single_view_share(below) < SINGLE_VIEW_SHARE
+    f = resolve_frame(below)
+    assert np.array_equal(f.rotation[2], [0, 0, 1]), f.lines()
+
+
+@needs_real
+def test_a_real_kinect_view_shows_one_surface_along_each_ray():
+    from pointseg.engine.frame import single_view_share
+    assert single_view_share(read_real("mosd_learn36.pcd").xyz.astype(np.float64)[::5]) > 0.95

@@ -23,8 +23,9 @@ Up (``--up auto``), the evidence in the order it is trusted:
    or geographic coordinates with elevation): +z, certain.
 2. **A single camera view.** An organised PCD (``HEIGHT`` > 1, as RGB-D drivers write it), or a
    cloud lying in a viewing cone in front of the origin along +z (the sensor at the origin, every
-   point at ``|x|, |y| <= 2 z``, at a depth camera's range and over a camera's angle, so a z-up
-   scan with elevations far above its origin is not one), is in a camera frame: x right, y down, z forward, so up is near
+   point at ``|x|, |y| <= 2 z``, at a depth camera's range, over a camera's angle and 2.5D: one
+   surface along each ray, so neither a z-up scan with elevations far above its origin nor a room
+   whose origin lies under its floor is taken for one), is in a camera frame: x right, y down, z forward, so up is near
    -y. Cameras are tilted (the Kinect scans in ``shared/real_scans`` look down 35-45 degrees), so up
    is refined by the supporting plane: the largest plane (RANSAC) whose normal lies within
    :data:`SUPPORT_CONE_DEG` of -y, its normal turned towards the sensor (a camera sees a table or a
@@ -73,6 +74,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..voxels import voxel_keys
+
 UP_CHOICES: tuple[str, ...] = ("auto", "+z", "-z", "+y", "-y", "+x", "-x")
 UNITS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 UNIT_CHOICES: tuple[str, ...] = ("auto", *UNITS)
@@ -88,6 +91,7 @@ STRONG_SUPPORT = 0.6          # ... clearly low: what another axis needs to repl
 STOREY_HEIGHT_M = (2.3, 6.0)  # ... and its extent must read as a storey's height in some unit
 CAMERA_DEPTH_M = (0.15, 20.0)   # what depth cameras see
 MIN_VIEW_DEG = (20.0, 12.0)     # a camera view spans at least this much across and up (degrees)
+SINGLE_VIEW_SHARE = 0.7         # ... and hides none of this share of its points behind others
 CONE_SHARE = 0.98             # points inside the viewing cone for a single camera view
 MIN_YAW_DEG = 1.0
 WALL_AGREEMENT = 0.5          # resultant length of exp(4i phi) over the wall normals
@@ -218,6 +222,25 @@ def cone_share(pts_sensor: np.ndarray) -> float:
     return float(np.mean((z > 0) & (np.abs(x) <= 2 * z) & (np.abs(y) <= 2 * z))) if len(z) else 0.0
 
 
+def single_view_share(pts_sensor: np.ndarray) -> float:
+    """Share of the points in front of the sensor that nothing nearer hides: none is more than 10 %
+    of the median depth behind the nearest point along its ray (angular cells of about 4 points).
+    Near 1 for what one camera sees (occlusion boundaries aside); a 3D scan seen from a point under
+    its floor hides most of itself behind the floor."""
+    x, y, z = pts_sensor.T
+    front = z > 0
+    if front.sum() < 50:
+        return 0.0
+    ang = np.stack([np.arctan2(x[front], z[front]), np.arctan2(y[front], z[front])], axis=1)
+    depth = np.linalg.norm(pts_sensor[front], axis=1)
+    area = max(float(np.prod(np.ptp(ang, axis=0))), 1e-12)
+    cell = np.sqrt(area / max(len(ang) / 4.0, 1.0))          # about 4 points per occupied cell
+    _, inverse = np.unique(voxel_keys(ang, cell), return_inverse=True)
+    nearest = np.full(inverse.max() + 1, np.inf)
+    np.minimum.at(nearest, inverse, depth)
+    return float(np.mean(depth - nearest[inverse] <= 0.1 * np.median(depth)))
+
+
 def supporting_plane(pts: np.ndarray, near: np.ndarray, seed: int = 0, trials: int = 400
                      ) -> tuple[np.ndarray, float] | None:
     """The largest plane (RANSAC, then a least-squares refit of its inliers) whose normal lies within
@@ -274,6 +297,12 @@ def camera_up(xyz: np.ndarray, hints: FileHints, seed: int = 0) -> tuple[np.ndar
         return None
     ax, ay = (np.ptp(np.percentile(np.degrees(np.arctan2(local[:, i], local[:, 2])), [2, 98])) for i in (0, 1))
     if not organised and (ax < MIN_VIEW_DEG[0] or ay < MIN_VIEW_DEG[1]):
+        return None
+    # What one camera sees is 2.5D: one surface along each ray. A 3D scan seen from a point that
+    # merely lies in front of it (a z-up room whose origin is under its floor) is not: the rays
+    # cross the floor, the furniture and the ceiling.
+    single = single_view_share(local)
+    if not organised and single < SINGLE_VIEW_SHARE:
         return None
     why = (f"organised {hints.organized[0]} x {hints.organized[1]} cloud" if organised else
            "every point in a viewing cone in front of the origin")
