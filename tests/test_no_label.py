@@ -73,4 +73,7 @@ def test_segment_of_a_scan_with_ignored_values_writes_every_output(tmp_path):
     summary = json.loads((out / "mine.json").read_text())
     cm = np.asarray(summary["metrics"]["confusion"])
     assert cm.sum() == n - 200                           # the ignored points are not scored
-    assert (out / "mine.png").stat().st_size > 0 and (out / "mine.html").stat().st_size > 0
+    assert (out / "mine.png").stat().st_size > 0
+    # the page keeps the ground truth (and so the error mode), the unscored points in their grey
+    page = (out / "mine.html").read_text()
+    assert '"gt":true' in page and '"error"' in page

@@ -243,7 +243,10 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
         if "labels" in write:
             np.save(tmp / f"{name}.labels.npy", pred.astype(np.int64))
         if "ply" in write:
-            write_labelled_ply(tmp / f"{name}.ply", scan.xyz, None, seg.ground_truth, model.classes, pred=pred,
+            # a PLY label property names a class for every point: none when some have no ground truth
+            gt = seg.ground_truth
+            write_labelled_ply(tmp / f"{name}.ply", scan.xyz, None,
+                               gt if gt is None or gt.min(initial=0) >= 0 else None, model.classes, pred=pred,
                                model=str(model.ckpt.get("preset")))
         timings["write_s"] = time.perf_counter() - t
         if "scan" in write and scan_out is not None:

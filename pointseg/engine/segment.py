@@ -239,8 +239,6 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
         scored = gt >= 0
         summary["metrics"] = SegMetrics(confusion_matrix(gt[scored], pred[scored], classes.num_classes),
                                         classes.names).to_dict()
-        if left_out:
-            gt = None     # the output files need a class for every point of the ground truth
     return Segmentation(pred, gt, summary, timings, confidence, probs)
 
 
