@@ -1,7 +1,9 @@
 """Scan readers and the labelled-PLY writer, on small files written here in each format."""
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +278,40 @@ def test_all_non_finite_is_an_error(tmp_path):
     np.save(tmp_path / "a.npy", np.full((5, 3), np.nan))
     with pytest.raises(ValueError, match="all 5 points"):
         read_scan(tmp_path / "a.npy")
+
+
+# --- large coordinates ---------------------------------------------------------------------------
+
+REAL_LAS = Path(os.environ.get("POINTSEG_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "real_scans" / "aerial_sample.las"
+
+
+@pytest.mark.skipif(not REAL_LAS.is_file(), reason=f"real LAS not found at {REAL_LAS} (shared/real_scans)")
+def test_a_georeferenced_las_keeps_millimetres_in_local_coordinates():
+    """UTM northings of 5.16e6 m keep only 0.5 m in float32: the scan is shifted to local
+    coordinates (origin + xyz is the file's position to the millimetre)."""
+    import laspy
+    las = laspy.read(str(REAL_LAS))
+    truth = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], axis=1)
+    scan = read_scan(REAL_LAS)
+    assert scan.origin is not None and np.abs(scan.xyz).max() < 1e3
+    assert np.abs(scan.xyz.astype(np.float64) + scan.origin - truth).max() < 1e-3
+    assert len(np.unique(scan.xyz[:, 1])) > 5000            # float32 of the raw northing: 131 values
+
+
+def test_utm_text_is_shifted_and_the_labelled_ply_carries_the_origin(tmp_path):
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform([362_330.0, 5_157_700.0, 106.0], [362_342.0, 5_157_880.0, 120.0], size=(500, 3))
+    txt = tmp_path / "utm.txt"
+    np.savetxt(txt, xyz, fmt="%.3f")
+    scan = read_scan(txt)
+    assert np.abs(scan.xyz.astype(np.float64) + scan.origin - np.round(xyz, 3)).max() < 1e-3
+    ply = write_labelled_ply(tmp_path / "utm.ply", scan.xyz, None, None, S3DIS, pred=np.zeros(500, int),
+                             origin=scan.origin)
+    back = read_scan(ply)
+    assert np.array_equal(back.origin, scan.origin) and np.array_equal(back.xyz, scan.xyz)
+
+
+def test_small_coordinates_are_not_shifted(tmp_path):
+    txt = tmp_path / "room.txt"
+    np.savetxt(txt, np.random.default_rng(1).uniform(0, 5, size=(100, 3)), fmt="%.4f")
+    assert read_scan(txt).origin is None

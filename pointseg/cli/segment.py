@@ -189,6 +189,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
                        voxel=voxel, notes=notes, say=_say, walls=walls, probabilities=probabilities)
     timings.update(seg.timings)
     summary: dict[str, Any] = {"scan": str(scan_path), "points": scan.num_points, "dropped_points": scan.dropped,
+                               "origin": None if scan.origin is None else scan.origin.tolist(),
                                "checkpoint": str(checkpoint), **seg.summary}
     try:
         _write_outputs(out_dir, overwrite, scan, seg, model, summary, timings, "png" in outputs, render_size,
@@ -247,7 +248,7 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
             gt = seg.ground_truth
             write_labelled_ply(tmp / f"{name}.ply", scan.xyz, None,
                                gt if gt is None or gt.min(initial=0) >= 0 else None, model.classes, pred=pred,
-                               model=str(model.ckpt.get("preset")))
+                               model=str(model.ckpt.get("preset")), origin=scan.origin)
         timings["write_s"] = time.perf_counter() - t
         if "scan" in write and scan_out is not None:
             _write_scan_output(tmp, scan, seg, model, scan_out, summary, timings)

@@ -119,7 +119,10 @@ class FileHints:
         ``training_frame``)."""
         path = getattr(scan, "path", None)
         fmt = str(path).rsplit(".", 1)[-1].lower() if path is not None and "." in str(path) else None
-        return cls(fmt, getattr(scan, "organized", None), getattr(scan, "viewpoint", None),
+        viewpoint, origin = getattr(scan, "viewpoint", None), getattr(scan, "origin", None)
+        if viewpoint is not None and origin is not None:   # the sensor in the scan's local coordinates
+            viewpoint = (*(np.asarray(viewpoint[:3], dtype=np.float64) - origin), *viewpoint[3:])
+        return cls(fmt, getattr(scan, "organized", None), viewpoint,
                    bool(getattr(scan, "training_frame", False)))
 
 

@@ -477,9 +477,7 @@ def _fields_from_columns(path: Path, cols: dict[str, np.ndarray], n: int, pred_n
     xyz = np.stack([np.asarray(cols[c], dtype=np.float64) for c in "xyz"], axis=1)
     if len(xyz) != n:
         raise ValueError(f"{path}: header declares {n} points but {len(xyz)} were read")
-    with np.errstate(over="ignore"):
-        xyz = xyz.astype(np.float32)
-    out: dict = {"xyz": xyz}
+    out: dict = {"xyz": xyz}        # float64: large coordinates are shifted before float32 (io.scans)
     if all(c in cols for c in ("red", "green", "blue")):
         out["rgb"] = np.stack([np.asarray(cols[c]) for c in ("red", "green", "blue")], axis=1)
     if pred_name in cols:

@@ -90,6 +90,9 @@ class Scan:
     # The file is in the S3DIS training convention already (a prepared room .npz: z up, metres,
     # walls along x/y), so the frame is not estimated.
     training_frame: bool = False
+    # The file's coordinates are ``xyz + origin`` (float64 (3,)): set when they are too large for
+    # float32 to keep millimetres (georeferenced LAS, UTM text), so xyz holds local coordinates.
+    origin: np.ndarray | None = None
     # Only when read with a named label field (read_scan(path, label_field=...)): the field asked
     # for, its raw values (None: the file lacks it) and the per-point fields the file has.
     label_field: str | None = None
@@ -248,7 +251,8 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
                classes: ClassTable | None = None, model: str | None = None,
                organized: tuple[int, int] | None = None, viewpoint: tuple[float, ...] | None = None,
                label_field: str | None = None, raw_label: np.ndarray | None = None,
-               field_names: tuple[str, ...] = (), training_frame: bool = False) -> Scan:
+               field_names: tuple[str, ...] = (), training_frame: bool = False,
+               origin: np.ndarray | None = None) -> Scan:
     xyz = np.asarray(xyz)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"{path}: coordinates must be (N, 3), got {xyz.shape}")
@@ -277,11 +281,27 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
         rgb = rgb[finite] if rgb is not None else None
         # label and pred are already the kept points' (_labels_of_kept)
         raw_label = raw_label[finite] if raw_label is not None else None
+    xyz, origin = local_coordinates(xyz, origin)
     return Scan(xyz=xyz, rgb=rgb, label=label, pred=pred, classes=classes, path=path,
                 dropped=dropped, kept=kept, model=model, organized=organized, viewpoint=viewpoint,
                 label_field=label_field, raw_label=raw_label, field_names=field_names,
-                training_frame=training_frame)
+                training_frame=training_frame, origin=origin)
 
+
+LARGE_COORDINATE = 1e5   # float32 keeps ~8 mm here; beyond it a scan is shifted to local coordinates
+
+
+def local_coordinates(xyz: np.ndarray, origin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(xyz - shift, origin + shift)`` in float64 where the coordinates are too large for float32
+    (a UTM easting of 362,330 m keeps only 0.03 m, a northing of 5,157,700 m 0.5 m): the shift is
+    the min corner rounded down to whole units, so local coordinates keep the file's precision.
+    Small coordinates are returned as they are (no shift, ``origin`` unchanged)."""
+    xyz = np.asarray(xyz)
+    if not len(xyz) or np.abs(xyz).max() <= LARGE_COORDINATE:
+        return xyz, origin
+    shift = np.floor(np.asarray(xyz, dtype=np.float64).min(axis=0))
+    local = np.asarray(xyz, dtype=np.float64) - shift
+    return local, shift if origin is None else np.asarray(origin, dtype=np.float64) + shift
 
 def _labels_of_kept(v: np.ndarray, n: int, finite: np.ndarray, path: Path, classes: ClassTable | None,
                     what: str) -> np.ndarray:
@@ -349,9 +369,20 @@ def classes_from_comments(comments: Sequence[str], where: str = "") -> tuple[Cla
 
 def _read_ply(path: Path) -> dict:
     fields = read_ply_fields(path)
-    classes, model = classes_from_comments(fields.pop("comments"), str(path))
+    comments = fields.pop("comments")
+    classes, model = classes_from_comments(comments, str(path))
     fields["classes"] = classes
     fields["model"] = model
+    for c in comments:                    # written by write_labelled_ply for local coordinates
+        tok = c.split()
+        if len(tok) == 4 and tok[0] == "origin":
+            try:
+                origin = np.array([float(v) for v in tok[1:]])
+            except ValueError:
+                raise ValueError(f"{path}: header comment 'origin' is not three numbers: {c!r}") from None
+            if not np.all(np.isfinite(origin)):
+                raise ValueError(f"{path}: header comment 'origin' is not three finite numbers: {c!r}")
+            fields["origin"] = origin
     if "rgb" in fields:
         fields["rgb"] = _colours_to_uint8(fields["rgb"], path)
     return fields
@@ -401,14 +432,14 @@ def _columns(arr: np.ndarray, path: Path, label_col: int | None = None) -> dict:
         # columns 3-5 when they exist and are not the label.
         if ncol < 3:
             raise ValueError(f"{path}: {ncol} columns per point; expected at least 3 (x y z)")
-        out = {"xyz": arr[:, :3].astype(np.float32), "columns": {f"col:{i}": arr[:, i] for i in range(ncol)}}
+        out = {"xyz": arr[:, :3], "columns": {f"col:{i}": arr[:, i] for i in range(ncol)}}
         if ncol >= 6 and not 3 <= label_col <= 5:
             out["rgb"] = _colours_to_uint8(arr[:, 3:6], path)
         return out
     if ncol not in (3, 6, 7):
         raise ValueError(f"{path}: {ncol} columns per point; expected 3 (x y z), 6 (x y z r g b) "
                          f"or 7 (x y z r g b label)")
-    out: dict = {"xyz": arr[:, :3].astype(np.float32)}
+    out: dict = {"xyz": arr[:, :3]}       # float64: large coordinates are shifted before float32
     if ncol >= 6:
         out["rgb"] = _colours_to_uint8(arr[:, 3:6], path)
     if ncol == 7:
@@ -617,14 +648,16 @@ _PLY_INT_TYPES = {np.dtype(np.uint8): "uchar", np.dtype(np.uint16): "ushort", np
 def write_labelled_ply(path: str | Path, xyz: np.ndarray, colors: np.ndarray | None,
                        labels: np.ndarray | None, classes: ClassTable = S3DIS, *,
                        pred: np.ndarray | None = None, model: str | None = None,
-                       overwrite: bool = True) -> Path:
+                       overwrite: bool = True, origin: np.ndarray | None = None) -> Path:
     """Write a binary little-endian PLY with per-point ``label`` (and ``pred``) properties.
 
     ``labels`` is written as the ``label`` property and read back as ground truth; a prediction
     goes in ``pred=`` (read back as ``Scan.pred``). ``colors``: uint8 ``(N, 3)`` (scan RGB or
     class colours); ``None`` colours the points by ``pred`` (else ``labels``) with ``classes``.
     The class table is stored in header comments (``class_table NAME`` and one
-    ``class I NAME R G B`` line per class), plus ``model NAME`` if given. Written atomically.
+    ``class I NAME R G B`` line per class), plus ``model NAME`` if given, and ``origin X Y Z``
+    when ``xyz`` are local coordinates of a scan whose own are ``xyz + origin`` (read back as
+    ``Scan.origin``). Written atomically.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -663,6 +696,8 @@ def write_labelled_ply(path: str | Path, xyz: np.ndarray, colors: np.ndarray | N
             raise ValueError(f"{path}: class name {name!r} contains a line break")
     header = ["ply", "format binary_little_endian 1.0", "comment written by pointseg",
               f"comment class_table {classes.name}"]
+    if origin is not None:
+        header.append("comment origin " + " ".join(repr(float(v)) for v in np.asarray(origin, dtype=np.float64)))
     header += [f"comment class {i} {nm} {c[0]} {c[1]} {c[2]}"
                for i, (nm, c) in enumerate(zip(classes.names, classes.palette))]
     if model:
