@@ -22,12 +22,15 @@ ALLOWED: dict[str, frozenset[str]] = {
     "pointseg.models": frozenset({"pointseg.nn"}),
     "pointseg.io": frozenset(),
     "pointseg.data": frozenset({"pointseg.io"}),
-    "pointseg.engine": frozenset({"pointseg.models", "pointseg.nn", "pointseg.data"}),
-    "pointseg.convert": frozenset({"pointseg.engine", "pointseg.models", "pointseg.nn", "pointseg.data"}),
+    "pointseg.engine": frozenset({"pointseg.nn"}),
+    "pointseg.segmentation": frozenset({"pointseg.engine", "pointseg.models", "pointseg.nn", "pointseg.data"}),
+    "pointseg.convert": frozenset({"pointseg.segmentation", "pointseg.engine", "pointseg.models", "pointseg.nn",
+                                   "pointseg.data"}),
     "graphs": frozenset({"pointseg.engine", "pointseg.models", "pointseg.nn"}),
     "viewer": frozenset({"pointseg.io"}),
     "pointseg.cli": frozenset({"pointseg.nn", "pointseg.models", "pointseg.io", "pointseg.data",
-                               "pointseg.engine", "pointseg.convert", "graphs", "viewer"}),
+                               "pointseg.engine", "pointseg.segmentation", "pointseg.convert", "graphs",
+                               "viewer"}),
     "pointseg.__main__": frozenset({"pointseg.cli"}),
 }
 
@@ -160,15 +163,16 @@ def test_no_test_imports_tools():
 # ----------------------------------------------------------------------------- the checker itself
 
 @pytest.mark.parametrize("source,module,edge", [
-    ("from pointseg.io.scans import read_scan\n", "pointseg.engine.segment", "pointseg.engine -> pointseg.io"),
-    ("def f():\n    from viewer.render import render_png\n", "pointseg.engine.segment",
-     "pointseg.engine -> viewer"),
-    ("from ..io import scans\n", "pointseg.engine.segment", "pointseg.engine -> pointseg.io"),
-    ("from .. import io\n", "pointseg.engine.segment", "pointseg.engine -> pointseg.io"),
-    ("import pointseg.engine.segment\n", "viewer.compare", "viewer -> pointseg.engine"),
+    ("from pointseg.io.scans import read_scan\n", "pointseg.segmentation.segment", "pointseg.segmentation -> pointseg.io"),
+    ("def f():\n    from viewer.render import render_png\n", "pointseg.segmentation.segment",
+     "pointseg.segmentation -> viewer"),
+    ("from ..io import scans\n", "pointseg.segmentation.segment", "pointseg.segmentation -> pointseg.io"),
+    ("from .. import io\n", "pointseg.segmentation.segment", "pointseg.segmentation -> pointseg.io"),
+    ("import pointseg.segmentation.segment\n", "viewer.compare", "viewer -> pointseg.segmentation"),
     ("from ..data.rooms import Room\n", "pointseg.io.scans", "pointseg.io -> pointseg.data"),
     ("from pointseg.models import build\n", "pointseg.nn.block", "pointseg.nn -> pointseg.models"),
-    ("import tools.accuracy_fp32\n", "pointseg.engine.train", "pointseg.engine -> tools"),
+    ("import tools.accuracy_fp32\n", "pointseg.segmentation.train", "pointseg.segmentation -> tools"),
+    ("from ..segmentation.segment import segment_scan\n", "pointseg.engine.trainer", "pointseg.engine -> pointseg.segmentation"),
 ])
 def test_the_checker_names_a_bad_edge(source, module, edge):
     problems = bad_edges(source, module, where="x.py")
@@ -176,8 +180,8 @@ def test_the_checker_names_a_bad_edge(source, module, edge):
 
 
 @pytest.mark.parametrize("source,module", [
-    ("from ..metrics import SegMetrics\nfrom .frame import Frame\n", "pointseg.engine.segment"),
-    ("def f():\n    from pointseg.engine.segment import predict_scan\n", "pointseg.cli.view"),
+    ("from ..metrics import SegMetrics\nfrom .frame import Frame\n", "pointseg.segmentation.segment"),
+    ("def f():\n    from pointseg.segmentation.segment import predict_scan\n", "pointseg.cli.view"),
     ("from . import render\nfrom pointseg.io.scans import Scan\n", "viewer"),
     ("import numpy\nfrom pointseg.atomic import atomic_dir\n", "pointseg.io.rooms"),
 ])

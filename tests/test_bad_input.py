@@ -198,8 +198,9 @@ def test_labels_file_that_is_a_fifo_is_refused(tmp_path):
 @pytest.mark.parametrize("drop", ["model", "classes", "model_config"])
 def test_checkpoint_without_a_required_key_is_one_line(tmp_path, drop):
     import torch
-    from pointseg.engine.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT
+    from pointseg.engine.checkpoint import save_checkpoint
+    from pointseg.segmentation.checkpoint import build_from_checkpoint, load_checkpoint
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT
     ck = load_checkpoint(DEFAULT_CHECKPOINT)
     ck.pop(drop)
     save_checkpoint(tmp_path / "c.pt", {k: v for k, v in ck.items() if k not in ("format", "version")})
@@ -209,7 +210,7 @@ def test_checkpoint_without_a_required_key_is_one_line(tmp_path, drop):
 
 
 def test_checkpoint_asking_for_1e9_points_per_block_is_refused():
-    from pointseg.engine.checkpoint import sliding_for
+    from pointseg.segmentation.checkpoint import sliding_for
     with pytest.raises(ValueError, match="input.num_points"):
         sliding_for({"input": {"num_points": 1_000_000_000}})
 
@@ -244,7 +245,7 @@ def test_synth_with_1e12_points_is_refused_by_name(tmp_path):
 ])
 def test_nonsense_training_config_is_refused_by_key(override, key):
     from pointseg.config import load_config
-    from pointseg.engine.config import TrainConfig, validate_config
+    from pointseg.segmentation.config import TrainConfig, validate_config
     cfg = load_config(TrainConfig, None, [override])
     with pytest.raises(ValueError, match=f"config {key}="):
         validate_config(cfg)
@@ -346,8 +347,8 @@ def test_stale_temporary_folder_of_a_killed_run_is_removed_on_the_next_run(tmp_p
 
 
 def test_blocks_cache_is_keyed_on_every_parameter_that_shapes_the_blocks(tmp_path, monkeypatch):
-    import pointseg.engine.datasets as DS
-    from pointseg.engine.config import DataConfig
+    import pointseg.segmentation.datasets as DS
+    from pointseg.segmentation.config import DataConfig
     made = []
     monkeypatch.setattr(DS, "_blocks_from_prepared", lambda prepared, blocks, cfg, progress: made.append(blocks))
     base = dict(source="rooms", root=str(tmp_path / "prepared"))
@@ -359,7 +360,7 @@ def test_blocks_cache_is_keyed_on_every_parameter_that_shapes_the_blocks(tmp_pat
 
 def test_non_utf8_yaml_config_names_the_file(tmp_path):
     from pointseg.config import load_config
-    from pointseg.engine.config import TrainConfig
+    from pointseg.segmentation.config import TrainConfig
     p = tmp_path / "bad.yaml"
     p.write_bytes(b"epochs: 2\nname: \xff\xfe\n")
     with pytest.raises(ValueError, match="bad.yaml.*not UTF-8"):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pointseg.data.block_gen import room_normalization, room_to_blocks
-from pointseg.engine.compact import (bucket_of, compact_limit, compact_scores, compact_supported, cut_columns,
+from pointseg.segmentation.compact import (bucket_of, compact_limit, compact_scores, compact_supported, cut_columns,
                                      multiset_knn)
-from pointseg.engine.inference import SlidingConfig, occupied_corners, score_points
+from pointseg.segmentation.inference import SlidingConfig, occupied_corners, score_points
 from pointseg.models import SegGCN, SegGCNConfig
 from pointseg.models.dgcnn import DGCNN
 from pointseg.nn.knn import dilated_knn

@@ -123,7 +123,7 @@ def _need(*paths):
 def dgcnn5(tmp_path_factory):
     _need(FIXTURE, MODEL5)
     from pointseg.convert import import_checkpoint
-    from pointseg.engine.checkpoint import build_from_checkpoint, load_checkpoint
+    from pointseg.segmentation.checkpoint import build_from_checkpoint, load_checkpoint
     out = tmp_path_factory.mktemp("dgcnn") / "d5.pt"
     import_checkpoint("dgcnn-pytorch", MODEL5, out, test_area=5)
     model, _ = build_from_checkpoint(load_checkpoint(out))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pointseg.data.synth import partial_room
-from pointseg.engine.frame import (CONFIDENT, FileHints, Frame, estimate_units, resolve_frame, rotation_to_z,
+from pointseg.segmentation.frame import (CONFIDENT, FileHints, Frame, estimate_units, resolve_frame, rotation_to_z,
                                    rotation_z, yaw_to_walls)
 
 SHARED = Path(os.environ.get("POINTSEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -266,13 +266,13 @@ def test_a_flat_scan_keeps_its_axes():
 
 @pytest.fixture(scope="module")
 def dgcnn():
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT, load_model
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT, load_model
     return load_model(DEFAULT_CHECKPOINT, "cpu")
 
 
 def oa(model, xyz, rgb, label, **frame) -> float:
-    from pointseg.engine.inference import SlidingConfig
-    from pointseg.engine.segment import segment_scan
+    from pointseg.segmentation.inference import SlidingConfig
+    from pointseg.segmentation.segment import segment_scan
     from pointseg.io.scans import Scan
     pred = segment_scan(model, Scan(xyz=xyz.astype(np.float32), rgb=rgb), SlidingConfig(stride=1.0),
                         progress=False, **frame).labels
@@ -296,7 +296,7 @@ def test_default_labels_a_camera_millimetre_room_as_well_as_upright_metres(dgcnn
 
 
 def test_the_sanity_report_names_what_is_off_for_the_recipe():
-    from pointseg.engine.segment import network_input, sanity_report
+    from pointseg.segmentation.segment import network_input, sanity_report
     from pointseg.io.scans import Scan
     table = np.random.default_rng(0).uniform([0, 0, 0], [1.2, 0.6, 0.3], size=(300, 3)).astype(np.float32)
     net = network_input(Scan(xyz=table), None, 1.0, 4096)
@@ -313,7 +313,7 @@ def test_the_sanity_report_names_what_is_off_for_the_recipe():
 
 def test_a_file_in_the_training_convention_is_used_as_it_is():
     """A prepared room (.npz) says it is z-up metres already: not even a camera-like cone turns it."""
-    from pointseg.engine.segment import network_input
+    from pointseg.segmentation.segment import network_input
     from pointseg.io.scans import Scan
     cone = camera(furnished_box_room()) - [2.5, -1.5, -3.0]   # as a camera standing in the room sees it
     assert not network_input(Scan(xyz=cone), None, 1.0, 4096).frame.is_identity
@@ -358,7 +358,7 @@ def test_a_z_up_scan_with_elevations_far_above_its_origin_is_not_a_camera_view(c
 def test_a_z_up_room_whose_origin_lies_under_its_floor_is_not_a_camera_view():
     """Centred in x/y, floor 1.5 m above the origin: every point is in a cone in front of the
     origin, at a camera's range and angle, but the rays cross floor, furniture and ceiling."""
-    from pointseg.engine.frame import SINGLE_VIEW_SHARE, single_view_share
+    from pointseg.segmentation.frame import SINGLE_VIEW_SHARE, single_view_share
     xyz = partial_room(np.random.default_rng([1, 3]), "full", 40_000, "office")[0]
     below = xyz - [xyz[:, 0].mean(), xyz[:, 1].mean(), -1.5]
     assert single_view_share(below) < SINGLE_VIEW_SHARE
@@ -368,5 +368,5 @@ def test_a_z_up_room_whose_origin_lies_under_its_floor_is_not_a_camera_view():
 
 @needs_real
 def test_a_real_kinect_view_shows_one_surface_along_each_ray():
-    from pointseg.engine.frame import single_view_share
+    from pointseg.segmentation.frame import single_view_share
     assert single_view_share(read_real("mosd_learn36.pcd").xyz.astype(np.float64)[::5]) > 0.95

@@ -44,7 +44,9 @@ def test_graphs_evaluate_reads_it_and_segment_refuses_it_in_one_line(cora_run, t
 
 
 def test_graphs_evaluate_refuses_a_segmentation_checkpoint_in_one_line(capsys):
-    assert main(["graphs", "evaluate", "resgcn7-synthetic"]) == 2
+    # the file (segmentation checkpoints' bundled names belong to the segmentation application)
+    from pointseg.assets import asset
+    assert main(["graphs", "evaluate", str(asset("demo_checkpoint.pt"))]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'segmentation'" in err and "not a graph model" in err
 

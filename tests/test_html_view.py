@@ -329,7 +329,7 @@ def test_segment_writes_the_page_with_its_outputs(room, tmp_path):
     from types import SimpleNamespace
 
     from pointseg.cli.segment import _write_outputs
-    from pointseg.engine.segment import Segmentation
+    from pointseg.segmentation.segment import Segmentation
     from pointseg.io.scans import Scan
 
     scan = Scan(xyz=room.xyz, rgb=room.rgb, label=room.label, path=Path("scans/office.ply"))

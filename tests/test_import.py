@@ -34,7 +34,7 @@ def run_import(fmt, src, out, *extra):
 
 
 def rebuild(path):
-    from pointseg.engine.checkpoint import build_from_checkpoint, load_checkpoint
+    from pointseg.segmentation.checkpoint import build_from_checkpoint, load_checkpoint
     return build_from_checkpoint(load_checkpoint(path))
 
 
@@ -110,8 +110,8 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, capsys):
 
 
 def test_bundled_default_is_the_imported_fold5_model():
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT
-    from pointseg.engine.checkpoint import NAMED_CHECKPOINTS, resolve_checkpoint
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT
+    from pointseg.segmentation.checkpoint import NAMED_CHECKPOINTS, resolve_checkpoint
     ck = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
     assert ck["architecture"] == "dgcnn" and ck["provenance"]["test_area"] == 5
     assert DEFAULT_CHECKPOINT == resolve_checkpoint("dgcnn-s3dis")
@@ -223,8 +223,8 @@ def test_missing_source_and_missing_arguments(tmp_path, capsys):
 # ---- the recorded input recipe drives pre-processing --------------------------------------------
 
 def test_sliding_settings_come_from_the_checkpoint_recipe_unless_given():
-    from pointseg.engine.checkpoint import sliding_for
-    from pointseg.engine.inference import SlidingConfig
+    from pointseg.segmentation.checkpoint import sliding_for
+    from pointseg.segmentation.inference import SlidingConfig
     ck = {"input": {"block_size": 1.5, "num_points": 1024, "stride": 0.75}}
     s = sliding_for(ck)
     assert (s.block_size, s.num_points, s.stride) == (1.5, 1024, 0.75)
@@ -235,7 +235,7 @@ def test_sliding_settings_come_from_the_checkpoint_recipe_unless_given():
 
 
 def test_checkpoint_with_a_recipe_this_pointseg_cannot_make_is_refused(tmp_path, capsys):
-    from pointseg.engine.checkpoint import check_input_recipe
+    from pointseg.segmentation.checkpoint import check_input_recipe
     with pytest.raises(ValueError, match="recipe 'kitti-frames'"):
         check_input_recipe({"input": {"normalisation": "kitti-frames"}}, "ck.pt")
     with pytest.raises(ValueError, match="channels"):

@@ -47,7 +47,8 @@ def test_segment_of_a_scan_with_ignored_values_writes_every_output(tmp_path):
     points carry an ignored value: PNG, page and JSON are written, metrics count scored points only."""
     import torch
     from pointseg.cli import main
-    from pointseg.engine.checkpoint import model_payload, save_checkpoint
+    from pointseg.engine.checkpoint import save_checkpoint
+    from pointseg.segmentation.checkpoint import model_payload
     from pointseg.data.recipe import BlockRecipe
     from pointseg.models import SegGCN, SegGCNConfig
     torch.manual_seed(0)

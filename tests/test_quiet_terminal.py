@@ -75,7 +75,8 @@ def _pointseg(*args, cwd):
 
 @pytest.fixture(scope="module")
 def scan_and_checkpoint(tmp_path_factory):
-    from pointseg.engine.checkpoint import model_payload, save_checkpoint
+    from pointseg.engine.checkpoint import save_checkpoint
+    from pointseg.segmentation.checkpoint import model_payload
     from pointseg.models import SegGCN, SegGCNConfig
     tmp = tmp_path_factory.mktemp("quiet")
     xyz, rgb, label = _room()

@@ -9,9 +9,10 @@ import torch
 
 from pointseg.classes import S3DIS
 from pointseg.data.recipe import S3DIS_CHANNELS, S3DIS_RECIPE, BlockRecipe
-from pointseg.engine.checkpoint import check_input_recipe, model_payload, save_checkpoint, sliding_for
-from pointseg.engine.config import TrainConfig
-from pointseg.engine.segmentation_task import input_spec
+from pointseg.engine.checkpoint import save_checkpoint
+from pointseg.segmentation.checkpoint import check_input_recipe, model_payload, sliding_for
+from pointseg.segmentation.config import TrainConfig
+from pointseg.segmentation.task import input_spec
 from pointseg.models import SegGCN, SegGCNConfig
 
 SMALL = dict(n_blocks=3, channels=8, k=4, fusion_channels=16, stochastic=False)
@@ -70,8 +71,8 @@ def test_block_level_scoring_cuts_the_checkpoints_blocks(tmp_path, area5):
     """Block-level metrics score the blocks of the model's own recipe, not fixed 1 m blocks."""
     from pointseg.data.block_gen import room_to_blocks
     from pointseg.data.prepared import PreparedRooms
-    from pointseg.engine.evaluate import evaluate_rooms
-    from pointseg.engine.inference import SlidingConfig
+    from pointseg.segmentation.evaluate import evaluate_rooms
+    from pointseg.segmentation.inference import SlidingConfig
     prepared = PreparedRooms(area5)
     entry = prepared.entries([5])[0]
     room = prepared.load(entry).room
@@ -85,8 +86,8 @@ def test_block_level_scoring_cuts_the_checkpoints_blocks(tmp_path, area5):
 
 def test_evaluate_loads_only_the_rooms_it_is_asked_for(tmp_path, area5, monkeypatch):
     from pointseg.data.prepared import PreparedRooms
-    from pointseg.engine.evaluate import evaluate_rooms
-    from pointseg.engine.inference import SlidingConfig
+    from pointseg.segmentation.evaluate import evaluate_rooms
+    from pointseg.segmentation.inference import SlidingConfig
     entries = PreparedRooms(area5).entries([5])
     assert len(entries) == 2
     loaded = []

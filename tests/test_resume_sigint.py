@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointseg.engine.checkpoint import load_checkpoint
-from pointseg.engine.train import train
+from pointseg.segmentation.checkpoint import load_checkpoint
+from pointseg.segmentation.train import train
 
 from test_train import losses, tiny_config, write_block_release
 

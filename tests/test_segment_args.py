@@ -9,7 +9,7 @@ import torch
 
 from pointseg.assets import asset
 from pointseg.cli import main
-from pointseg.engine.inference import SlidingConfig, occupied_tiles, predict_points
+from pointseg.segmentation.inference import SlidingConfig, occupied_tiles, predict_points
 
 SAMPLE = str(asset("sample_room.ply"))
 

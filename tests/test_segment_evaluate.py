@@ -7,8 +7,9 @@ import torch
 
 from pointseg.classes import S3DIS
 from pointseg.cli import main
-from pointseg.engine.checkpoint import model_payload, save_checkpoint
-from pointseg.engine.inference import SlidingConfig, predict_points
+from pointseg.engine.checkpoint import save_checkpoint
+from pointseg.segmentation.checkpoint import model_payload
+from pointseg.segmentation.inference import SlidingConfig, predict_points
 from pointseg.io.scans import read_scan, write_labelled_ply
 from pointseg.models import SegGCN, SegGCNConfig
 
@@ -200,7 +201,7 @@ def test_checkpoint_for_another_class_table_is_refused(tmp_path, rooms, capsys):
 
 def test_bundled_room_with_the_named_synthetic_checkpoint(tmp_path):
     from pointseg.cli.segment import DEFAULT_SCAN
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT
     assert DEFAULT_SCAN.exists() and DEFAULT_CHECKPOINT.exists()
     out = tmp_path / "demo"
     # the default checkpoint is the real DGCNN (tests/test_import.py); the synthetic ResGCN-7 by name

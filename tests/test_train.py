@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pointseg.config import load_config
-from pointseg.engine.checkpoint import load_checkpoint
-from pointseg.engine.config import TrainConfig
-from pointseg.engine.train import train
+from pointseg.segmentation.checkpoint import load_checkpoint
+from pointseg.segmentation.config import TrainConfig
+from pointseg.segmentation.train import train
 
 P = 128  # points per block: small, so the suite stays fast
 

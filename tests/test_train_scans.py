@@ -15,7 +15,8 @@ import yaml
 from pointseg.cli import main
 from pointseg.data.class_map import IGNORE, ClassMap, scan_ground_truth
 from pointseg.data.labelled_scans import read_labelled
-from pointseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from pointseg.engine.checkpoint import save_checkpoint
+from pointseg.segmentation.checkpoint import load_checkpoint
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_scans"
 MOSD = [REAL / f"mosd_learn{i}.pcd" for i in (0, 18, 28, 36)]
@@ -269,7 +270,7 @@ def test_a_scans_run_resumes_on_its_cached_blocks(tmp_path, capsys):
 def test_init_keeps_every_fitting_tensor_and_freeze_backbone_leaves_the_prediction_mlp():
     import torch
 
-    from pointseg.engine.init_weights import freeze, init_from, load_init
+    from pointseg.segmentation.init_weights import freeze, init_from, load_init
     from pointseg.models import build_model
     ckpt = load_init("dgcnn-s3dis", "dgcnn")
     model = build_model("dgcnn", in_channels=9, num_classes=2)

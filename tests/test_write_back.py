@@ -502,7 +502,7 @@ class LogitModel(torch.nn.Module):
 
 
 def test_score_points_gives_the_softmax_as_probability_and_confidence():
-    from pointseg.engine.inference import SlidingConfig, predict_points, score_points
+    from pointseg.segmentation.inference import SlidingConfig, predict_points, score_points
     xyz = (np.random.default_rng(12).random((3000, 3)) * [4, 3, 2]).astype(np.float32)
     cfg = SlidingConfig(block_size=1.0, stride=0.5, num_points=256, repeats=2)
     s = score_points(LogitModel(), xyz, None, 3, torch.device("cpu"), cfg, probabilities=True)

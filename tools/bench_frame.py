@@ -34,7 +34,7 @@ POLICIES = {"file axes": dict(up="+z", units="m", walls="off"), "auto (default)"
 
 
 def _segment(model, scan, sliding, **frame):
-    from pointseg.engine.segment import segment_scan
+    from pointseg.segmentation.segment import segment_scan
     return segment_scan(model, scan, sliding, progress=False, **frame)
 
 
@@ -62,7 +62,7 @@ def real_part(model, sliding) -> None:
 
 def synthetic_part(model, sliding, seeds: int) -> None:
     from pointseg.data.synth import partial_room
-    from pointseg.engine.frame import rotation_z
+    from pointseg.segmentation.frame import rotation_z
     from pointseg.io.scans import Scan
     print("\nsynthetic partial rooms, OA (%) against their labels; reference: the upright room in its true frame")
     print(f"{'room':<28}{'reference':>10}" + "".join(f"{p:>18}" for p in POLICIES if p != "file axes"))
@@ -87,8 +87,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="default: segment's default (real S3DIS DGCNN)")
     args = ap.parse_args()
     import torch
-    from pointseg.engine.inference import SlidingConfig
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT, load_model
+    from pointseg.segmentation.inference import SlidingConfig
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT, load_model
     torch.manual_seed(0)
     model = load_model(args.checkpoint or DEFAULT_CHECKPOINT, "cpu")
     sliding = SlidingConfig()

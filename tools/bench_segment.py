@@ -54,12 +54,13 @@ def main() -> None:
 
 
 def resolve_checkpoint(name: str, scratch: Path) -> str:
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT
     if name == "default":
         return str(DEFAULT_CHECKPOINT)
     if name.startswith("preset:"):
         from pointseg.classes import ClassTable
-        from pointseg.engine.checkpoint import load_checkpoint, model_payload, save_checkpoint
+        from pointseg.engine.checkpoint import save_checkpoint
+        from pointseg.segmentation.checkpoint import load_checkpoint, model_payload
         from pointseg.models.presets import build_model
         ref = load_checkpoint(DEFAULT_CHECKPOINT)
         classes = ClassTable.from_dict(ref["classes"])

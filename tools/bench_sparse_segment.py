@@ -31,9 +31,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from pointseg.assets import asset
-    from pointseg.engine.checkpoint import load_model
-    from pointseg.engine.inference import SlidingConfig
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT, segment_scan
+    from pointseg.segmentation.checkpoint import load_model
+    from pointseg.segmentation.inference import SlidingConfig
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT, segment_scan
     from pointseg.io.scans import read_scan
 
     scans = [Path(s) for s in args.scans] or [p for p in (AERIAL, asset("sample_room.ply")) if Path(p).exists()]

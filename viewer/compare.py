@@ -3,7 +3,7 @@
 Each ``--compare`` source is a prediction file (``.npy`` labels, ``.txt`` one label per line, or
 a labelled PLY from ``pointseg segment``) or a checkpoint (``.pt``), which is run through the
 ``predict`` callable the caller passes in (``pointseg view`` passes
-``pointseg.engine.segment.predict_scan``: the viewer itself never runs a model). Each model panel
+``pointseg.segmentation.segment.predict_scan``: the viewer itself never runs a model). Each model panel
 is titled with the model name and its mIoU against the scan's ground truth (mean over classes
 present in either).
 """
@@ -43,7 +43,7 @@ def load_prediction(source: str | Path, scan: Scan, predict: Predictor | None = 
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         if predict is None:
             raise ValueError(f"{path}: a checkpoint in --compare needs a predictor to run it "
-                             "(render_compare(..., predict=pointseg.engine.segment.predict_scan))")
+                             "(render_compare(..., predict=pointseg.segmentation.segment.predict_scan))")
         labels, name, classes = predict(path, scan)
         labels = check_labels(np.asarray(labels), scan.num_points, str(path), classes, "prediction")
         return Prediction(labels, str(name), classes)

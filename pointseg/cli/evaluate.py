@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pointseg.engine.evaluate import evaluate_rooms, format_report, pool_reports, write_report
-    from pointseg.engine.inference import SlidingConfig
+    from pointseg.segmentation.evaluate import evaluate_rooms, format_report, pool_reports, write_report
+    from pointseg.segmentation.inference import SlidingConfig
 
     if args.pool:
         report = pool_reports(args.pool)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.checkpoint or not args.data:
             raise ValueError("give a CHECKPOINT and --data PREPARED_DIR (or --scans FILE ..., or --pool REPORT ...)")
-        from pointseg.engine.checkpoint import load_checkpoint
+        from pointseg.segmentation.checkpoint import load_checkpoint
         if isinstance(load_checkpoint(args.checkpoint).get("class_map"), dict):
             # its classes are the user's, not the prepared rooms' S3DIS classes
             raise ValueError(f"{args.checkpoint}: trained on your own scans (it has a class map); evaluate it "
@@ -70,7 +70,7 @@ def evaluate_scans(checkpoint: str, files: list[str], device: str, sliding: obje
 
     import numpy as np
 
-    from pointseg.engine.segment import load_model, segment_scan
+    from pointseg.segmentation.segment import load_model, segment_scan
     from pointseg.io.scans import read_scan
     from pointseg.metrics import SegMetrics
 

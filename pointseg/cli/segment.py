@@ -2,7 +2,7 @@
 write files other tools open.
 
 The command composes the leaves around the engine: read the scan (:mod:`pointseg.io.scans`),
-segment it (:mod:`pointseg.engine.segment`), write the files, render the picture (:mod:`viewer.render`).
+segment it (:mod:`pointseg.segmentation.segment`), write the files, render the picture (:mod:`viewer.render`).
 Outputs in ``OUT_DIR`` (written together: the folder appears complete or not at all):
 
 * ``<name>.labels.npy``: int64 ``(N,)`` predicted class per point (points with NaN/inf
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 from pointseg.assets import asset
 
 if TYPE_CHECKING:
-    from pointseg.engine.inference import SlidingConfig
-    from pointseg.engine.segment import LoadedModel, Segmentation
+    from pointseg.segmentation.inference import SlidingConfig
+    from pointseg.segmentation.segment import LoadedModel, Segmentation
     from pointseg.io.scans import Scan
 
 DEFAULT_SCAN = asset("sample_room.ply")
@@ -113,8 +113,8 @@ def parse_voxel(text: str) -> float | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pointseg.engine.frame import check_frame_choices
-    from pointseg.engine.inference import SlidingConfig
+    from pointseg.segmentation.frame import check_frame_choices
+    from pointseg.segmentation.inference import SlidingConfig
 
     check_frame_choices(args.up, args.units, args.walls)
     voxel = parse_voxel(args.voxel)
@@ -154,7 +154,7 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     ``write``: ``--write`` (None: every output, the PNG only when ``render``); ``las_codes``: a
     ``--las-codes`` file; ``probabilities``: also write the per-class probabilities."""
     from pointseg.atomic import check_replaceable
-    from pointseg.engine.segment import DEFAULT_CHECKPOINT, load_model, segment_scan
+    from pointseg.segmentation.segment import DEFAULT_CHECKPOINT, load_model, segment_scan
     from pointseg.io.scans import read_scan
 
     t_start = time.perf_counter()

@@ -35,8 +35,8 @@ def resolve_config_path(name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from pointseg.config import load_config
-    from pointseg.engine.config import TrainConfig
-    from pointseg.engine.train import train
+    from pointseg.segmentation.config import TrainConfig
+    from pointseg.segmentation.train import train
 
     cfg = load_config(TrainConfig, resolve_config_path(args.config), args.overrides)
     # the flags set the typed fields themselves (no round trip through key=value text)

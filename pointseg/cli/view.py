@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.screenshot:
         if args.compare:
-            from pointseg.engine.segment import predict_scan
+            from pointseg.segmentation.segment import predict_scan
             from viewer.compare import render_compare
             if args.mode not in ("auto", "panels"):
                 raise ValueError("--compare always renders panels; leave out --mode")

@@ -38,7 +38,8 @@ def run_import(imp: Importer, source: str | Path, dest: str | Path, overwrite: b
 
     Nothing is written unless every tensor maps; an existing ``dest`` is refused unless ``overwrite``.
     """
-    from ..engine.checkpoint import model_payload, save_checkpoint
+    from ..engine.checkpoint import save_checkpoint
+    from ..segmentation.checkpoint import model_payload
     fmt = imp.name
     source, dest = Path(source), Path(dest)
     if dest.exists() and not overwrite:

@@ -7,7 +7,7 @@ Files are given as paths or globs (``data.train`` / ``data.val``, split by file)
 :func:`write_scan_release` stores the blocks cut from them in the block-release layout that
 :class:`~pointseg.data.s3dis_blocks.S3DISBlocks` reads (training files as rooms of Area 1,
 validation files as rooms of Area 2). How a scan becomes blocks (frame, subsampling, block recipe)
-is the engine's: the same as ``segment`` (:mod:`pointseg.engine.scan_source`).
+is the engine's: the same as ``segment`` (:mod:`pointseg.segmentation.scan_source`).
 """
 from __future__ import annotations
 

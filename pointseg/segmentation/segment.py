@@ -6,7 +6,7 @@ writing the outputs and rendering the picture belong to the caller (``pointseg s
 :mod:`pointseg.cli.segment`).
 
 Before the network, the scan is brought into the convention S3DIS models were trained in
-(:mod:`pointseg.engine.frame`: z up, metres, walls along x and y; ``--up`` / ``--units`` / ``--walls``;
+(:mod:`pointseg.segmentation.frame`: z up, metres, walls along x and y; ``--up`` / ``--units`` / ``--walls``;
 the file's own axes are kept unless the evidence against them is strong) and, when it
 is much denser than a block's ``num_points`` needs, voxel-subsampled (``--voxel``); every original
 point takes the label of its voxel's representative. The labels refer to the scan's own points.
@@ -35,7 +35,7 @@ from .frame import Decision, FileHints, Frame, resolve_frame
 from .inference import SlidingConfig, score_points
 
 # dgcnn.pytorch's fold-5 S3DIS weights (Area 5 held out), imported; the synthetic ResGCN-7 stays
-# available as ``--checkpoint resgcn7-synthetic`` (engine.checkpoint.NAMED_CHECKPOINTS)
+# available as ``--checkpoint resgcn7-synthetic`` (segmentation.checkpoint.NAMED_CHECKPOINTS)
 DEFAULT_CHECKPOINT = asset("dgcnn_s3dis_area5.pt")
 COLOR_POLICIES = ("gray", "zeros")
 DENSE_FACTOR = 4.0     # subsample when a column holds more than this many blocks' worth of points

@@ -2,8 +2,8 @@
 will see them (``segment`` scores a labelled scan through the same class map:
 :func:`pointseg.data.class_map.scan_ground_truth`).
 
-Every scan goes through what :func:`pointseg.engine.segment.segment_scan` does before the
-network — the frame decision (:func:`pointseg.engine.frame.resolve_frame` with the file's hints:
+Every scan goes through what :func:`pointseg.segmentation.segment.segment_scan` does before the
+network — the frame decision (:func:`pointseg.segmentation.frame.resolve_frame` with the file's hints:
 a camera view such as the Kinect scans of ``shared/real_scans`` is levelled on its supporting
 plane), the default colour for scans without colour, the automatic voxel subsampling of dense
 scans — and is then cut with the config's block recipe (``data.block_size``, ``num_points``,
@@ -107,7 +107,7 @@ def scan_datasets(cfg: "DataConfig", cache: Path
     import torch.distributed as dist
 
     from ..data.s3dis_blocks import BlockRelease, S3DISBlocks
-    from .distributed import world
+    from ..engine.distributed import world
     rank, world_size = world()
     # what was found in the labels is printed even without progress bars: it is read before training
     say = lambda line: print(f"[train] {line}")      # noqa: E731

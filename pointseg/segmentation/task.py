@@ -28,9 +28,9 @@ from ..models import build_model, count_parameters
 from ..data.class_map import IGNORE, ClassMap
 from .checkpoint import model_payload
 from .config import TrainConfig, check_resume_config
-from .device import autocast
+from ..engine.device import autocast
 from .init_weights import freeze, init_from, load_init
-from .task import Task
+from ..engine.task import Task
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

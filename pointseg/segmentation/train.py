@@ -1,4 +1,4 @@
-"""``pointseg train``: one segmentation run — :class:`~pointseg.engine.segmentation_task.SegmentationTask`
+"""``pointseg train``: one segmentation run — :class:`~pointseg.segmentation.task.SegmentationTask`
 driven by the shared :class:`~pointseg.engine.trainer.Trainer`.
 
 Exact resume: a run stopped after step ``s`` (``max_steps``, Ctrl-C) continues at step ``s + 1`` of
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import TrainConfig, validate_config
-from .segmentation_task import SegmentationTask
-from .trainer import FitOptions, Trainer
+from .task import SegmentationTask
+from ..engine.trainer import FitOptions, Trainer
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:

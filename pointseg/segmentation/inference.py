@@ -12,7 +12,7 @@ are exactly the blocks that touch the tile, so tiling does not change what a poi
 occupied tiles are visited (integer cell keys of the points), and inside a tile only the columns
 that hold one of its points are cut, so time and memory follow the points, not the bounding box.
 A column with fewer points than a block is evaluated on its own points, each counted as often as
-the padded block would repeat it (:mod:`pointseg.engine.compact`: the padded block's result for
+the padded block would repeat it (:mod:`pointseg.segmentation.compact`: the padded block's result for
 max-aggregating models), so a sparse column costs its points, not a block.
 
 Extreme outliers (a point kilometres away from the rest) would stretch the room normalisation
@@ -42,7 +42,7 @@ MAX_CELLS_PER_AXIS = 2.0 ** 40   # integer cell keys stay exact far below int64'
 class SlidingConfig:
     """Sliding-block settings; invalid values raise ``ValueError`` naming the CLI option."""
 
-    # None: the checkpoint's input recipe (engine.checkpoint.sliding_for); 1 m / 0.5 m / 4096 for S3DIS
+    # None: the checkpoint's input recipe (segmentation.checkpoint.sliding_for); 1 m / 0.5 m / 4096 for S3DIS
     block_size: float | None = None
     stride: float | None = None
     num_points: int | None = None  # points per block
@@ -160,7 +160,7 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
     cfg = cfg or SlidingConfig()
     if cfg.num_points is None:
         raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input recipe: "
-                         "engine.checkpoint.sliding_for)")
+                         "segmentation.checkpoint.sliding_for)")
     if cfg.block_size is None or cfg.stride is None:      # the S3DIS block recipe
         from dataclasses import replace
         from ..data.recipe import S3DIS_RECIPE

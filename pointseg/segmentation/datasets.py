@@ -1,4 +1,4 @@
-"""Training / validation datasets from a :class:`~pointseg.engine.config.DataConfig`.
+"""Training / validation datasets from a :class:`~pointseg.segmentation.config.DataConfig`.
 
 Every source ends as the block-release layout read by :class:`~pointseg.data.s3dis_blocks.S3DISBlocks`:
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..classes import ClassTable
-from .distributed import world
+from ..engine.distributed import world
 
 if TYPE_CHECKING:
     from ..data.s3dis_blocks import S3DISBlocks
