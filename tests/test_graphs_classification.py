@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from graphs.model import GraphNet, GraphNetConfig
-from graphs.optim import LinearWarmup, epoch_lr
-from graphs.presets import default_preset, preset_model_config
-from graphs.tasks import make_task
-from graphs.train import EarlyStopping, chance_check
+from pointseg.graphs.model import GraphNet, GraphNetConfig
+from pointseg.graphs.optim import LinearWarmup, epoch_lr
+from pointseg.graphs.presets import default_preset, preset_model_config
+from pointseg.graphs.tasks import make_task
+from pointseg.graphs.train import EarlyStopping, chance_check
 from pointseg.cli import main
 from pointseg.engine.task import Task as EngineTask
 from pointseg.engine.trainer import FitOptions, Trainer
@@ -378,7 +378,7 @@ def test_csv_default_preset_is_deepergcn_molhiv_and_learns_the_ring_label(tmp_pa
     assert m.group(1) == "rocauc" and float(m.group(2)) >= 0.9 and "WARNING" not in out
     # the default model itself is DeeperGCN's ogbg-molhiv model (532,232 parameters for one target)
     task = make_task(str(csv), ".", {"target": "N_on_ring"}, torch.device("cpu"))
-    from graphs.presets import get_preset
+    from pointseg.graphs.presets import get_preset
     from pointseg.models import count_parameters
     cfg = task.model_config({**get_preset("deepergcn-mol"), "name": "deepergcn-mol"}, {})
     assert count_parameters(task.build(cfg)) == 532_232

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from graph_fixtures import write_planetoid
-from graphs.presets import default_preset, get_preset
-from graphs.tasks import make_task, row_normalize
-from graphs.optim import param_groups
-from graphs.train import run_training
+from pointseg.graphs.presets import default_preset, get_preset
+from pointseg.graphs.tasks import make_task, row_normalize
+from pointseg.graphs.optim import param_groups
+from pointseg.graphs.train import run_training
 from pointseg.cli import main
 from pointseg.nn import GCNConv
 
@@ -115,7 +115,7 @@ def test_default_preset_per_family():
 
 @pytest.mark.parametrize("backbone", ["plain", "res", "dense", "res+", "rev"])
 def test_gcn_conv_in_every_backbone(backbone):
-    from graphs.model import GraphNet, GraphNetConfig
+    from pointseg.graphs.model import GraphNet, GraphNetConfig
     net = GraphNet(GraphNetConfig(backbone=backbone, conv="gcn", layers=3, channels=8, in_channels=5, out_channels=2))
     assert any(isinstance(m, GCNConv) for m in net.modules())
     out = net(torch.randn(6, 5), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]))
@@ -123,6 +123,6 @@ def test_gcn_conv_in_every_backbone(backbone):
 
 
 def test_head_conv_with_pooling_is_refused():
-    from graphs.model import GraphNet, GraphNetConfig
+    from pointseg.graphs.model import GraphNet, GraphNetConfig
     with pytest.raises(ValueError, match="head='conv'"):
         GraphNet(GraphNetConfig(conv="gcn", head="conv", pool="mean", in_channels=3, out_channels=2))

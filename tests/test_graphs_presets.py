@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from graphs.model import BACKBONES, GraphNet, GraphNetConfig, register_backbone
+from pointseg.graphs.model import BACKBONES, GraphNet, GraphNetConfig, register_backbone
 from pointseg.models import count_parameters
-from graphs.presets import GRAPH_PRESETS, build_preset, get_preset, preset_parameter_count
+from pointseg.graphs.presets import GRAPH_PRESETS, build_preset, get_preset, preset_parameter_count
 from pointseg.cli import main
 
 # Targets from design.md §4 (DeepGCNs / DeeperGCN reference code), not from this implementation.

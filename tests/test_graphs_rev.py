@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from graph_fixtures import write_ogb, write_planetoid
-from graphs.model import GraphNet, GraphNetConfig
+from pointseg.graphs.model import GraphNet, GraphNetConfig
 from pointseg.models import count_parameters
-from graphs.presets import GRAPH_PRESETS, build_preset
+from pointseg.graphs.presets import GRAPH_PRESETS, build_preset
 from pointseg.cli import main
 
 # Targets from design.md §4 / issue 8 (RevGNN reference models), not from this implementation.
@@ -182,7 +182,7 @@ def test_revgat_arxiv_preset_trains_from_cli_with_label_inputs(roots, tmp_path, 
 
 @pytest.mark.parametrize("label_iters", [0, 1])
 def test_label_inputs_feed_some_training_labels_in_training_and_all_in_evaluation(roots, label_iters):
-    from graphs.tasks import make_task
+    from pointseg.graphs.tasks import make_task
     from pointseg.engine.trainer import train_epoch
     task = make_task("ogbn-arxiv", str(roots["ogbn-arxiv"]), {"use_labels": True, "label_iters": label_iters},
                      torch.device("cpu"))
@@ -217,7 +217,7 @@ def test_label_inputs_feed_some_training_labels_in_training_and_all_in_evaluatio
 
 
 def test_log_cross_entropy_is_the_reference_formula_and_refused_for_multilabel(roots):
-    from graphs.tasks import log_cross_entropy, make_task
+    from pointseg.graphs.tasks import log_cross_entropy, make_task
     logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
     eps = 1 - math.log(2)
     ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
@@ -237,7 +237,7 @@ def test_unknown_training_option_is_refused_by_name(roots, tmp_path, capsys):
 
 
 def test_warmup_lr_is_linear_then_constant():
-    from graphs.optim import warmup_lr
+    from pointseg.graphs.optim import warmup_lr
     assert [warmup_lr(0.01, e, 4) for e in (1, 2, 4, 5, 100)] == pytest.approx([0.0025, 0.005, 0.01, 0.01, 0.01])
     assert warmup_lr(0.01, 1, 0) == 0.01
 

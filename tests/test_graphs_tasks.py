@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from graph_fixtures import write_ogb, write_planetoid, write_ppi
-from graphs.presets import get_preset
-from graphs.tasks import OgbNodeTask, make_task
-from graphs.train import load_graph_checkpoint, run_training
+from pointseg.graphs.presets import get_preset
+from pointseg.graphs.tasks import OgbNodeTask, make_task
+from pointseg.graphs.train import load_graph_checkpoint, run_training
 from pointseg.cli import main
 
 FINAL = re.compile(r"^test (\S+) (\d\.\d+) ± (\d\.\d+) \| valid (\d\.\d+) ± (\d\.\d+)", re.M)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from graph_fixtures import SMILES, write_molecule_csv, write_tu
-from graphs.data import dataset_family
-from graphs.tasks import make_task
+from pointseg.graphs.data import dataset_family
+from pointseg.graphs.tasks import make_task
 from pointseg.cli import main
 
 FINAL = re.compile(r"^test (\S+) (\S+) ± (\S+) \| valid", re.M)
@@ -70,7 +70,7 @@ needs_rdkit = pytest.mark.skipif(importlib.util.find_spec("rdkit") is None,
 @needs_rdkit
 def test_scaffold_split_keeps_each_scaffold_in_one_split():
     from rdkit.Chem.Scaffolds import MurckoScaffold
-    from graphs.data import scaffold_split
+    from pointseg.graphs.data import scaffold_split
     split = scaffold_split(SMILES)
     assert sorted(sum(split.values(), [])) == list(range(len(SMILES)))
     scaf = {k: {MurckoScaffold.MurckoScaffoldSmiles(smiles=SMILES[i], includeChirality=True) for i in v}

@@ -27,8 +27,8 @@ from pointseg.classes import S3DIS, ClassTable
 from pointseg.cli import main
 from pointseg.io.scans import write_labelled_ply
 from test_viewer import CEILING, CHAIR, TABLE, WALL, make_room, read_png
-from viewer.html import HTML_MAX_POINTS, write_html
-from viewer.state import CORRECT_COLOUR, WRONG_COLOUR
+from pointseg.viewer.html import HTML_MAX_POINTS, write_html
+from pointseg.viewer.state import CORRECT_COLOUR, WRONG_COLOUR
 
 N = 20_000
 CLUTTER = 12

@@ -71,11 +71,15 @@ def installed(tmp_path_factory):
 
 def test_installed_package_runs_from_its_own_files(installed):
     venv, py, cwd = installed
-    r = _run([py, "-c", "import json, pointseg, viewer, graphs, pointseg.assets as a; "
-                        "print(json.dumps([pointseg.__file__, viewer.__file__, graphs.__file__, "
+    r = _run([py, "-c", "import json, pointseg, pointseg.viewer as v, pointseg.graphs as g, pointseg.assets as a; "
+                        "print(json.dumps([pointseg.__file__, v.__file__, g.__file__, "
                         "str(a.asset('sample_room.ply')), str(a.asset('demo_checkpoint.pt'))]))"], cwd=cwd)
     for path in json.loads(r.stdout):
         assert _inside(path, venv), f"{path} is not the installed wheel's file"
+    # no generic top-level names in site-packages: graphs and viewer live inside pointseg
+    site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=cwd).stdout.strip())
+    assert not (site / "graphs").exists() and not (site / "viewer").exists()
+    assert (site / "pointseg" / "graphs" / "tasks.py").is_file() and (site / "pointseg" / "viewer" / "assets").is_dir()
 
 
 def test_version_is_the_package_metadata(installed):

@@ -24,7 +24,7 @@ def test_confusion_leaves_out_points_without_ground_truth():
 
 def test_the_viewer_draws_points_without_ground_truth_in_their_own_grey():
     from pointseg.io.scans import Scan
-    from viewer.state import colours_for
+    from pointseg.viewer.state import colours_for
     xyz = np.random.default_rng(0).random((4, 3)).astype(np.float32)
     scan = Scan(xyz=xyz, label=np.array([0, NO_LABEL, 1, 1]), pred=np.array([0, 1, 0, 1]))
     idx = np.arange(4)

@@ -12,7 +12,7 @@ import pytest
 
 from pointseg.classes import S3DIS
 from pointseg.io.scans import write_labelled_ply
-from viewer.quiet import engine_output_shown, engine_output_silenced
+from pointseg.viewer.quiet import engine_output_shown, engine_output_silenced
 
 ROOT = Path(__file__).resolve().parents[1]
 # What Open3D / Filament print when a renderer starts (any back-end: Vulkan, EGL/OpenGL).

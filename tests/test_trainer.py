@@ -101,7 +101,7 @@ def test_train_epoch_runs_the_tasks_batches_on_a_given_model():
 
 
 def test_linear_warmup_schedule_gives_warmup_lr_exactly():
-    from graphs.optim import LinearWarmup, warmup_lr
+    from pointseg.graphs.optim import LinearWarmup, warmup_lr
     opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.003)
     sched = LinearWarmup(opt, 3)
     lrs = []

@@ -14,9 +14,9 @@ import pytest
 from pointseg.classes import S3DIS, ClassTable
 from pointseg.cli import main
 from pointseg.io.scans import Scan, read_scan, write_labelled_ply
-from viewer.render import render_png
+from pointseg.viewer.render import render_png
 from pointseg.metrics import confusion_matrix, iou_per_class, mean_iou
-from viewer.state import CORRECT_COLOUR, WRONG_COLOUR, ViewerState, display_subset
+from pointseg.viewer.state import CORRECT_COLOUR, WRONG_COLOUR, ViewerState, display_subset
 
 W, H = 320, 240
 CEILING, FLOOR, WALL, TABLE, CHAIR, BOOKCASE = 0, 1, 2, 7, 8, 10
@@ -306,7 +306,7 @@ def test_small_clouds_are_not_downsampled(room):
 # ----------------------------------------------------------------------------- compare
 
 def test_compare_renders_original_gt_and_each_model(tmp_path, room):
-    from viewer.compare import load_prediction, render_compare
+    from pointseg.viewer.compare import load_prediction, render_compare
     scan = Scan(xyz=room.xyz, rgb=room.rgb, label=room.label, classes=S3DIS)
     np.save(tmp_path / "plain.npy", room.pred)
     perfect = write_labelled_ply(tmp_path / "res.ply", room.xyz, None, None, S3DIS,
@@ -329,7 +329,7 @@ def test_compare_renders_original_gt_and_each_model(tmp_path, room):
 
 
 def test_compare_checkpoint_without_a_predictor_is_refused_by_name(tmp_path, room):
-    from viewer.compare import load_prediction
+    from pointseg.viewer.compare import load_prediction
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"x")
     with pytest.raises(ValueError, match="m.pt: a checkpoint in --compare needs a predictor"):
@@ -337,7 +337,7 @@ def test_compare_checkpoint_without_a_predictor_is_refused_by_name(tmp_path, roo
 
 
 def test_compare_checkpoint_goes_through_the_predictor(tmp_path, room):
-    from viewer.compare import load_prediction
+    from pointseg.viewer.compare import load_prediction
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"x")
     calls = []
@@ -399,7 +399,7 @@ def test_cli_without_display_says_so_and_suggests_screenshot(room_ply, capsys, m
 
 
 def test_display_detection():
-    from viewer.window import display_problem, key_char
+    from pointseg.viewer.window import display_problem, key_char
     assert display_problem({}, "linux") is not None
     assert display_problem({"DISPLAY": ":0"}, "linux") is None
     assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
@@ -413,9 +413,9 @@ import numpy as np
 import open3d as o3d
 sys.path.insert(0, sys.argv[1])
 from test_viewer import make_room
-import viewer.window as win
+import pointseg.viewer.window as win
 from pointseg.classes import S3DIS
-from viewer.state import ViewerState
+from pointseg.viewer.state import ViewerState
 
 base = o3d.visualization.VisualizerWithKeyCallback
 

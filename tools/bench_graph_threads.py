@@ -24,9 +24,9 @@ CHILD = r"""
 import json, sys, time, torch
 sys.path[:0] = [{root!r}, {tests!r}]
 torch.set_num_threads({threads})
-from graphs.presets import get_preset
-from graphs.tasks import make_task
-from graphs.optim import make_optimizer
+from pointseg.graphs.presets import get_preset
+from pointseg.graphs.tasks import make_task
+from pointseg.graphs.optim import make_optimizer
 from pointseg.engine.trainer import train_epoch
 preset = {{**get_preset({preset!r}), "name": {preset!r}}}
 task = make_task("Cora", {data!r}, dict(preset["train"]), torch.device("cpu"))

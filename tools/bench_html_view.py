@@ -131,11 +131,11 @@ def main() -> None:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         sys.exit("bench_html_view: needs Chromium (Debian: apt-get install chromium)")
-    from viewer.html import write_html
+    from pointseg.viewer.html import write_html
 
     if args.scan:
         from pointseg.io.scans import read_scan
-        from viewer.render import resolve_classes
+        from pointseg.viewer.render import resolve_classes
         room = read_scan(args.scan)
         classes = resolve_classes(room)
     else:

@@ -27,8 +27,8 @@ def main() -> None:
     from pointseg.classes import S3DIS
     from pointseg.io.scans import read_scan, write_labelled_ply
     from test_viewer import make_room
-    from viewer.render import DEFAULT_MAX_POINTS, parse_size, render_png
-    from viewer.state import display_subset
+    from pointseg.viewer.render import DEFAULT_MAX_POINTS, parse_size, render_png
+    from pointseg.viewer.state import display_subset
 
     size = parse_size(args.size)
     room = make_room(args.points)

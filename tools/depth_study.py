@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphs.model import BACKBONES  # noqa: E402
-from graphs.tasks import make_task  # noqa: E402
-from graphs.presets import get_preset  # noqa: E402
-from graphs.optim import make_optimizer  # noqa: E402
+from pointseg.graphs.model import BACKBONES  # noqa: E402
+from pointseg.graphs.tasks import make_task  # noqa: E402
+from pointseg.graphs.presets import get_preset  # noqa: E402
+from pointseg.graphs.optim import make_optimizer  # noqa: E402
 from pointseg.engine.trainer import better, train_epoch  # noqa: E402
 from pointseg.atomic import atomic_path, atomic_write_text  # noqa: E402
 

@@ -57,7 +57,7 @@ class HtmlPage:
 
 @functools.lru_cache(maxsize=None)
 def _asset(name: str) -> str:
-    return (resources.files("viewer") / "assets" / name).read_text(encoding="utf-8")
+    return (resources.files(__package__) / "assets" / name).read_text(encoding="utf-8")
 
 
 def _json_for_script(obj: Any) -> str:

@@ -50,7 +50,7 @@ def _engine_output(verbose: bool):
     (they are kept off the terminal otherwise, see viewer.quiet)."""
     if not verbose:
         return contextlib.nullcontext()
-    from viewer.quiet import engine_output_shown
+    from pointseg.viewer.quiet import engine_output_shown
     return engine_output_shown()
 
 

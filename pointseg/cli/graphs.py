@@ -52,14 +52,14 @@ def run(args: argparse.Namespace) -> int:
         args._graphs_parser.print_help()
         return 0
     if cmd == "presets":
-        from graphs.presets import GRAPH_PRESETS, preset_parameter_count
+        from pointseg.graphs.presets import GRAPH_PRESETS, preset_parameter_count
         for name in GRAPH_PRESETS:
             n = preset_parameter_count(name)
             print(f"{name} {n if n is not None else '-'}")
         return 0
     if cmd == "train":
         from pointseg.config import apply_overrides
-        from graphs.train import run_training
+        from pointseg.graphs.train import run_training
         # one value grammar with `pointseg train`: YAML values (true / null / 1e-3 / [1, 2])
         train_overrides = apply_overrides({}, args.train_set or [])
         csv = args.dataset.lower().endswith(".csv")
@@ -73,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
                      overwrite=args.overwrite, progress=not args.no_progress,
                      train_overrides=train_overrides, threads=args.threads)
         return 0
-    from graphs.train import evaluate_checkpoint
+    from pointseg.graphs.train import evaluate_checkpoint
     evaluate_checkpoint(args.checkpoint, args.root, args.device)
     return 0

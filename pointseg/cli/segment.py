@@ -262,14 +262,14 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
                                         "rows": "the scan file's points in order; NaN rows for points "
                                                 "dropped for NaN/inf coordinates"}
         if render and "png" in write:
-            from viewer.render import render_png
+            from pointseg.viewer.render import render_png
             t = time.perf_counter()
             render_png({"xyz": scan.xyz, "rgb": scan.rgb, "label": seg.ground_truth, "pred": pred},
                        tmp / f"{name}.png", mode="panels", classes=model.classes, size=render_size)
             timings["render_s"] = time.perf_counter() - t
         # The page needs no renderer (the browser draws it), so --no-render keeps it.
         if "html" in write:
-            from viewer.html import write_html
+            from pointseg.viewer.html import write_html
             t = time.perf_counter()
             write_html(tmp / f"{name}.html", scan.xyz, scan.rgb, pred, seg.ground_truth, model.classes,
                        confidence=seg.confidence, title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),

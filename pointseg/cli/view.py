@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pointseg.classes import ClassTable
     from pointseg.io.scans import Scan
-    from viewer.html import HtmlPage
+    from pointseg.viewer.html import HtmlPage
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,8 +65,8 @@ def check_display_args(args: argparse.Namespace) -> None:
 def write_scan_html(scan: Scan, classes: ClassTable, args: argparse.Namespace) -> HtmlPage:
     """``--html``: the page for ``scan`` with the view options (first colouring, hidden classes,
     point size, the most points shown)."""
-    from viewer.html import HTML_MAX_POINTS, write_html
-    from viewer.render import hidden_ids
+    from pointseg.viewer.html import HTML_MAX_POINTS, write_html
+    from pointseg.viewer.render import hidden_ids
 
     hide = [classes.names[i] for i in hidden_ids(classes, args.hide, "iso")]
     facts = {}
@@ -83,7 +83,7 @@ def write_scan_html(scan: Scan, classes: ClassTable, args: argparse.Namespace) -
 
 def run(args: argparse.Namespace) -> int:
     from pointseg.io.scans import read_labels, read_scan
-    from viewer.render import DEFAULT_MAX_POINTS, parse_size, resolve_classes
+    from pointseg.viewer.render import DEFAULT_MAX_POINTS, parse_size, resolve_classes
 
     check_display_args(args)
     if args.html and (args.compare or args.mode == "panels"):
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compare and not args.screenshot:
         raise ValueError("--compare renders to a file: add --screenshot OUT.png")
     if not args.screenshot and not args.html:
-        from viewer.window import display_problem, no_display_message
+        from pointseg.viewer.window import display_problem, no_display_message
         problem = display_problem()
         if problem:
             print(f"pointseg view: {no_display_message(problem)}", file=sys.stderr)
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.screenshot:
         if args.compare:
             from pointseg.segmentation.segment import predict_scan
-            from viewer.compare import render_compare
+            from pointseg.viewer.compare import render_compare
             if args.mode not in ("auto", "panels"):
                 raise ValueError("--compare always renders panels; leave out --mode")
             out = render_compare(scan, args.compare, args.screenshot, palette=args.palette,
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                                  hide=args.hide, point_size=args.point_size, overwrite=args.overwrite,
                                  predict=predict_scan)
         else:
-            from viewer.render import render_png
+            from pointseg.viewer.render import render_png
             mode = "panels" if args.mode == "auto" else args.mode
             out = render_png(scan, args.screenshot, mode=mode, classes=classes,
                              size=size or (640, 480), view=args.view, max_points=max_points,
@@ -141,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
 
-    from viewer.state import ViewerState
-    from viewer.window import NoDisplayError, run_window
+    from pointseg.viewer.state import ViewerState
+    from pointseg.viewer.window import NoDisplayError, run_window
     if args.mode == "panels":
         raise ValueError("--mode panels is for --screenshot; the window switches modes with keys 1-4")
     state = ViewerState(scan, classes, mode=args.mode, max_points=max_points)
