@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -11,9 +12,9 @@ class GraphTrainConfig:
 
     lr: float = 0.01
     epochs: int = 100
-    optimizer: str = "adam"            # adam | rmsprop (RevGAT's reference uses RMSprop)
+    optimizer: Literal["adam", "rmsprop"] = "adam"   # RevGAT's reference uses RMSprop
     weight_decay: float = 0.0
-    weight_decay_scope: str = "all"    # all | first (only the GNN's first layer, Kipf & Welling)
+    weight_decay_scope: Literal["all", "first"] = "all"   # first: only the GNN's first layer (Kipf & Welling)
     warmup_epochs: int = 0             # linear learning-rate warm-up over the first epochs
     lr_step: int = 0                   # > 0: learning rate x lr_gamma every lr_step epochs (StepLR)
     lr_gamma: float = 0.5
@@ -31,7 +32,7 @@ class GraphTrainConfig:
     use_labels: bool = False
     label_rate: float = 0.5
     label_iters: int = 0
-    loss: str = "ce"                   # ce | log_ce (multi-class node tasks)
+    loss: Literal["ce", "log_ce"] = "ce"   # log_ce: multi-class node tasks
     # Planetoid
     normalize_features: bool = True
     # TU: continuous node attributes beside the one-hot node labels (ENZYMES: 18 + 3 = 21 inputs, as the

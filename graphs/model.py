@@ -40,7 +40,7 @@ grow with depth; it returns only its output.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -97,13 +97,13 @@ class GraphNetConfig:
     groups: int = 2
     weight_tied: bool = False
     # encoders
-    node_encoder: str = "linear"    # linear | atom | none
+    node_encoder: Literal["linear", "atom", "none"] = "linear"
     input_dropout: float = 0.0      # dropout on the raw node features
     onehot_channels: int = 0        # trailing one-hot input columns with their own Linear (ogbn-proteins)
-    edge_encoder: str = "none"      # model-level edge encoder: linear | bond | none
+    edge_encoder: Literal["linear", "bond", "none"] = "none"   # the model-level edge encoder
     edge_channels: int = 0          # raw edge feature width (linear edge encoders)
     # head
-    head: str = "linear"            # linear | fusion | conv | layer_sum | none
+    head: Literal["linear", "fusion", "conv", "layer_sum", "none"] = "linear"
     pool: str | None = None         # mean | sum | max (graph-level tasks)
     virtual_node: bool = False
     fusion_channels: int = 1024

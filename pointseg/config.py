@@ -80,6 +80,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
+def check_choices(obj: Any, prefix: str = "") -> None:
+    """Refuse, naming the key, any ``Literal`` field of dataclass ``obj`` (nested ones included) that
+    holds a value outside its choices: the one check of enum-like settings, for configs built in
+    code as well as from YAML (:func:`from_dict` checks those as it builds them)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints.get(f.name)
+        if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
+            raise ValueError(f"config {prefix}{f.name}={value!r}: must be one of {list(typing.get_args(tp))}")
+        if dataclasses.is_dataclass(value):
+            check_choices(value, f"{prefix}{f.name}.")
+
+
 def from_dict(cls: type[T], d: dict[str, Any], prefix: str = "", what: str = "config key") -> T:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys (named as ``what``s)."""
     if not isinstance(d, dict):

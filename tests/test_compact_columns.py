@@ -27,9 +27,9 @@ def randomised(model: torch.nn.Module) -> torch.nn.Module:
 
 def tiny_models():
     torch.manual_seed(0)
-    return {"dgcnn": randomised(DGCNN(num_classes=5, k=6, stages=((16, 16), (16,)), emb_channels=32,
+    return {"dgcnn": randomised(DGCNN(out_channels=5, k=6, stages=((16, 16), (16,)), emb_channels=32,
                                       head_channels=(32,))),
-            "resgcn": randomised(SegGCN(SegGCNConfig(num_classes=5, n_blocks=3, channels=8, k=4,
+            "resgcn": randomised(SegGCN(SegGCNConfig(out_channels=5, layers=3, channels=8, k=4,
                                                      fusion_channels=16, stochastic=False)))}
 
 
@@ -119,9 +119,9 @@ def test_models_the_rule_does_not_hold_for_keep_the_padded_path():
         def forward(self, x):
             return x[:, :3]
     assert not compact_supported(HeightModel())
-    assert not compact_supported(SegGCN(SegGCNConfig(num_classes=3, n_blocks=2, channels=8, k=4, norm="instance")))
-    assert not compact_supported(DGCNN(num_classes=3, k=4).train())       # batch statistics
-    model = DGCNN(num_classes=3, k=4).eval()
+    assert not compact_supported(SegGCN(SegGCNConfig(out_channels=3, layers=2, channels=8, k=4, norm="instance")))
+    assert not compact_supported(DGCNN(out_channels=3, k=4).train())       # batch statistics
+    model = DGCNN(out_channels=3, k=4).eval()
     model.stages[0].aggr = "sum"                                             # a sum counts copies
     assert not compact_supported(model)
     assert isinstance(model.pool, GlobalMax)

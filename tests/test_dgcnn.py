@@ -17,7 +17,7 @@ MODEL5 = SHARED / "pretrained" / "dgcnn_s3dis" / "model_5.t7"
 
 
 def test_dgcnn_preset_has_the_published_parameter_count():
-    model = build_model("dgcnn", in_channels=9, num_classes=13)
+    model = build_model("dgcnn", in_channels=9, out_channels=13)
     assert isinstance(model, DGCNN)
     assert count_parameters(model) == 983_552
 

@@ -247,7 +247,7 @@ def test_resgcn_model_matches_reference_formulation(training):
     """The whole segmentation network (dense blocks, dilated dynamic kNN) equals the reference
     formulation with the same weights: the fast paths are the model's default."""
     torch.manual_seed(11)
-    model = build_model("resgcn-28", n_blocks=4, k=4, channels=8, fusion_channels=16,
+    model = build_model("resgcn-28", layers=4, k=4, channels=8, fusion_channels=16,
                         stochastic=False).double().train(training)
     ref = to_reference(model)
     x = torch.randn(2, 9, 64, dtype=torch.float64)

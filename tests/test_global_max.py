@@ -40,7 +40,7 @@ def test_gradient_equals_autograd_of_amax_bit_for_bit(dtype, use_native, monkeyp
 
 
 def test_models_use_it_and_the_reference_swaps_in_plain_amax():
-    model = build_model("resgcn-28", n_blocks=3, k=4)
+    model = build_model("resgcn-28", layers=3, k=4)
     assert isinstance(model.pool, GlobalMax)
     assert isinstance(to_reference(model).pool, ReferenceGlobalMax)
     assert isinstance(build_model("dgcnn", k=4).pool, GlobalMax)

@@ -26,8 +26,8 @@ def _run(model: SegGCN, x: torch.Tensor, y: torch.Tensor, split: bool):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9)])
 def test_split_global_term_equals_concatenated_input(block, order, dtype, tol):
     torch.manual_seed(0)
-    model = SegGCN(block=block, order=order, n_blocks=3, channels=8, k=4, fusion_channels=32,
-                   num_classes=5).to(dtype).train()
+    model = SegGCN(backbone=block, order=order, layers=3, channels=8, k=4, fusion_channels=32,
+                   out_channels=5).to(dtype).train()
     with torch.no_grad():                      # non-trivial BatchNorm affine parameters
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm1d):
@@ -62,7 +62,7 @@ def test_split_global_term_keeps_parameters_and_state_dict_layout():
 def test_first_prediction_layer_pre_activation_and_gradients_equal_concatenated_form(dtype, tol):
     """Layer level (float32 included): ``W_f f + b + W_x x`` against ``W [f; x] + b``."""
     torch.manual_seed(1)
-    model = SegGCN(n_blocks=2, channels=8, k=4, fusion_channels=32).to(dtype)
+    model = SegGCN(layers=2, channels=8, k=4, fusion_channels=32).to(dtype)
     first = model.prediction[0]
     fusion = torch.randn(2, 32, 1, dtype=dtype, requires_grad=True)
     feats = torch.randn(2, 16, 50, dtype=dtype, requires_grad=True)
@@ -80,7 +80,7 @@ def test_float32_network_with_split_term_is_as_accurate_as_concatenated_form():
     """Whole network in float32 (training mode, BatchNorm over few points amplifies round-off):
     the split form is no further from the float64 result than the concatenated form is."""
     torch.manual_seed(2)
-    m64 = SegGCN(n_blocks=3, channels=8, k=4, fusion_channels=32, num_classes=5).double().train()
+    m64 = SegGCN(layers=3, channels=8, k=4, fusion_channels=32, out_channels=5).double().train()
     x = torch.randn(2, 9, 64, dtype=torch.float64)
     y = torch.randint(0, 5, (2, 64))
     truth, g_truth, _ = _run(m64, x, y, split=False)

@@ -86,8 +86,8 @@ def test_page_is_self_contained_and_escapes_user_text(page):
     # The three.js licence travels with its code.
     assert "three.js authors" in text and "Permission is hereby granted" in text
     # Exactly the page's own <script> elements: the evil names did not open or close any.
-    n_blocks = 2 + len(page_meta(page)["arrays"]) + 1      # three.js, page.js, the arrays, the JSON
-    assert text.count("<script") == n_blocks and text.count("</script>") == n_blocks
+    layers = 2 + len(page_meta(page)["arrays"]) + 1      # three.js, page.js, the arrays, the JSON
+    assert text.count("<script") == layers and text.count("</script>") == layers
     assert "<b id=" not in text
     meta = page_meta(page)
     assert meta["classes"][TABLE]["name"] == EVIL_NAME and meta["model"] == EVIL_MODEL

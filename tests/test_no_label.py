@@ -52,7 +52,7 @@ def test_segment_of_a_scan_with_ignored_values_writes_every_output(tmp_path):
     from pointseg.data.recipe import BlockRecipe
     from pointseg.models import SegGCN, SegGCNConfig
     torch.manual_seed(0)
-    model = SegGCN(SegGCNConfig(num_classes=2, n_blocks=3, channels=8, k=4, fusion_channels=16, stochastic=False))
+    model = SegGCN(SegGCNConfig(out_channels=2, layers=3, channels=8, k=4, fusion_channels=16, stochastic=False))
     payload = model_payload("resgcn-7", model, TWO, BlockRecipe(num_points=128).to_spec())
     payload["class_map"] = {"classes": {"table": {"values": "1-9", "color": [200, 160, 100]},
                                         "object": {"values": "20-99", "color": [40, 120, 220]}},

@@ -81,7 +81,7 @@ def scan_and_checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quiet")
     xyz, rgb, label = _room()
     scan = write_labelled_ply(tmp / "room.ply", xyz, rgb, label, S3DIS)
-    model = SegGCN(SegGCNConfig(num_classes=13, n_blocks=3, channels=8, k=4, fusion_channels=16,
+    model = SegGCN(SegGCNConfig(out_channels=13, layers=3, channels=8, k=4, fusion_channels=16,
                                 stochastic=False))
     spec = {"channels": ["x", "y", "z", "r", "g", "b", "x_room", "y_room", "z_room"],
             "num_points": 256, "block_size": 1.0, "normalisation": "s3dis-blocks"}

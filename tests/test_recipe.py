@@ -15,7 +15,7 @@ from pointseg.segmentation.config import TrainConfig
 from pointseg.segmentation.task import input_spec
 from pointseg.models import SegGCN, SegGCNConfig
 
-SMALL = dict(n_blocks=3, channels=8, k=4, fusion_channels=16, stochastic=False)
+SMALL = dict(layers=3, channels=8, k=4, fusion_channels=16, stochastic=False)
 
 
 def test_the_s3dis_recipe_is_the_block_release():
@@ -61,7 +61,7 @@ def area5(tmp_path_factory):
 
 
 def checkpoint(path, block_size: float, num_points: int = 128):
-    model = SegGCN(SegGCNConfig(num_classes=S3DIS.num_classes, **SMALL))
+    model = SegGCN(SegGCNConfig(out_channels=S3DIS.num_classes, **SMALL))
     spec = BlockRecipe(block_size=block_size, num_points=num_points).to_spec()
     save_checkpoint(path, model_payload("resgcn-7", model, S3DIS, spec))
     return path

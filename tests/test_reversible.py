@@ -245,12 +245,12 @@ def test_reversible_seggcn_presets_count_and_train():
     c, g, k = 64, 2, 16
     gc_ = c // g
 
-    def expected(n_blocks):
+    def expected(layers):
         head = 2 * 9 * c + c + 2 * c                                  # EdgeConv(9->64) + BatchNorm
         branch = 2 * gc_ * gc_ + gc_ + 2 * gc_                        # EdgeConv(32->32) + LayerNorm
         fusion = 2 * c * 1024 + 1024 + 2 * 1024
         pred = (2 * c + 1024) * 512 + 512 + 2 * 512 + 512 * 256 + 256 + 2 * 256 + 256 * 13 + 13
-        return head + (n_blocks - 1) * g * branch + fusion + pred
+        return head + (layers - 1) * g * branch + fusion + pred
     for name, n in (("revgcn-28", 28), ("revgcn-112", 112)):
         assert count_parameters(build_model(name)) == expected(n)
     # one training step of a short reversible net equals plain autograd through the same layers
@@ -259,7 +259,7 @@ def test_reversible_seggcn_presets_count_and_train():
     grads = []
     for saving in (True, False):
         torch.manual_seed(12)
-        model = build_model("revgcn-28", n_blocks=5, k=4).train()
+        model = build_model("revgcn-28", layers=5, k=4).train()
         model.backbone.memory_saving = saving
         torch.manual_seed(13)
         out = model(x)

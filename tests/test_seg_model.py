@@ -41,7 +41,7 @@ def test_layer_order_is_conv_relu_bn_by_default_and_selectable():
 
 
 def test_forward_shape_and_eval_is_deterministic():
-    m = SegGCN(n_blocks=4, channels=16, k=4, fusion_channels=32).eval()
+    m = SegGCN(layers=4, channels=16, k=4, fusion_channels=32).eval()
     x = torch.randn(2, 9, 100)
     y = m(x)
     assert y.shape == (2, 13, 100)
@@ -55,7 +55,7 @@ def test_small_resgcn_overfits_a_tiny_labelled_cloud():
     # labels from geometry: 3 horizontal slabs, a classic floor / furniture / ceiling layout
     labels = (xyz[0, 2] * 3).long().clamp(max=2).unsqueeze(0)
     x = torch.cat([xyz, torch.rand(1, 3, n), xyz], 1)
-    m = SegGCN(n_blocks=4, channels=32, k=8, fusion_channels=64, num_classes=3, dropout=0.0)
+    m = SegGCN(layers=4, channels=32, k=8, fusion_channels=64, out_channels=3, dropout=0.0)
     opt = torch.optim.Adam(m.parameters(), 1e-2)
     losses = []
     for _ in range(40):
@@ -72,13 +72,13 @@ def test_small_resgcn_overfits_a_tiny_labelled_cloud():
 
 @pytest.mark.parametrize("shape, msg", [((9, 100), "3-D"), ((1, 6, 100), "9 channels")])
 def test_model_rejects_bad_input_shape(shape, msg):
-    m = SegGCN(n_blocks=2, channels=8, k=4, fusion_channels=16)
+    m = SegGCN(layers=2, channels=8, k=4, fusion_channels=16)
     with pytest.raises(ValueError, match=msg):
         m(torch.randn(*shape))
 
 
 def test_model_rejects_clouds_smaller_than_its_dilated_neighbourhood():
-    m = SegGCN(n_blocks=4, channels=8, k=8, fusion_channels=16)
+    m = SegGCN(layers=4, channels=8, k=8, fusion_channels=16)
     with pytest.raises(ValueError, match="exceeds"):
         m(torch.randn(1, 9, 20))
 
@@ -95,7 +95,7 @@ def test_all_presets_build():
 
 @cuda
 def test_model_runs_on_cuda():
-    m = SegGCN(n_blocks=3, channels=16, k=4, fusion_channels=32).cuda()
+    m = SegGCN(layers=3, channels=16, k=4, fusion_channels=32).cuda()
     y = m(torch.randn(2, 9, 128, device="cuda"))
     y.sum().backward()
     assert y.is_cuda

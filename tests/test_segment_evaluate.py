@@ -13,7 +13,7 @@ from pointseg.segmentation.inference import SlidingConfig, predict_points
 from pointseg.io.scans import read_scan, write_labelled_ply
 from pointseg.models import SegGCN, SegGCNConfig
 
-SMALL = dict(n_blocks=3, channels=8, k=4, fusion_channels=16, stochastic=False)
+SMALL = dict(layers=3, channels=8, k=4, fusion_channels=16, stochastic=False)
 FAST = ["--batch-size", "16", "--quiet"]
 
 
@@ -29,7 +29,7 @@ def rooms(tmp_path_factory):
 
 
 def make_checkpoint(path, num_points=256, classes=S3DIS, **cfg):
-    model = SegGCN(SegGCNConfig(num_classes=classes.num_classes, **{**SMALL, **cfg}))
+    model = SegGCN(SegGCNConfig(out_channels=classes.num_classes, **{**SMALL, **cfg}))
     spec = {"channels": ["x", "y", "z", "r", "g", "b", "x_room", "y_room", "z_room"],
             "num_points": num_points, "block_size": 1.0, "normalisation": "s3dis-blocks"}
     save_checkpoint(path, model_payload("resgcn-7", model, classes, spec))

@@ -36,7 +36,7 @@ def write_block_release(root, blocks_per_room=6, rooms=("Area_1_a", "Area_1_b", 
 def tiny_config(out_dir, blocks, **over):
     d = {
         "name": "t", "model": "resgcn-7", "out_dir": str(out_dir),
-        "model_overrides": {"n_blocks": 3, "channels": 16, "k": 4, "fusion_channels": 32},
+        "model_overrides": {"layers": 3, "channels": 16, "k": 4, "fusion_channels": 32},
         "data": {"source": "blocks", "root": str(blocks), "num_points": P, "val_fraction": 0.3},
         "epochs": 3, "batch_size": 4, "optim": {"lr": 0.01}, "device": "cpu",
     }
@@ -65,7 +65,7 @@ def test_a_few_epochs_reduce_the_loss_and_write_checkpoints(tmp_path, blocks):
     for tag in ("last", "best"):
         ck = load_checkpoint(out / f"{tag}.pt")
         assert ck["classes"]["names"][0] == "ceiling" and len(ck["classes"]["palette"]) == 13
-        assert ck["preset"] == "resgcn-7" and ck["model_config"]["n_blocks"] == 3
+        assert ck["preset"] == "resgcn-7" and ck["model_config"]["layers"] == 3
     assert load_checkpoint(out / "last.pt")["epoch"] == 4
     assert "optimizer" in load_checkpoint(out / "last.pt")              # what --resume needs
     assert "optimizer" not in load_checkpoint(out / "best.pt")          # the model only
@@ -112,7 +112,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(tmp_pa
     from pointseg.config import to_dict
     # Per-process random draws (stochastic dilation, dropout) cannot equal one process's draws;
     # everything else (data split, BatchNorm statistics, gradients) must.
-    det = {"model_overrides": {"n_blocks": 3, "channels": 16, "k": 4, "fusion_channels": 32,
+    det = {"model_overrides": {"layers": 3, "channels": 16, "k": 4, "fusion_channels": 32,
                                "stochastic": False, "dropout": 0.0},
            # SGD: Adam turns float-rounding noise in near-zero gradients into lr-sized steps
            "optim": {"name": "sgd", "lr": 0.05}}

@@ -252,7 +252,7 @@ def test_a_scans_run_resumes_on_its_cached_blocks(tmp_path, capsys):
         (tmp_path / f"s{i}").mkdir()
         scans.append(str(_write_formats(tmp_path / f"s{i}", xyz + [i * 0.01, 0, 0], rgb, label)["ply"][0]))
     d = {"name": "r", "model": "resgcn-7", "device": "cpu", "out_dir": str(tmp_path / "run"),
-         "model_overrides": {"n_blocks": 3, "channels": 16, "k": 4, "fusion_channels": 32},
+         "model_overrides": {"layers": 3, "channels": 16, "k": 4, "fusion_channels": 32},
          "data": {"source": "scans", "train": scans[:2], "val": scans[2:], "label_field": "scalar_label",
                   "class_map": str(write_map(tmp_path / "map.yaml")), "block_size": 0.5, "stride": 0.25,
                   "num_points": 128},
@@ -273,7 +273,7 @@ def test_init_keeps_every_fitting_tensor_and_freeze_backbone_leaves_the_predicti
     from pointseg.segmentation.init_weights import freeze, init_from, load_init
     from pointseg.models import build_model
     ckpt = load_init("dgcnn-s3dis", "dgcnn")
-    model = build_model("dgcnn", in_channels=9, num_classes=2)
+    model = build_model("dgcnn", in_channels=9, out_channels=2)
     lines, record = init_from(model, ckpt, "dgcnn-s3dis")
     assert record["reinitialised"] == ["classifier.weight"] and record["kept"] == len(model.state_dict()) - 1
     assert torch.equal(model.state_dict()["stages.0.layers.0.lin.weight"], ckpt["model"]["stages.0.layers.0.lin.weight"])

@@ -32,7 +32,7 @@ def test_inside_trusted_inputs_no_value_check_runs(monkeypatch):
 
 
 def test_model_validates_once_at_entry(monkeypatch):
-    model = build_model("resgcn-7", in_channels=9, num_classes=4, channels=8, k=4, fusion_channels=16).eval()
+    model = build_model("resgcn-7", in_channels=9, out_channels=4, channels=8, k=4, fusion_channels=16).eval()
     seen = []
     real = checks.check_values
     monkeypatch.setattr(checks, "check_values", lambda: seen.append(real()) or real())

@@ -46,7 +46,7 @@ MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 def build_pair(args, device: torch.device):
     torch.manual_seed(0)
-    model = build_model("resgcn-28", n_blocks=args.blocks, k=args.k).to(device)
+    model = build_model("resgcn-28", layers=args.blocks, k=args.k).to(device)
     ref = to_reference(model)
     x = torch.randn(args.batch, 9, args.points, device=device)
     y = torch.randint(0, 13, (args.batch, args.points), device=device)

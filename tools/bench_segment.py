@@ -66,7 +66,7 @@ def resolve_checkpoint(name: str, scratch: Path) -> str:
         classes = ClassTable.from_dict(ref["classes"])
         import torch
         torch.manual_seed(0)                   # the same random weights from run to run
-        model = build_model(name.split(":", 1)[1], num_classes=classes.num_classes)
+        model = build_model(name.split(":", 1)[1], out_channels=classes.num_classes)
         save_checkpoint(scratch, model_payload(name.split(":", 1)[1], model, classes, ref["input"]))
         return str(scratch)
     if Path(name).exists():

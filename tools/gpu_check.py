@@ -104,7 +104,7 @@ def check_amp(device: torch.device, amp: str, preset: str = "resgcn-28", points:
     """``steps`` Adam steps on one fixed batch under autocast: finite losses and a falling loss."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     torch.manual_seed(0)
-    model = build_model(preset, in_channels=9, num_classes=13, **overrides).to(device).train()
+    model = build_model(preset, in_channels=9, out_channels=13, **overrides).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     g = torch.Generator().manual_seed(0)
@@ -160,7 +160,7 @@ def nccl_worker() -> int:
     dist.init_process_group("nccl")
     try:
         model = torch.nn.parallel.DistributedDataParallel(
-            build_model("resgcn-7", in_channels=9, num_classes=13).to(device), device_ids=[device.index])
+            build_model("resgcn-7", in_channels=9, out_channels=13).to(device), device_ids=[device.index])
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         x = torch.randn(1, 9, 1024, device=device)
         y = torch.randint(0, 13, (1, 1024), device=device)

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pointseg.models import PRESETS, build_model, count_parameters
-    kw = dict(in_channels=args.in_channels, num_classes=args.num_classes)
+    kw = dict(in_channels=args.in_channels, out_channels=args.num_classes)
     if args.name is None:
         for name in PRESETS:
             print(f"{name} {count_parameters(build_model(name, **kw))}")

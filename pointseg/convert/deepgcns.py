@@ -12,7 +12,7 @@ is ``SegGCN``'s default, so weights map without permutation.
 Depth is the number of backbone blocks + 1 and width the head's output channels; ``dense`` is
 recognised from backbone inputs that grow by the width per block. ``res`` and ``plain`` blocks
 hold identical tensors, so the shapes cannot tell them apart: ``res`` is assumed (the published
-ResGCN-28) unless ``block="plain"`` is given.
+ResGCN-28) unless ``backbone="plain"`` is given.
 """
 from __future__ import annotations
 
@@ -88,22 +88,22 @@ def infer_architecture(state: dict[str, Any], block: str | None) -> dict[str, An
         inferred = block
     num_classes = int(state["prediction.3.0.weight"].shape[0]) if "prediction.3.0.weight" in state else 0
     fusion = int(state["fusion_block.0.weight"].shape[0]) if "fusion_block.0.weight" in state else 1024
-    return dict(block=inferred, n_blocks=len(idx) + 1, channels=width, in_channels=in_channels,
+    return dict(block=inferred, layers=len(idx) + 1, channels=width, in_channels=in_channels,
                 num_classes=num_classes, fusion_channels=fusion, block_given=block is not None)
 
 
 def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
     state = _state_dict(obj)
     arch = infer_architecture(state, options.get("block"))
-    tm = tensor_map(arch["n_blocks"] - 1)
+    tm = tensor_map(arch["layers"] - 1)
     check_sources(state, tm, WHAT)
     if arch["num_classes"] != S3DIS.num_classes:
         raise ValueError(f"source key 'prediction.3.0.weight' predicts {arch['num_classes']} classes; "
                          f"the S3DIS class table of this format has {S3DIS.num_classes}")
     k = int(options.get("k") or 16)
     preset = PRESET_OF[arch["block"]]
-    cfg = preset_config(preset, block=arch["block"], n_blocks=arch["n_blocks"], channels=arch["channels"],
-                        in_channels=arch["in_channels"], num_classes=arch["num_classes"],
+    cfg = preset_config(preset, backbone=arch["block"], layers=arch["layers"], channels=arch["channels"],
+                        in_channels=arch["in_channels"], out_channels=arch["num_classes"],
                         fusion_channels=arch["fusion_channels"], k=k)
     model = SegGCN(cfg)
     model.load_state_dict(apply_map(state, tm, model.state_dict(), WHAT))
@@ -111,13 +111,13 @@ def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
     how = "given" if arch["block_given"] else ("inferred" if arch["block"] == "dense"
                                                else "assumed: res and plain have the same tensors; "
                                                     "pass --block plain for a PlainGCN")
-    spec = replace(S3DIS_RECIPE, knn_channels=tuple(range(cfg.knn_channels))).to_spec()
+    spec = replace(S3DIS_RECIPE, knn_channels=tuple(range(*cfg.knn_channels))).to_spec()
     provenance = {"project": "DeepGCNs (github.com/lightaime/deep_gcns_torch)", "network": "DenseDeepGCN",
                   "licence": "see the DeepGCNs authors' release of these weights (not recorded in the file)",
                   "epoch": int(obj.get("epoch", -1)) if isinstance(obj, dict) and "state_dict" in obj else None}
-    summary = [f"{name}-{arch['n_blocks']}: block {arch['block']} ({how}), depth {arch['n_blocks']}, "
+    summary = [f"{name}-{arch['layers']}: block {arch['block']} ({how}), depth {arch['layers']}, "
                f"width {arch['channels']}, {arch['in_channels']} inputs, {arch['num_classes']} classes, k={k}"]
-    return ImportResult(f"{name.lower()}-{arch['n_blocks']}", model.eval(), S3DIS, spec, provenance, summary)
+    return ImportResult(f"{name.lower()}-{arch['layers']}", model.eval(), S3DIS, spec, provenance, summary)
 
 
 IMPORTER = Importer("deepgcns", "checkpoint of deep_gcns_torch examples/sem_seg_dense/train.py (DenseDeepGCN)",

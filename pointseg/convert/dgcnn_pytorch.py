@@ -46,12 +46,12 @@ def convert(obj: Any, options: dict[str, Any]) -> ImportResult:
     if num_classes != S3DIS.num_classes:
         raise ValueError(f"source key 'conv9.weight' predicts {num_classes} classes; the S3DIS class table "
                          f"of this format has {S3DIS.num_classes}")
-    cfg = DGCNNConfig(in_channels=int(state["conv1.0.weight"].shape[1]) // 2, num_classes=num_classes,
+    cfg = DGCNNConfig(in_channels=int(state["conv1.0.weight"].shape[1]) // 2, out_channels=num_classes,
                       k=int(options.get("k") or 20), emb_channels=int(state["conv6.0.weight"].shape[0]))
     model = DGCNN(cfg)
     model.load_state_dict(apply_map(state, tm, model.state_dict(), WHAT))
     # dgcnn.pytorch trains on the S3DIS HDF5 block release
-    spec = replace(S3DIS_RECIPE, knn_channels=tuple(range(*cfg.knn_slice))).to_spec()
+    spec = replace(S3DIS_RECIPE, knn_channels=tuple(range(*cfg.knn_channels))).to_spec()
     provenance = {"project": "dgcnn.pytorch (github.com/AnTao97/dgcnn.pytorch)", "network": "DGCNN_semseg_s3dis",
                   "licence": "MIT, copyright 2020 An Tao (pointseg/assets/LICENSE-dgcnn)"}
     return ImportResult("dgcnn", model.eval(), S3DIS, spec, provenance,

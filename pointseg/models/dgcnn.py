@@ -8,7 +8,7 @@ and gradients, BatchNorm statistics unchanged, ``(B, 1216, N)`` never formed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,9 +25,9 @@ class DGCNNConfig:
     """Architecture of the DGCNN segmentation network; the ``dgcnn`` preset is the defaults."""
 
     in_channels: int = 9
-    num_classes: int = 13
+    out_channels: int = 13                   # classes
     k: int = 20
-    knn_slice: tuple[int, int] = (6, 9)       # channels [start, stop) the first stage's kNN uses
+    knn_channels: tuple[int, int] = (6, 9)       # channels [start, stop) the first stage's kNN uses
     stages: tuple[tuple[int, ...], ...] = ((64, 64), (64, 64), (64,))
     emb_channels: int = 1024
     head_channels: tuple[int, ...] = (512, 256)
@@ -35,9 +35,9 @@ class DGCNNConfig:
     act: str = "leakyrelu"
     norm: str = "batch"
     bias: bool = False
-    order: str = "conv-norm-act"
+    order: Literal["conv-act-norm", "conv-norm-act"] = "conv-norm-act"
     split_global: bool = True                # W_g g once per cloud in conv7 (see module doc)
-    knn_backend: str = "torch"
+    knn_backend: Literal["torch", "cluster"] = "torch"
 
 
 class DGCNN(nn.Module):
@@ -54,7 +54,7 @@ class DGCNN(nn.Module):
         y_n = \mathrm{conv9}\Big(\mathrm{drop}\big(\mathrm{conv8}(\mathrm{conv7}([g \,\|\, h^1_n \| h^2_n \| h^3_n]))\big)\Big)
 
     where :math:`\mathcal{N}_k(i)` are the ``k`` nearest neighbours of :math:`i` in its stage's
-    input, the point itself included (the first stage searches the channel slice ``knn_slice``:
+    input, the point itself included (the first stage searches the channel slice ``knn_channels``:
     the room-normalised xyz, channels 6-8, for S3DIS); the edge MLPs are ``[64, 64]``, ``[64, 64]``,
     ``[64]`` (:class:`~pointseg.nn.EdgeMLPConv`); ``conv6`` maps the 192 stage channels to
     ``emb_channels``, ``conv7`` -> 512, ``conv8`` -> 256, ``conv9`` -> classes (no bias, no norm).
@@ -68,7 +68,7 @@ class DGCNN(nn.Module):
         - **input:** ``x (B, in_channels, N)`` (S3DIS: the nine block channels); optionally
           ``neighbours``, the three stages' neighbour indices ``[(B, N, k)] * 3`` used instead of
           computing them (to reproduce another implementation's exact graph, e.g. at distance ties)
-        - **output:** per-point logits ``(B, num_classes, N)``
+        - **output:** per-point logits ``(B, out_channels, N)``
     """
 
     architecture = "dgcnn"
@@ -78,14 +78,14 @@ class DGCNN(nn.Module):
         cfg = cfg or DGCNNConfig()
         if overrides:
             cfg = DGCNNConfig(**{**cfg.__dict__, **overrides})
-        cfg.knn_slice = tuple(int(v) for v in cfg.knn_slice)
+        cfg.knn_channels = tuple(int(v) for v in cfg.knn_channels)
         cfg.stages = tuple(tuple(int(c) for c in s) for s in cfg.stages)
         cfg.head_channels = tuple(int(c) for c in cfg.head_channels)
         self.cfg = cfg
-        lo, hi = cfg.knn_slice
+        lo, hi = cfg.knn_channels
         if not 0 <= lo < hi <= cfg.in_channels:
-            raise ValueError(f"knn_slice must satisfy 0 <= start < stop <= in_channels={cfg.in_channels}, "
-                             f"got {cfg.knn_slice}")
+            raise ValueError(f"knn_channels must satisfy 0 <= start < stop <= in_channels={cfg.in_channels}, "
+                             f"got {cfg.knn_channels}")
         if not cfg.stages or not cfg.head_channels:
             raise ValueError("DGCNN needs at least one EdgeConv stage and one head layer")
         kw = dict(act=cfg.act, norm=cfg.norm, bias=cfg.bias, order=cfg.order)
@@ -101,7 +101,7 @@ class DGCNN(nn.Module):
         head = [cfg.emb_channels + self.feature_channels, *cfg.head_channels]
         self.head = nn.ModuleList(ConvNormAct(head[i], head[i + 1], **kw) for i in range(len(head) - 1))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = Pointwise(head[-1], cfg.num_classes, bias=cfg.bias)                 # conv9
+        self.classifier = Pointwise(head[-1], cfg.out_channels, bias=cfg.bias)                 # conv9
 
     def reset_parameters(self) -> None:
         for m in self.modules():
@@ -112,7 +112,7 @@ class DGCNN(nn.Module):
         """The neighbour indices each stage would use, computed stage by stage (eval semantics)."""
         out = []
         h = x
-        lo, hi = self.cfg.knn_slice
+        lo, hi = self.cfg.knn_channels
         for i, stage in enumerate(self.stages):
             g = self.knn(h[:, lo:hi] if i == 0 else h)
             out.append(g)
@@ -123,7 +123,7 @@ class DGCNN(nn.Module):
         """Per-stage point features ``[(B, C_s, N)]``."""
         if neighbours is not None and len(neighbours) != len(self.stages):
             raise ValueError(f"neighbours must hold {len(self.stages)} index tensors, got {len(neighbours)}")
-        lo, hi = self.cfg.knn_slice
+        lo, hi = self.cfg.knn_channels
         feats = []
         h = x
         for i, stage in enumerate(self.stages):

@@ -14,6 +14,7 @@ BatchNorm before ReLU).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,31 +29,34 @@ from ..nn.mlp import ConvNormAct
 class SegGCNConfig:
     """Architecture of a segmentation DeepGCN; presets in ``pointseg.models.presets``."""
 
-    block: str = "res"            # plain | res | dense | rev (reversible, see pointseg.nn.reversible)
-    n_blocks: int = 28            # head + n_blocks - 1 backbone blocks
+    # The graph networks' vocabulary (graphs.model.GraphNetConfig): backbone, layers, out_channels,
+    # weight_tied; the old names (block, n_blocks, num_classes, rev_tied) are read by
+    # pointseg.models.model_config.
+    backbone: Literal["plain", "res", "dense", "rev"] = "res"   # rev: reversible (pointseg.nn.reversible)
+    layers: int = 28              # head + layers - 1 backbone blocks
     channels: int = 64
-    conv: str = "edge"            # edge | mr | sage | rsage | gin
+    conv: Literal["edge", "mr", "sage", "gin", "gen", "gat", "gcn"] = "edge"
     k: int = 16
     act: str = "relu"
     norm: str = "batch"
     bias: bool = True
-    order: str = "conv-act-norm"
+    order: Literal["conv-act-norm", "conv-norm-act"] = "conv-act-norm"
     stochastic: bool = True
     epsilon: float = 0.2
     dropout: float = 0.3
     in_channels: int = 9
-    num_classes: int = 13
-    knn_channels: int = 3         # leading input channels the head's kNN is computed on
+    out_channels: int = 13        # classes
+    knn_channels: tuple[int, int] = (0, 3)   # input channels [start, stop) the head's kNN is computed on
     fusion_channels: int = 1024
-    knn_backend: str = "torch"
+    knn_backend: Literal["torch", "cluster"] = "torch"
     groups: int = 2               # channel groups of reversible blocks
     rev_norm: str = "layer"       # norm inside reversible branches (BatchNorm is refused there)
-    rev_tied: bool = False        # weight-tied reversible backbone (one set of branch weights)
+    weight_tied: bool = False     # weight-tied reversible backbone (one set of branch weights)
 
 
 class SegGCN(nn.Module):
     r"""The DeepGCNs segmentation network ("DeepGCNs: Can GCNs Go as Deep as CNNs?", the
-    ``sem_seg_dense`` reference): a head convolution, ``L - 1 = n_blocks - 1`` dynamic GCN blocks,
+    ``sem_seg_dense`` reference): a head convolution, ``L - 1 = layers - 1`` dynamic GCN blocks,
     a global fusion and a point-wise prediction MLP:
 
     .. math::
@@ -69,19 +73,19 @@ class SegGCN(nn.Module):
     stochastic dilation with probability ``epsilon`` in training), ``conv`` is the chosen
     convolution (EdgeConv by default), :math:`\mathrm{MLP}_{\text{fuse}}` maps to
     ``fusion_channels`` (1024) and :math:`\mathrm{MLP}_{\text{pred}}` is 512 -> 256 -> dropout ->
-    classes. With ``block="rev"`` the fusion sees only :math:`h^0` and the last block's output (the
+    classes. With ``backbone="rev"`` the fusion sees only :math:`h^0` and the last block's output (the
     "rev fusion" deviation: no other block output stays alive).
 
     Args:
-        cfg: the architecture (:class:`SegGCNConfig`: block kind, depth ``n_blocks``, width
+        cfg: the architecture (:class:`SegGCNConfig`: block kind, depth ``layers``, width
             ``channels``, ``conv``, ``k``, act / norm / order, ``epsilon``, ``dropout``,
-            ``in_channels``, ``num_classes``, ...); None: the ResGCN-28 defaults.
+            ``in_channels``, ``out_channels``, ...); None: the ResGCN-28 defaults.
         **overrides: fields of :class:`SegGCNConfig` replacing those of ``cfg``.
 
     Shapes:
         - **input:** ``x (B, in_channels, N)`` (S3DIS: the 9 block channels; the first
           ``knn_channels`` are the coordinates of the head's kNN)
-        - **output:** per-point logits ``(B, num_classes, N)``
+        - **output:** per-point logits ``(B, out_channels, N)``
     """
 
     architecture = "seg-gcn"      # the name checkpoints record (pointseg.models.presets.ARCHITECTURES)
@@ -94,10 +98,13 @@ class SegGCN(nn.Module):
         if overrides:
             cfg = SegGCNConfig(**{**cfg.__dict__, **overrides})
         self.cfg = cfg
-        if cfg.n_blocks < 1:
-            raise ValueError(f"n_blocks must be >= 1, got {cfg.n_blocks}")
-        if not 1 <= cfg.knn_channels <= cfg.in_channels:
-            raise ValueError(f"knn_channels must be in 1..in_channels={cfg.in_channels}, got {cfg.knn_channels}")
+        if cfg.layers < 1:
+            raise ValueError(f"layers must be >= 1, got {cfg.layers}")
+        cfg.knn_channels = tuple(int(v) for v in cfg.knn_channels)
+        lo, hi = cfg.knn_channels
+        if not 0 <= lo < hi <= cfg.in_channels:
+            raise ValueError(f"knn_channels must satisfy 0 <= start < stop <= in_channels={cfg.in_channels}, "
+                             f"got {cfg.knn_channels}")
         c = cfg.channels
         conv_kw = dict(act=cfg.act, norm=cfg.norm, bias=cfg.bias, order=cfg.order)
         self.knn = DilatedKnn(cfg.k, 1, cfg.stochastic, cfg.epsilon, backend=cfg.knn_backend)
@@ -105,18 +112,18 @@ class SegGCN(nn.Module):
         self.backbone = nn.ModuleList()
         width = c
         feat_dims = [c]
-        if cfg.block == "rev":
+        if cfg.backbone == "rev":
             from ..nn.reversible import build_reversible_point_backbone  # optional family
-            if cfg.n_blocks > 1:
+            if cfg.layers > 1:
                 self.backbone = build_reversible_point_backbone(cfg)
             # Deviation (named "rev fusion"): the fusion sees the head's and the last block's features
             # only; concatenating every block's output would keep all activations alive.
-            feat_dims += [c] if cfg.n_blocks > 1 else []
+            feat_dims += [c] if cfg.layers > 1 else []
         else:
-            for i in range(cfg.n_blocks - 1):
-                dilation = 1 if cfg.block == "plain" else 1 + i
+            for i in range(cfg.layers - 1):
+                dilation = 1 if cfg.backbone == "plain" else 1 + i
                 knn = DilatedKnn(cfg.k, dilation, cfg.stochastic, cfg.epsilon, backend=cfg.knn_backend)
-                blk = GCNBlock(make_conv(cfg.conv, width, c, **conv_kw), kind=cfg.block, knn=knn)
+                blk = GCNBlock(make_conv(cfg.conv, width, c, **conv_kw), kind=cfg.backbone, knn=knn)
                 self.backbone.append(blk)
                 width = blk.out_channels
                 feat_dims.append(width)
@@ -124,7 +131,7 @@ class SegGCN(nn.Module):
         self.feature_channels = fusion_in
         self.fusion = MLP([fusion_in, cfg.fusion_channels], **conv_kw)
         self.pool = GlobalMax()
-        self.prediction = MLP([fusion_in + cfg.fusion_channels, 512, 256, cfg.num_classes],
+        self.prediction = MLP([fusion_in + cfg.fusion_channels, 512, 256, cfg.out_channels],
                               dropout=cfg.dropout, last_plain=True, **conv_kw)
 
     def reset_parameters(self) -> None:
@@ -134,9 +141,10 @@ class SegGCN(nn.Module):
 
     def features(self, x: Tensor) -> list[Tensor]:
         """Per-block features ``[(B, C_l, N)]``: the head's output then each block's."""
-        feats = [self.head(x, self.knn(x[:, : self.cfg.knn_channels]))]
-        if self.cfg.block == "rev":
-            if self.cfg.n_blocks > 1:
+        lo, hi = self.cfg.knn_channels
+        feats = [self.head(x, self.knn(x[:, lo:hi]))]
+        if self.cfg.backbone == "rev":
+            if self.cfg.layers > 1:
                 feats.append(self.backbone(feats[-1]))
         else:
             for blk in self.backbone:

@@ -541,9 +541,9 @@ def reversible_stack(make_branch: Callable[[int, int], nn.Module], depth: int, c
 
 
 def build_reversible_point_backbone(cfg: Any) -> ReversibleStack:
-    """The reversible backbone of :class:`~pointseg.models.SegGCN` (``block="rev"``).
+    """The reversible backbone of :class:`~pointseg.models.SegGCN` (``backbone="rev"``).
 
-    ``n_blocks - 1`` layers of ``cfg.groups`` dynamic branches; layer ``l`` (0-based) rebuilds the
+    ``layers - 1`` layers of ``cfg.groups`` dynamic branches; layer ``l`` (0-based) rebuilds the
     dilated kNN of each group input with dilation ``1 + l`` (the ``res`` rule) and stochastic dilation
     as configured; each branch is ``conv(C/G -> C/G)`` with the net's activation and ``cfg.rev_norm``
     (LayerNorm by default: BatchNorm is not legal inside a reversible branch).
@@ -555,5 +555,5 @@ def build_reversible_point_backbone(cfg: Any) -> ReversibleStack:
         conv = make_conv(cfg.conv, gc, gc, act=cfg.act, norm=cfg.rev_norm, bias=cfg.bias, order=cfg.order)
         return RevBranch(conv, knn=knn)
 
-    return reversible_stack(branch, cfg.n_blocks - 1, cfg.channels, cfg.groups,
-                            weight_tied=getattr(cfg, "rev_tied", False))
+    return reversible_stack(branch, cfg.layers - 1, cfg.channels, cfg.groups,
+                            weight_tied=getattr(cfg, "weight_tied", False))

@@ -99,7 +99,7 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint",
                           expect_classes: ClassTable | None = None,
                           expect_preset: str | None = None):
     """Rebuild the segmentation model of a checkpoint (weights loaded, eval mode)."""
-    from ..models import architecture
+    from ..models import architecture, model_config
     if ckpt.get("kind") != "segmentation":
         raise ValueError(f"{path}: holds a {ckpt.get('kind')!r} model, not a segmentation model")
     missing = [k for k in ("model", "classes", "model_config") if not isinstance(ckpt.get(k), dict)]
@@ -118,12 +118,13 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint",
     arch = architecture(str(ckpt.get("architecture", "seg-gcn")))
     check_input_recipe(ckpt, path)
     try:
-        cfg = arch.config(**ckpt["model_config"])
+        # checkpoints written before the one vocabulary are read as they are (no warning)
+        cfg = model_config(arch.config, ckpt["model_config"], str(path), warn=False)
         model = arch.model(cfg)
         model.load_state_dict(ckpt["model"])
-    except (TypeError, RuntimeError) as e:
+    except (TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path}: model config/weights do not fit this pointseg: {str(e).splitlines()[0]}") from None
-    if cfg.num_classes != classes.num_classes:
-        raise ValueError(f"{path}: model predicts {cfg.num_classes} classes but its class table has "
+    if cfg.out_channels != classes.num_classes:
+        raise ValueError(f"{path}: model predicts {cfg.out_channels} classes but its class table has "
                          f"{classes.num_classes}")
     return model.eval(), classes

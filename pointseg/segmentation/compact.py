@@ -64,7 +64,7 @@ def _allowed(m: nn.Module) -> bool:
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         return not m.training                        # training statistics would see the batch
     if isinstance(m, SegGCN):
-        return m.cfg.block != "rev"
+        return m.cfg.backbone != "rev"
     if isinstance(m, DilatedKnn):
         return not (m.stochastic and m.training)
     return isinstance(m, (DGCNN, GCNBlock, MRConv, ConvNormAct, Pointwise, MLP, GlobalMax, nn.LayerNorm,

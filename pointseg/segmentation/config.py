@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import to_dict
+from ..config import check_choices, to_dict
 from ..data.recipe import BlockRecipe
 
 
@@ -43,7 +43,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"                # adam (reference) | sgd (momentum 0.9)
+    name: Literal["adam", "sgd"] = "adam"   # adam (reference), sgd (momentum 0.9)
     lr: float = 1e-3
     weight_decay: float = 0.0
     step_size: int = 20               # epochs between learning-rate decays
@@ -61,7 +61,7 @@ class TrainConfig:
     batch_size: int = 16              # global batch (split over processes)
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda | cuda:N
-    amp: str = "none"                 # none | bf16 | fp16 (CUDA only)
+    amp: Literal["none", "bf16", "fp16"] = "none"   # fp16 / bf16: CUDA only
     out_dir: str = "runs/{name}"
     max_steps: int = 0                # stop (with a checkpoint) after this many steps in all; 0: no limit
     sync_bn: bool = True              # synchronise BatchNorm statistics over processes
@@ -99,8 +99,7 @@ def validate_config(cfg: TrainConfig) -> None:
     need(d.workers >= 0, "data.workers", d.workers, "must be >= 0")
     need(d.synth_rooms >= 1, "data.synth_rooms", d.synth_rooms, "must be >= 1")
     need(1000 <= d.synth_points <= 50_000_000, "data.synth_points", d.synth_points, "must be in 1000..50000000")
-    need(cfg.amp in ("none", "bf16", "fp16"), "amp", cfg.amp, "must be none, bf16 or fp16")
-    need(cfg.optim.name in ("adam", "sgd"), "optim.name", cfg.optim.name, "must be adam or sgd")
+    check_choices(cfg)          # every Literal field (amp, optim.name, data.source), in one place
     need(bool(cfg.device.strip()), "device", cfg.device, "must be auto, cpu, cuda or cuda:N")
     need(not cfg.freeze or bool(cfg.init), "freeze", cfg.freeze, "needs init: (freezing fresh weights learns nothing)")
     if d.source == "scans":

@@ -129,7 +129,7 @@ class SegmentationTask(Task):
 
     def build_model(self) -> nn.Module:
         try:
-            model = build_model(self.cfg.model, in_channels=9, num_classes=self.classes.num_classes,
+            model = build_model(self.cfg.model, in_channels=9, out_channels=self.classes.num_classes,
                                 **self.cfg.model_overrides)
         except TypeError as e:
             raise ValueError(f"config model_overrides={self.cfg.model_overrides!r}: {e}") from None
