@@ -78,3 +78,14 @@ def test_segment_of_a_scan_with_ignored_values_writes_every_output(tmp_path):
     # the page keeps the ground truth (and so the error mode), the unscored points in their grey
     page = (out / "mine.html").read_text()
     assert '"gt":true' in page and '"error"' in page
+
+
+def test_the_page_states_the_callers_metrics_instead_of_computing_them_again(tmp_path):
+    """segment hands its summary's confusion down; the page says the figures of that confusion."""
+    from pointseg.viewer.html import write_html
+    rng = np.random.default_rng(0)
+    xyz = rng.random((100, 3)).astype(np.float32)
+    pred = rng.integers(0, 2, 100)
+    given = np.array([[30, 10], [20, 40]])                 # OA 0.70, whatever pred and label say
+    write_html(tmp_path / "p.html", xyz, None, pred, pred.copy(), TWO, confusion=given)
+    assert '"oa":0.7' in (tmp_path / "p.html").read_text().replace(" ", "")

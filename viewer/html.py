@@ -104,7 +104,8 @@ def write_html(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
                title: str | None = None, model: str | None = None, scan: str | None = None,
                summary: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
                mode: str = "auto", hide: Sequence[str] = ("ceiling",), point_size: float | None = None,
-               max_points: int = HTML_MAX_POINTS, overwrite: bool = True) -> HtmlPage:
+               max_points: int = HTML_MAX_POINTS, overwrite: bool = True,
+               confusion: np.ndarray | None = None) -> HtmlPage:
     """Write the page for one scan to ``path`` (atomically: a temporary file renamed on success).
 
     ``xyz`` ``(N, 3)``; ``rgb`` uint8 ``(N, 3)``; ``pred`` / ``label`` class indices ``(N,)`` into
@@ -188,7 +189,8 @@ def write_html(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
     iou = oa = miou = None
     wrong = 0
     if pred is not None and label is not None:
-        conf_m = confusion_matrix(label, pred, k)
+        # the caller's confusion (segment has it in its summary) is used, not computed again
+        conf_m = np.asarray(confusion) if confusion is not None else confusion_matrix(label, pred, k)
         per = iou_per_class(conf_m)
         iou = [None if math.isnan(v) else float(v) for v in per]
         oa = float(np.trace(conf_m) / max(conf_m.sum(), 1))

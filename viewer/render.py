@@ -376,7 +376,8 @@ def render_png(scan_or_arrays: Scan | str | Path | Mapping, out_path: str | Path
                pred: np.ndarray | None = None, size: tuple[int, int] = DEFAULT_SIZE,
                view: str = "iso", max_points: int = DEFAULT_MAX_POINTS,
                hide: str | Sequence[str] = "auto", palette: str | Path | None = None,
-               point_size: float | None = None, overwrite: bool = False) -> Path:
+               point_size: float | None = None, overwrite: bool = False,
+               confusion: np.ndarray | None = None) -> Path:
     """Render a scan (or arrays ``{"xyz", "rgb", "label", "pred"}``) to a PNG, headless.
 
     ``mode``: ``rgb`` | ``pred`` | ``gt`` | ``error`` (one ``size`` image) or ``panels``
@@ -409,7 +410,9 @@ def render_png(scan_or_arrays: Scan | str | Path | Mapping, out_path: str | Path
     titles = [MODE_TITLES[m] for m in modes]
     iou = None
     if scan.label is not None and scan.pred is not None:
-        conf = confusion_matrix(scan.label, scan.pred, table.num_classes)
+        # the caller's confusion (segment has it in its summary) is used, not computed again
+        conf = (np.asarray(confusion) if confusion is not None
+                else confusion_matrix(scan.label, scan.pred, table.num_classes))
         iou = iou_per_class(conf)
         wrong = 1 - np.trace(conf) / max(conf.sum(), 1)
         titles[modes.index("pred")] = f"Prediction (mIoU {100 * np.nanmean(iou):.1f}%)"
