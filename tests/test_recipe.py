@@ -101,3 +101,20 @@ def test_evaluate_loads_only_the_rooms_it_is_asked_for(tmp_path, area5, monkeypa
     evaluate_rooms(checkpoint(tmp_path / "b1.pt", 1.0), area5, area=5, device="cpu", progress=False,
                    rooms=[entries[1].full_name], sliding=SlidingConfig(stride=1.0), block_level=False)
     assert loaded == [entries[1].full_name]
+
+
+def test_the_colour_policy_travels_in_the_recipe_to_segment(tmp_path):
+    """A model trained with colourless scans fed as zeros is fed zeros at segment time too."""
+    from pointseg.segmentation.segment import load_model, segment_scan
+    from pointseg.io.scans import Scan
+    path = tmp_path / "zeros.pt"
+    model = SegGCN(SegGCNConfig(out_channels=S3DIS.num_classes, **SMALL))
+    save_checkpoint(path, model_payload("resgcn-7", model, S3DIS, BlockRecipe(num_points=128, no_colour="zeros").to_spec()))
+    assert check_input_recipe({"input": BlockRecipe(no_colour="zeros").to_spec()}).no_colour == "zeros"
+    xyz = np.random.default_rng(0).uniform(0, 2, size=(500, 3)).astype(np.float32)
+    from pointseg.segmentation.inference import SlidingConfig
+    seg = segment_scan(load_model(path, "cpu"), Scan(xyz=xyz), SlidingConfig(stride=1.0), progress=False,
+                       up="+z", units="m")
+    assert any("set to zeros" in n for n in seg.summary["notes"])
+    with pytest.raises(ValueError, match="input.no_colour"):
+        BlockRecipe(no_colour="pink")

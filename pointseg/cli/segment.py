@@ -64,8 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voxel", default="auto", metavar="SIZE",
                    help="voxel size in metres for the network's copy of a dense scan: auto (only when "
                         "much denser than a block needs), off, or a size; every point keeps a label")
-    p.add_argument("--no-color", default="gray", choices=("gray", "zeros"),
-                   help="model input for scans without colour (default gray)")
+    p.add_argument("--no-color", default=None, choices=("gray", "zeros"),
+                   help="model input for scans without colour (default: the checkpoint's input recipe, gray for S3DIS)")
     p.add_argument("--no-render", action="store_true", help="skip the PNG (same as leaving png out of --write)")
     p.add_argument("--write", default=None, metavar="LIST",
                    help="comma-separated outputs to write, of " + ",".join(WRITE_CHOICES)
@@ -143,7 +143,7 @@ def _say(line: str) -> None:
 
 def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None = None,
             out_dir: str | Path | None = None, device: str = "auto", overwrite: bool = False,
-            sliding: SlidingConfig | None = None, color_policy: str = "gray", render: bool = True,
+            sliding: SlidingConfig | None = None, color_policy: str | None = None, render: bool = True,
             render_size: tuple[int, int] = (480, 360), progress: bool = True, up: str = "auto",
             units: str = "auto", voxel: float | str | None = "auto", walls: str = "auto",
             write: str | None = None, las_codes: str | Path | None = None,

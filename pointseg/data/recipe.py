@@ -21,6 +21,7 @@ from typing import Any
 S3DIS_CHANNELS: tuple[str, ...] = ("x", "y", "z", "r", "g", "b", "x_room", "y_room", "z_room")
 NORMALISATIONS: tuple[str, ...] = ("s3dis-blocks",)   # the recipes this pointseg cuts blocks for
 MAX_BLOCK_POINTS = 1_000_000       # points per block a checkpoint may ask for (the reference: 4096)
+COLOUR_POLICIES: tuple[str, ...] = ("gray", "zeros")   # colour channels of a scan without colour
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class BlockRecipe:
         channels: the per-point input channels, in order.
         knn_channels: the input channels the first kNN graph is built on (None: the model's own).
         normalisation: the recipe family (``s3dis-blocks``).
+        no_colour: the colour channels of a scan without colour: ``gray`` (128) or ``zeros``.
     """
 
     block_size: float = 1.0
@@ -43,6 +45,7 @@ class BlockRecipe:
     channels: tuple[str, ...] = S3DIS_CHANNELS
     knn_channels: tuple[int, ...] | None = None
     normalisation: str = "s3dis-blocks"
+    no_colour: str = "gray"
 
     def __post_init__(self) -> None:
         self.check()
@@ -62,6 +65,8 @@ class BlockRecipe:
                 and 1 <= self.num_points <= MAX_BLOCK_POINTS):
             raise ValueError(f"{where}: input.num_points={self.num_points!r}: expected a whole number in "
                              f"1..{MAX_BLOCK_POINTS} points per block")
+        if self.no_colour not in COLOUR_POLICIES:
+            raise ValueError(f"{where}: input.no_colour={self.no_colour!r}: expected one of {list(COLOUR_POLICIES)}")
         if tuple(self.channels) != S3DIS_CHANNELS:
             raise ValueError(f"{where}: model expects channels {list(self.channels)}, the {self.normalisation} "
                              f"recipe gives {list(S3DIS_CHANNELS)}")
@@ -81,7 +86,7 @@ class BlockRecipe:
         """The recipe a checkpoint's ``input`` states; what it leaves out is the S3DIS recipe's
         (checkpoints written before the stride was recorded)."""
         spec = spec if isinstance(spec, dict) else {}
-        known = {k: spec[k] for k in ("block_size", "num_points", "stride", "normalisation") if k in spec}
+        known = {k: spec[k] for k in ("block_size", "num_points", "stride", "normalisation", "no_colour") if k in spec}
         if "channels" in spec:
             known["channels"] = tuple(spec["channels"]) if isinstance(spec["channels"], (list, tuple)) else ()
         if isinstance(spec.get("knn_channels"), (list, tuple)):

@@ -35,10 +35,13 @@ class DataConfig:
     label_field: str = ""             # PLY/PCD property, LAS dimension (classification) or col:N
     class_map: str = ""               # YAML: classes (name -> values, color) and ignore
 
+    no_colour: Literal["gray", "zeros"] = "gray"   # colour channels of training scans without colour
+
     @property
     def recipe(self) -> BlockRecipe:
         """The block recipe these settings train with (recorded whole in the checkpoint)."""
-        return BlockRecipe(block_size=self.block_size, num_points=self.num_points, stride=self.stride)
+        return BlockRecipe(block_size=self.block_size, num_points=self.num_points, stride=self.stride,
+                           no_colour=self.no_colour)
 
 
 @dataclass

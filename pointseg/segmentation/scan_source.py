@@ -40,8 +40,7 @@ def _key(cfg: "DataConfig", cmap: ClassMap, files: dict[str, list[Path]]) -> str
     stats = {split: [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in ps]
              for split, ps in files.items()}
     what = {"files": stats, "label_field": cfg.label_field, "class_map": cmap.to_dict(),
-            "block_size": cfg.block_size, "num_points": cfg.num_points, "stride": cfg.stride,
-            "seed": cfg.split_seed, "min_points": MIN_POINTS, "version": 1}
+            "recipe": cfg.recipe.to_spec(), "seed": cfg.split_seed, "min_points": MIN_POINTS, "version": 2}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -52,7 +51,7 @@ def scan_blocks(item: LabelledScan, cfg: "DataConfig", rng: np.random.Generator
     from ..data.block_gen import room_to_blocks
     from .segment import model_input_colours, network_input
     scan = item.scan
-    rgb = model_input_colours(scan.rgb, scan.num_points, "gray")
+    rgb = model_input_colours(scan.rgb, scan.num_points, cfg.no_colour)
     net = network_input(scan, rgb, cfg.block_size, cfg.num_points)
     labels = item.labels
     if net.back is not None:

@@ -28,16 +28,16 @@ import numpy as np
 from ..assets import asset
 from ..classes import ClassTable
 from ..data.class_map import scan_ground_truth
+from ..data.recipe import COLOUR_POLICIES
 from ..metrics import SegMetrics, confusion_matrix
 from ..voxels import voxel_keys
-from .checkpoint import LoadedModel, load_model, sliding_for
+from .checkpoint import LoadedModel, check_input_recipe, load_model, sliding_for
 from .frame import Decision, FileHints, Frame, resolve_frame
 from .inference import SlidingConfig, score_points
 
 # dgcnn.pytorch's fold-5 S3DIS weights (Area 5 held out), imported; the synthetic ResGCN-7 stays
 # available as ``--checkpoint resgcn7-synthetic`` (segmentation.checkpoint.NAMED_CHECKPOINTS)
 DEFAULT_CHECKPOINT = asset("dgcnn_s3dis_area5.pt")
-COLOR_POLICIES = ("gray", "zeros")
 DENSE_FACTOR = 4.0     # subsample when a column holds more than this many blocks' worth of points
 TARGET_FACTOR = 2.0    # ... down to about this many blocks' worth
 
@@ -164,13 +164,13 @@ class Segmentation:
 def model_input_colours(rgb: np.ndarray | None, n: int, policy: str) -> np.ndarray | None:
     if rgb is not None:
         return rgb
-    if policy not in COLOR_POLICIES:
-        raise ValueError(f"--no-color must be one of {COLOR_POLICIES}, got {policy!r}")
+    if policy not in COLOUR_POLICIES:
+        raise ValueError(f"--no-color must be one of {COLOUR_POLICIES}, got {policy!r}")
     return np.full((n, 3), 128 if policy == "gray" else 0, dtype=np.uint8)
 
 
 def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = None,
-                 color_policy: str = "gray", progress: bool = True, up: str = "auto", units: str = "auto",
+                 color_policy: str | None = None, progress: bool = True, up: str = "auto", units: str = "auto",
                  voxel: float | str | None = "auto", notes: list[str] | None = None,
                  say: Callable[[str], None] | None = None, walls: str = "auto",
                  probabilities: bool = False) -> Segmentation:
@@ -183,6 +183,8 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
     """
     say = say or (lambda line: None)
     notes = list(notes or [])
+    # None: the checkpoint's input recipe says how a scan without colour is fed (gray for S3DIS)
+    color_policy = color_policy or check_input_recipe(model.ckpt).no_colour
     n = len(scan.xyz)
     if scan.rgb is None:
         notes.append(f"the scan has no colour: colour channels set to {color_policy}; "
@@ -243,7 +245,7 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
 
 
 def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
-                 sliding: SlidingConfig | None = None, color_policy: str = "gray",
+                 sliding: SlidingConfig | None = None, color_policy: str | None = None,
                  progress: bool = False, up: str = "auto", units: str = "auto",
                  voxel: float | str | None = "auto", walls: str = "auto"
                  ) -> tuple[np.ndarray, str, ClassTable]:
