@@ -74,6 +74,9 @@ def test_segment_of_a_scan_with_ignored_values_writes_every_output(tmp_path):
     summary = json.loads((out / "mine.json").read_text())
     cm = np.asarray(summary["metrics"]["confusion"])
     assert cm.sum() == n - 200                           # the ignored points are not scored
+    # the summary records the speed and the memory it took, and how many sparse columns ran compact
+    assert summary["points_per_s"] > 0 and 50 < summary["peak_rss_mb"] < 24_000
+    assert 0 <= summary["compact_blocks"] <= summary["blocks"]
     assert (out / "mine.png").stat().st_size > 0
     # the page keeps the ground truth (and so the error mode), the unscored points in their grey
     page = (out / "mine.html").read_text()

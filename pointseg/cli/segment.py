@@ -281,6 +281,7 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
         timings["total_s"] = time.perf_counter() - t_start
         summary["timings"] = timings
         summary["points_per_s"] = scan.num_points / max(1e-9, timings["predict_s"])
+        summary["peak_rss_mb"] = _peak_rss_mb()
         summary["outputs"] = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("."))
         if "json" in write:
             summary["outputs"] = sorted(summary["outputs"] + [f"{name}.json"])
@@ -300,3 +301,9 @@ def _write_scan_output(tmp: Path, scan: Scan, seg: Segmentation, model: LoadedMo
     summary["scan_output"] = wb.to_dict()
     for line in wb.notes:
         _say(f"note: {line}")
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports kilobytes)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -233,6 +233,7 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
         "sliding": sliding.__dict__, "blocks": stats["blocks"],
         "unvoted_points": stats["unvoted_points"], "notes": notes,
         "tiles": stats["tiles"], "occupied_tiles": stats["occupied_tiles"], "outliers": stats["outliers"],
+        "compact_blocks": stats.get("compact_blocks", 0),   # sparse columns run on their own points
         "frame": net.frame.to_dict(), "sanity": sanity,
         "network_points": len(net.xyz), "voxel": net.voxel,
         "trained_on": trained_on,
