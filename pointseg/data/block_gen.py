@@ -89,6 +89,20 @@ def _sample(n: int, num_points: int, rng: np.random.Generator, sampling: str) ->
     return np.concatenate((np.arange(n), rng.choice(n, num_points - n, replace=True)))
 
 
+def cover_rows(idx: np.ndarray, num_points: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A column of more than ``num_points`` points (indices ``idx``) as blocks that hold every point:
+    a random order cut into ``num_points`` rows, the last filled up with random repeats."""
+    n = len(idx)
+    perm = rng.permutation(n)
+    rows = []
+    for c in range(0, n, num_points):
+        part = perm[c:c + num_points]
+        if len(part) < num_points:
+            part = np.concatenate((part, rng.choice(n, num_points - len(part), replace=True)))
+        rows.append(idx[part])
+    return rows
+
+
 def room_to_blocks(xyz: np.ndarray, rgb: np.ndarray | None, block_size: float = 1.0,
                    stride: float = 1.0, num_points: int = 4096, min_points: int = 100,
                    rng: np.random.Generator | int | None = None,
@@ -136,12 +150,7 @@ def room_to_blocks(xyz: np.ndarray, rgb: np.ndarray | None, block_size: float = 
         if n < min_points:
             continue
         if cover and n > num_points:
-            perm = rng.permutation(n)
-            for c in range(0, n, num_points):
-                part = perm[c:c + num_points]
-                if len(part) < num_points:
-                    part = np.concatenate((part, rng.choice(n, num_points - len(part), replace=True)))
-                index_rows.append(idx[part])
+            index_rows += cover_rows(idx, num_points, rng)
         else:
             index_rows.append(idx[_sample(n, num_points, rng, sampling)])
     if not index_rows:

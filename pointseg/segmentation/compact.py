@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data.block_gen import RoomNorm, _columns, _sample
+from ..data.block_gen import RoomNorm, _columns, _sample, cover_rows
 
 MIN_BUCKET = 16           # smallest compact block size (points, padded with multiplicity 0)
 SMALL_FORWARD = 16384     # compact forwards of fewer points run on one thread (see compact_scores)
@@ -235,12 +235,7 @@ def cut_columns(xyz: np.ndarray, rgb: np.ndarray | None, block_size: float, stri
         if n == 0:
             continue
         if n > num_points:                      # as room_to_blocks(cover=True)
-            perm = rng.permutation(n)
-            for c in range(0, n, num_points):
-                part = perm[c:c + num_points]
-                if len(part) < num_points:
-                    part = np.concatenate((part, rng.choice(n, num_points - len(part), replace=True)))
-                rows.append(idx[part])
+            rows += cover_rows(idx, num_points, rng)
             continue
         pick = _sample(n, num_points, rng, "release")
         if n <= compact_max:
