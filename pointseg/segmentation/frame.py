@@ -181,6 +181,22 @@ def _sample(xyz: np.ndarray, n: int, seed: int) -> np.ndarray:
     return xyz
 
 
+class ScanSample:
+    """The subsample every estimate of one scan reads (``max_points`` points drawn with ``seed``),
+    and its :func:`local_normals`, computed once when first asked: the up estimate and the wall turn
+    use the same ones."""
+
+    def __init__(self, xyz: np.ndarray, seed: int = 0, max_points: int = 20_000) -> None:
+        self.pts = _sample(xyz, max_points, seed)
+        self._normals: tuple[np.ndarray, np.ndarray] | None = None
+
+    def normals(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(unit normals (M, 3), planar mask (M,))`` of :attr:`pts`."""
+        if self._normals is None:
+            self._normals = local_normals(self.pts)
+        return self._normals
+
+
 def local_normals(pts: np.ndarray, k: int = 12, planarity: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """Unit normals ``(M, 3)`` (sign arbitrary) of points ``(M, 3)``: smallest-eigenvalue eigenvector
     of each point's ``k``-neighbour covariance, and the mask of the locally planar ones (that
@@ -282,12 +298,11 @@ def supporting_plane(pts: np.ndarray, near: np.ndarray, seed: int = 0, trials: i
     return n, len(inl) / len(pts)
 
 
-def camera_up(xyz: np.ndarray, hints: FileHints, seed: int = 0) -> tuple[np.ndarray, Decision] | None:
+def camera_up(sample: ScanSample, hints: FileHints, seed: int = 0) -> tuple[np.ndarray, Decision] | None:
     """Up for a single camera view (organised cloud, or every point in a cone in front of the
     sensor), refined by the supporting plane; None when the scan is not one."""
     t, r = sensor_pose(hints)
-    pts = _sample(xyz, 20_000, seed)
-    local = (pts - t) @ r                  # sensor frame: x right, y down, z forward
+    local = (sample.pts - t) @ r                  # sensor frame: x right, y down, z forward
     share = cone_share(local)
     organised = hints.organized is not None and hints.organized[1] > 1
     if share < CONE_SHARE and not (organised and share >= 0.9):
@@ -360,10 +375,10 @@ class AxisEvidence:
                 + (", the smallest extent" if self.smallest else ""))
 
 
-def axis_evidence(xyz: np.ndarray, seed: int = 0) -> list[AxisEvidence]:
+def axis_evidence(sample: ScanSample) -> list[AxisEvidence]:
     """:class:`AxisEvidence` for +x, -x, +y, -y, +z, -z."""
-    pts = _sample(xyz, 20_000, seed)
-    normals, planar = local_normals(pts)
+    pts = sample.pts
+    normals, planar = sample.normals()
     spans = np.ptp(np.percentile(pts, [0.5, 99.5], axis=0), axis=0)
     out = []
     for ax in range(3):
@@ -394,9 +409,9 @@ def _storey_height(span: float) -> bool:
     return any(STOREY_HEIGHT_M[0] <= span * u <= STOREY_HEIGHT_M[1] for u in UNITS.values())
 
 
-def room_up(xyz: np.ndarray, seed: int = 0) -> tuple[np.ndarray, Decision]:
+def room_up(sample: ScanSample) -> tuple[np.ndarray, Decision]:
     """Up from room geometry, keeping +z unless the evidence against it is unambiguous."""
-    ev = {e.name: e for e in axis_evidence(xyz, seed)}
+    ev = {e.name: e for e in axis_evidence(sample)}
     z, minus_z = ev["+z"], ev["-z"]
     others = sorted((e for e in ev.values() if e.name[1] != "z"), key=lambda e: (-e.score, -e.support))
     best = others[0]
@@ -423,17 +438,19 @@ def room_up(xyz: np.ndarray, seed: int = 0) -> tuple[np.ndarray, Decision]:
     return axis_vector("+z"), Decision("up", "+z", conf, why, runner_up=runner, kept=True, flag="--up")
 
 
-def estimate_up(xyz: np.ndarray, hints: FileHints | None = None, seed: int = 0
-                ) -> tuple[np.ndarray, Decision]:
-    """The scan's up direction (unit vector in the file's coordinates) and the decision."""
+def estimate_up(xyz: np.ndarray, hints: FileHints | None = None, seed: int = 0,
+                sample: ScanSample | None = None) -> tuple[np.ndarray, Decision]:
+    """The scan's up direction (unit vector in the file's coordinates) and the decision
+    (``sample``: the scan's :class:`ScanSample`, drawn here when not given)."""
     hints = hints or FileHints()
     if hints.format in ("las", "laz"):
         return axis_vector("+z"), Decision("up", "+z", 0.99, "LAS/LAZ coordinates are z-up by the "
                                            "format's standard", flag="--up", source="format")
-    cam = camera_up(xyz, hints, seed)
+    sample = sample or ScanSample(xyz, seed)
+    cam = camera_up(sample, hints, seed)
     if cam is not None:
         return cam
-    return room_up(xyz, seed)
+    return room_up(sample)
 
 
 # ----------------------------------------------------------------------------- units
@@ -624,8 +641,9 @@ def resolve_frame(xyz: np.ndarray, up: str = "auto", units: str = "auto", walls:
     check_frame_choices(up, units, walls)
     check_geometry(xyz)
     decisions = []
+    sample = ScanSample(xyz, seed)      # up, units and walls read the same points and normals
     if up == "auto":
-        vec, d = estimate_up(xyz, hints, seed)
+        vec, d = estimate_up(xyz, hints, seed, sample)
     else:
         vec, d = axis_vector(up), Decision("up", up, 1.0, "given", source="given")
     decisions.append(d)
@@ -633,14 +651,15 @@ def resolve_frame(xyz: np.ndarray, up: str = "auto", units: str = "auto", walls:
     upright = xyz if np.array_equal(rot, np.eye(3)) else np.asarray(xyz, dtype=np.float64) @ rot.T
     if units == "auto" and decisions[0].source == "camera":
         t, _ = sensor_pose(hints or FileHints())
-        units, d = camera_units(float(np.median(np.linalg.norm(_sample(xyz, 20_000, seed) - t, axis=1))))
+        units, d = camera_units(float(np.median(np.linalg.norm(sample.pts - t, axis=1))))
     elif units == "auto":
         units, d = estimate_units(upright, hints)
     else:
         d = Decision("units", units, 1.0, "given", source="given")
     decisions.append(d)
     if walls != "off":
-        yaw, d = yaw_to_walls(upright, seed)
+        normals, planar = sample.normals()
+        yaw, d = yaw_to_walls(upright, seed, normals[planar] @ rot.T)
         if yaw != 0.0:
             rot = rotation_z(yaw) @ rot
         if walls == "canonical":
