@@ -261,14 +261,13 @@ def _make_scan(path: Path, xyz: np.ndarray, rgb: np.ndarray | None = None,
     n = len(xyz)
     # Lengths are checked against the file's own count (the message names it), values only on the
     # points kept: a dropped point may carry the "no label" value -1 (io.write_back.NO_LABEL).
-    finite_pts = np.isfinite(xyz).all(axis=1)
+    finite = np.isfinite(xyz).all(axis=1)
     if label is not None:
-        label = _labels_of_kept(label, n, finite_pts, path, classes, "label")
+        label = _labels_of_kept(label, n, finite, path, classes, "label")
     if pred is not None:
-        pred = _labels_of_kept(pred, n, finite_pts, path, classes, "pred")
+        pred = _labels_of_kept(pred, n, finite, path, classes, "pred")
     if raw_label is not None:
         raw_label = np.asarray(raw_label).reshape(n, -1)[:, 0]
-    finite = np.isfinite(xyz).all(axis=1)
     dropped = int(n - finite.sum())
     kept = None
     if dropped:
@@ -299,9 +298,9 @@ def local_coordinates(xyz: np.ndarray, origin: np.ndarray | None = None) -> tupl
     xyz = np.asarray(xyz)
     if not len(xyz) or np.abs(xyz).max() <= LARGE_COORDINATE:
         return xyz, origin
-    shift = np.floor(np.asarray(xyz, dtype=np.float64).min(axis=0))
-    local = np.asarray(xyz, dtype=np.float64) - shift
-    return local, shift if origin is None else np.asarray(origin, dtype=np.float64) + shift
+    xyz = np.asarray(xyz, dtype=np.float64)
+    shift = np.floor(xyz.min(axis=0))
+    return xyz - shift, shift if origin is None else np.asarray(origin, dtype=np.float64) + shift
 
 def _labels_of_kept(v: np.ndarray, n: int, finite: np.ndarray, path: Path, classes: ClassTable | None,
                     what: str) -> np.ndarray:
