@@ -93,9 +93,8 @@ class BlockRecipe:
             known["knn_channels"] = tuple(int(c) for c in spec["knn_channels"])
         try:
             recipe = replace(S3DIS_RECIPE, **known)
-        except ValueError as e:
-            raise ValueError(str(e).replace("input recipe:", f"{where}:", 1)
-                             if str(e).startswith("input recipe:") else f"{where}: {e}") from None
+        except ValueError as e:                # check() names the field after its default "input recipe: "
+            raise ValueError(f"{where}: {str(e).removeprefix('input recipe: ')}") from None
         if isinstance(recipe.num_points, float):
             recipe = replace(recipe, num_points=int(recipe.num_points))
         return recipe
