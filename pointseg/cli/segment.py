@@ -238,7 +238,6 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
     from pointseg.atomic import atomic_dir
     from pointseg.io.scans import write_labelled_ply
     name, pred = scan.name, seg.labels
-    confusion = np.asarray(summary["metrics"]["confusion"]) if "metrics" in summary else None
     if write is None:
         write = frozenset({"labels", "ply", "html", "json"} | ({"png"} if render else set()))
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -268,7 +267,7 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
             t = time.perf_counter()
             # the scan object itself goes down, with the segmentation's ground truth and prediction
             render_png(replace(scan, label=seg.ground_truth, pred=pred), tmp / f"{name}.png", mode="panels",
-                       classes=model.classes, size=render_size, confusion=confusion)
+                       classes=model.classes, size=render_size, confusion=seg.confusion)
             timings["render_s"] = time.perf_counter() - t
         # The page needs no renderer (the browser draws it), so --no-render keeps it.
         if "html" in write:
@@ -276,7 +275,7 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
             t = time.perf_counter()
             write_html(tmp / f"{name}.html", scan.xyz, scan.rgb, pred, seg.ground_truth, model.classes,
                        confidence=seg.confidence, title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
-                       summary={"checkpoint": summary["checkpoint"]}, confusion=confusion)
+                       summary={"checkpoint": summary["checkpoint"]}, confusion=seg.confusion)
             timings["html_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t_start
         summary["timings"] = timings

@@ -151,7 +151,9 @@ class Segmentation:
     ``summary`` (JSON-ready: model, classes, histogram, sliding blocks, frame, notes, metrics against
     the ground truth); ``timings`` in seconds (``frame_s``; ``predict_s``, which includes framing);
     ``confidence`` float32 ``(N,)``, each point's winning class probability (its share of the soft
-    votes); ``probabilities`` float32 ``(N, C)``, the averaged softmax, when asked for."""
+    votes); ``probabilities`` float32 ``(N, C)``, the averaged softmax, when asked for;
+    ``confusion`` ``(C, C)`` against the ground truth (its points without one left out), when there
+    is one."""
 
     labels: np.ndarray
     ground_truth: np.ndarray | None
@@ -159,6 +161,7 @@ class Segmentation:
     timings: dict[str, float]
     confidence: np.ndarray | None = None
     probabilities: np.ndarray | None = None
+    confusion: np.ndarray | None = None
 
 
 def model_input_colours(rgb: np.ndarray | None, n: int, policy: str) -> np.ndarray | None:
@@ -238,11 +241,11 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
         "network_points": len(net.xyz), "voxel": net.voxel,
         "trained_on": trained_on,
     }
-    if gt is not None:
-        scored = gt >= 0
-        summary["metrics"] = SegMetrics(confusion_matrix(gt[scored], pred[scored], classes.num_classes),
-                                        classes.names).to_dict()
-    return Segmentation(pred, gt, summary, timings, confidence, probs)
+    confusion = None
+    if gt is not None:               # NO_LABEL points are not counted (metrics.confusion_matrix)
+        confusion = confusion_matrix(gt, pred, classes.num_classes)
+        summary["metrics"] = SegMetrics(confusion, classes.names).to_dict()
+    return Segmentation(pred, gt, summary, timings, confidence, probs, confusion)
 
 
 def predict_scan(checkpoint: str | Path, scan: Any, device: str = "auto",
