@@ -227,14 +227,29 @@ def _ogbl_graph(name: str, rng: np.random.Generator, n: int = 60, feat: int = 12
 
 
 # ----------------------------------------------------------------------------- TU (raw text files)
+def write_tu_files(root: Path, name: str, edges: list, indicator: list, graph_labels: list, node_labels: list,
+                   attributes: list | None = None, digits: int = 4) -> Path:
+    """The TU release's files ``ROOT/NAME/raw/NAME_{A,graph_indicator,graph_labels,node_labels[,
+    node_attributes]}.txt`` from their rows: 1-based ``(a, b)`` edge pairs (``", "``-separated), one
+    graph id, graph label and node label per line, attribute rows written with ``digits`` decimals."""
+    raw = Path(root) / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in edges))
+    (raw / f"{name}_graph_indicator.txt").write_text("".join(f"{i}\n" for i in indicator))
+    (raw / f"{name}_graph_labels.txt").write_text("".join(f"{c}\n" for c in graph_labels))
+    (raw / f"{name}_node_labels.txt").write_text("".join(f"{c}\n" for c in node_labels))
+    if attributes is not None:
+        (raw / f"{name}_node_attributes.txt").write_text(
+            "".join(", ".join(f"{v:.{digits}f}" for v in row) + "\n" for row in attributes))
+    return Path(root)
+
+
 def write_tu(root: Path, name: str = "ENZYMES", graphs: int = 60, classes: int = 3, node_labels: int = 4,
              attributes: int = 0, seed: int = 0) -> Path:
     """``ROOT/NAME/raw/NAME_{A,graph_indicator,graph_labels,node_labels[,node_attributes]}.txt`` as in the TU
     release (1-based node ids, every undirected edge listed both ways, ``", "``-separated pairs). Graphs of
     class ``c`` have mostly node label ``c % node_labels`` (and denser chords for odd classes)."""
     rng = np.random.default_rng(seed)
-    raw = Path(root) / name / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
     edges, indicator, glabels, nlabels, attrs = [], [], [], [], []
     offset = 0
     for g in range(graphs):
@@ -251,13 +266,7 @@ def write_tu(root: Path, name: str = "ENZYMES", graphs: int = 60, classes: int =
         nlabels += [int(c % node_labels) if rng.random() < 0.8 else int(rng.integers(0, node_labels)) for _ in range(n)]
         attrs += [rng.normal(c, 1.0, attributes) for _ in range(n)]
         offset += n
-    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in edges))
-    (raw / f"{name}_graph_indicator.txt").write_text("".join(f"{i}\n" for i in indicator))
-    (raw / f"{name}_graph_labels.txt").write_text("".join(f"{c}\n" for c in glabels))
-    (raw / f"{name}_node_labels.txt").write_text("".join(f"{c}\n" for c in nlabels))
-    if attributes:
-        (raw / f"{name}_node_attributes.txt").write_text("".join(", ".join(f"{v:.4f}" for v in a) + "\n" for a in attrs))
-    return Path(root)
+    return write_tu_files(root, name, edges, indicator, glabels, nlabels, attrs if attributes else None, digits=4)
 
 
 # ----------------------------------------------------------------------------- MoleculeNet-style CSV

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from graph_fixtures import write_tu_files
 from pointseg.graphs.model import GraphNet, GraphNetConfig
 from pointseg.graphs.optim import LinearWarmup, epoch_lr
 from pointseg.graphs.presets import default_preset, preset_model_config
@@ -35,8 +36,6 @@ def write_tu_cycles(root: Path, name: str = "CYCLES", graphs: int = 400, attribu
     drawn around +1 rather than -1 (attributes only; the other attributes and the node labels are noise). A
     model blind to the attributes or to the edges can reach at most 50 %, chance being 25 %."""
     rng = np.random.default_rng(seed)
-    raw = Path(root) / name / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
     edges, indicator, glabels, nlabels, attrs = [], [], [], [], []
     offset = 0
     for g in range(graphs):
@@ -54,31 +53,21 @@ def write_tu_cycles(root: Path, name: str = "CYCLES", graphs: int = 400, attribu
         x[:, 0] += 1.0 if sign else -1.0
         attrs += list(x)
         offset += n
-    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in edges))
-    (raw / f"{name}_graph_indicator.txt").write_text("".join(f"{i}\n" for i in indicator))
-    (raw / f"{name}_graph_labels.txt").write_text("".join(f"{c}\n" for c in glabels))
-    (raw / f"{name}_node_labels.txt").write_text("".join(f"{c}\n" for c in nlabels))
-    (raw / f"{name}_node_attributes.txt").write_text("".join(", ".join(f"{v:.5f}" for v in r) + "\n" for r in attrs))
-    return Path(root)
+    return write_tu_files(root, name, edges, indicator, glabels, nlabels, attrs, digits=5)
 
 
 def write_tu_constant(root: Path, name: str = "SAME", graphs: int = 40) -> Path:
     """A TU dataset of identical graphs (a 5-node ring, same node labels and attributes) with labels 3:1, so no
     model can do better than the majority class."""
-    raw = Path(root) / name / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
     n = 5
     edges = []
     for g in range(graphs):
         for i in range(n):
             u, v = g * n + i + 1, g * n + (i + 1) % n + 1
             edges += [(u, v), (v, u)]
-    (raw / f"{name}_A.txt").write_text("".join(f"{a}, {b}\n" for a, b in edges))
-    (raw / f"{name}_graph_indicator.txt").write_text("".join(f"{g + 1}\n" for g in range(graphs) for _ in range(n)))
-    (raw / f"{name}_graph_labels.txt").write_text("".join(f"{int(g % 4 == 0)}\n" for g in range(graphs)))
-    (raw / f"{name}_node_labels.txt").write_text("".join(f"{i % 2}\n" for _ in range(graphs) for i in range(n)))
-    (raw / f"{name}_node_attributes.txt").write_text("".join(f"{i * 0.5:.1f}, 1.0\n" for _ in range(graphs) for i in range(n)))
-    return Path(root)
+    return write_tu_files(root, name, edges, [g + 1 for g in range(graphs) for _ in range(n)],
+                          [int(g % 4 == 0) for g in range(graphs)], [i % 2 for _ in range(graphs) for i in range(n)],
+                          [(i * 0.5, 1.0) for _ in range(graphs) for i in range(n)], digits=1)
 
 
 RINGS = ("C1CCC1", "C1CCCC1", "C1CCCCC1", "C1CCCCCC1", "C1CCCCCCC1", "C1CCC2CCCCC2C1", "C1CCC(CC1)C1CCCC1",
