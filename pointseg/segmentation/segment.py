@@ -125,12 +125,10 @@ def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_po
     xyz = np.asarray(net.xyz, dtype=np.float64)
     lo, hi = np.percentile(xyz, [0.5, 99.5], axis=0)
     side, height = float(max(hi[:2] - lo[:2])), float(hi[2] - lo[2])
-    if not rooms:
-        pass
-    elif side < ROOM_SIZE_M[0] or height < ROOM_HEIGHT_M[0]:
+    if rooms and (side < ROOM_SIZE_M[0] or height < ROOM_HEIGHT_M[0]):
         out.append(f"much smaller than a room ({side:.2f} m across, {height:.2f} m high): the model was "
                    "trained on whole rooms")
-    elif side > ROOM_SIZE_M[1] or height > ROOM_HEIGHT_M[1]:
+    elif rooms and (side > ROOM_SIZE_M[1] or height > ROOM_HEIGHT_M[1]):
         out.append(f"much larger than a room ({side:.1f} m across, {height:.1f} m high): the model was "
                    "trained on single rooms")
     _, per_col = np.unique(voxel_keys(xyz[:, :2], block_size), return_counts=True)
