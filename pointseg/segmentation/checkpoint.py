@@ -80,10 +80,10 @@ def load_model(checkpoint: str | Path, device: str = "auto", expect_classes: Cla
 
 def load_checkpoint(name_or_path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint file, or a bundled one by name (``NAMED_CHECKPOINTS``), read safely."""
-    path = resolve_checkpoint(name_or_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (bundled by name: {', '.join(NAMED_CHECKPOINTS)})")
-    return load_checkpoint_file(path, map_location)
+    try:
+        return load_checkpoint_file(resolve_checkpoint(name_or_path), map_location)
+    except FileNotFoundError as e:      # the engine's refusal, with the names a user may give instead
+        raise FileNotFoundError(f"{e} (bundled by name: {', '.join(NAMED_CHECKPOINTS)})") from None
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
