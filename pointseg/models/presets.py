@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from ..config import from_dict
+
 from .dgcnn import DGCNN, DGCNNConfig
 from .seg_gcn import SegGCN, SegGCNConfig
 
@@ -93,13 +95,10 @@ def model_config(cfg_cls: type, values: dict[str, Any], where: str = "model", wa
     written before the rename is read with ``warn=False``), a seg-gcn ``knn_channels`` count ``n``
     becomes the range ``(0, n)``; then :func:`pointseg.config.from_dict` checks every value's type
     and choice (``Literal`` fields) and refuses unknown keys by name."""
-    from ..config import from_dict
     values = renamed_keys(values, where, warn)
     k = values.get("knn_channels")
     if isinstance(k, int) and not isinstance(k, bool):
         values["knn_channels"] = (0, k)
-    elif isinstance(k, list):
-        values["knn_channels"] = tuple(k)
     return from_dict(cfg_cls, values, what=f"{where} key")
 
 
