@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..data.block_gen import room_normalization, room_to_blocks
+from .forward import block_scores
 from .compact import compact_limit, compact_scores, compact_supported, cut_columns
 
 
@@ -112,17 +113,6 @@ def occupied_corners(shifted_xy: np.ndarray, extent: np.ndarray, block_size: flo
     cand = cand[((cand >= 0) & (cand < n_axis)).all(axis=1)]
     cand = np.unique(cand, axis=0)          # lexicographic: x outer, y inner, as the release
     return [(i * stride, j * stride) for i, j in cand.tolist()]
-
-
-@torch.no_grad()
-def _block_scores(model: torch.nn.Module, blocks: np.ndarray, device: torch.device,
-                  batch_size: int) -> torch.Tensor:
-    """Softmax scores ``(B, P, C)`` of 9-channel blocks ``(B, P, 9)``."""
-    out = []
-    for s in range(0, len(blocks), batch_size):
-        x = torch.from_numpy(blocks[s:s + batch_size]).to(device).transpose(1, 2).contiguous()
-        out.append(torch.softmax(model(x).float(), dim=1).transpose(1, 2).cpu())
-    return torch.cat(out)
 
 
 @dataclass
@@ -209,7 +199,7 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
             stats["blocks"] += len(cols)
             stats["compact_blocks"] += len(cols.compact_indices)
             if len(cols.blocks):
-                scores = _block_scores(model, cols.blocks, device, cfg.batch_size)
+                scores = block_scores(model, cols.blocks, device, cfg.batch_size)
                 votes.index_add_(0, torch.from_numpy(cols.indices.reshape(-1)), scores.reshape(-1, num_classes))
             if cols.compact_indices:
                 # every copy of the padded block voted: a point's vote counts its multiplicity
@@ -269,5 +259,5 @@ def block_level_confusion(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarr
     blocks, idx = room_to_blocks(xyz, rgb, block_size, block_size, num_points, min_points=100, rng=seed)
     if len(blocks) == 0:
         return np.zeros((num_classes, num_classes), dtype=np.int64)
-    pred = _block_scores(model, blocks, device, batch_size).argmax(-1).numpy()
+    pred = block_scores(model, blocks, device, batch_size).argmax(-1).numpy()
     return confusion_matrix(label[idx].reshape(-1), pred.reshape(-1), num_classes)
