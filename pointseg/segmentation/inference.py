@@ -81,14 +81,41 @@ class SlidingConfig:
             raise ValueError(f"points per block must be between 1 and 1,000,000, got {self.num_points}")
 
 
-def outlier_mask(xyz: np.ndarray, factor: float = OUTLIER_FACTOR) -> np.ndarray:
-    """True for points more than ``factor`` x the bulk's size outside its 0.1-99.9 percentile box."""
+def robust_box(xyz: np.ndarray, factor: float = OUTLIER_FACTOR) -> tuple[np.ndarray, np.ndarray] | None:
+    """The box outside which a point is an outlier: the bulk's 0.1-99.9 % order statistics box
+    (the lower and the higher order statistic, no interpolation, so a streamed scan computes the
+    same box exactly from counts: :func:`pointseg.segmentation.stream.order_statistics`) grown by
+    ``factor`` x its largest side (at least 1 m); None under 100 points (nothing is an outlier)."""
     xyz = np.asarray(xyz, dtype=np.float64)
     if len(xyz) < 100:
-        return np.zeros(len(xyz), dtype=bool)
-    lo, hi = np.percentile(xyz, [0.1, 99.9], axis=0)
+        return None
+    lo_k, hi_k = box_ranks(len(xyz))
+    lo = np.partition(xyz, lo_k, axis=0)[lo_k]
+    hi = np.partition(xyz, hi_k, axis=0)[hi_k]
+    return box_from_bulk(lo, hi, factor)
+
+
+def box_ranks(n: int) -> tuple[int, int]:
+    """The order statistics (0-based ranks) bounding the bulk of ``n`` values: 0.1 % and 99.9 %."""
+    return int(np.floor(0.001 * (n - 1))), int(np.ceil(0.999 * (n - 1)))
+
+
+def box_from_bulk(lo: np.ndarray, hi: np.ndarray, factor: float = OUTLIER_FACTOR) -> tuple[np.ndarray, np.ndarray]:
     margin = factor * max(float((hi - lo).max()), 1.0)
-    return ((xyz < lo - margin) | (xyz > hi + margin)).any(axis=1)
+    return np.asarray(lo, dtype=np.float64) - margin, np.asarray(hi, dtype=np.float64) + margin
+
+
+def outside(xyz: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """True for points outside ``box`` (:func:`robust_box`; None: no point is)."""
+    if box is None:
+        return np.zeros(len(xyz), dtype=bool)
+    xyz = np.asarray(xyz, dtype=np.float64)
+    return ((xyz < box[0]) | (xyz > box[1])).any(axis=1)
+
+
+def outlier_mask(xyz: np.ndarray, factor: float = OUTLIER_FACTOR) -> np.ndarray:
+    """True for points more than ``factor`` x the bulk's size outside its 0.1-99.9 % box."""
+    return outside(xyz, robust_box(xyz, factor))
 
 
 def occupied_tiles(xy: np.ndarray, lo: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +165,89 @@ def predict_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | No
     return scores.labels, scores.stats
 
 
+def resolved(cfg: SlidingConfig | None) -> SlidingConfig:
+    """``cfg`` with the S3DIS block recipe where block size or stride are unset."""
+    cfg = cfg or SlidingConfig()
+    if cfg.num_points is None:
+        raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input recipe: "
+                         "segmentation.checkpoint.sliding_for)")
+    if cfg.block_size is None or cfg.stride is None:
+        from dataclasses import replace
+        from ..data.recipe import S3DIS_RECIPE
+        cfg = replace(cfg, block_size=cfg.block_size or S3DIS_RECIPE.block_size,
+                      stride=cfg.stride or S3DIS_RECIPE.stride)
+    return cfg
+
+
+def grown_mask(x: np.ndarray, y: np.ndarray, tx: float, ty: float, size: float, margin: float) -> np.ndarray:
+    """The points of the tile with min corner ``(tx, ty)`` grown by ``margin`` on every side: the
+    points of every block that touches the tile (``x``, ``y`` float32, compared as such)."""
+    return (x >= tx - margin) & (x <= tx + size + margin) & (y >= ty - margin) & (y <= ty + size + margin)
+
+
+class TileScorer:
+    """Soft votes for the points of one tile at a time, in tile order (the random draws of the
+    padded blocks run on, tile after tile, from ``cfg.seed``): the loop of :func:`score_points`
+    and of the streamed segmentation (:mod:`pointseg.segmentation.stream`) share it, so a streamed
+    scan gets a whole-scan run's labels. ``stats`` counts blocks, compact blocks, unvoted points."""
+
+    def __init__(self, model: torch.nn.Module, num_classes: int, device: torch.device, cfg: SlidingConfig,
+                 norm: Any, probabilities: bool = False) -> None:
+        self.model, self.num_classes, self.device, self.cfg, self.norm = model, num_classes, device, cfg, norm
+        self.probabilities = probabilities
+        self.rng = np.random.default_rng(cfg.seed)
+        # a sparse column costs its points, not a block (segmentation.compact), when the model allows it
+        self.compact_max = compact_limit(cfg.num_points) if cfg.compact and compact_supported(model) else 0
+        self.stats = {"blocks": 0, "compact_blocks": 0, "unvoted_points": 0, "tiles": 0}
+
+    @torch.no_grad()
+    def score(self, pts: np.ndarray, rgb: np.ndarray | None, local: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Labels, confidences and (when asked) class shares of the tile's own points
+        ``pts[local]``; ``pts`` ``(S, 3)`` float32 are the points of the grown tile
+        (:func:`grown_mask`) in the scan's order, ``rgb`` their colours."""
+        from scipy.spatial import cKDTree
+        cfg, c = self.cfg, self.num_classes
+        corners = occupied_corners(self.norm.shift(pts[local])[:, :2], self.norm.extent, cfg.block_size,
+                                   cfg.stride)
+        votes = torch.zeros(len(pts), c)
+        for _ in range(cfg.repeats):
+            cols = cut_columns(pts, rgb, cfg.block_size, cfg.stride, cfg.num_points, self.rng, self.norm,
+                               corners, self.compact_max)
+            self.stats["blocks"] += len(cols)
+            self.stats["compact_blocks"] += len(cols.compact_indices)
+            if len(cols.blocks):
+                scores = block_scores(self.model, cols.blocks, self.device, cfg.batch_size)
+                votes.index_add_(0, torch.from_numpy(cols.indices.reshape(-1)), scores.reshape(-1, c))
+            if cols.compact_indices:
+                # every copy of the padded block voted: a point's vote counts its multiplicity
+                cs = compact_scores(self.model, cols.compact_feats, cols.compact_mults, self.device,
+                                    cfg.batch_size * cfg.num_points)
+                weighted = np.concatenate([sc * m[:, None].astype(np.float32)
+                                           for m, sc in zip(cols.compact_mults, cs)])
+                votes.index_add_(0, torch.from_numpy(np.concatenate(cols.compact_indices)),
+                                 torch.from_numpy(weighted))
+        v = votes[torch.from_numpy(local)]
+        voted = (v.sum(1) > 0).numpy()
+        lab = v.argmax(1).numpy()
+        if not voted.all():
+            have = np.flatnonzero((votes.sum(1) > 0).numpy())
+            if len(have) == 0:
+                raise ValueError("no block could be formed from the points (empty scan?)")
+            _, nn_idx = cKDTree(pts[have]).query(pts[local[~voted]])
+            lab[~voted] = votes[torch.from_numpy(have[nn_idx])].argmax(1).numpy()
+            # the nearest voted point's votes too, so confidence and probabilities match its label
+            v = v.clone()
+            v[torch.from_numpy(~voted)] = votes[torch.from_numpy(have[nn_idx])]
+            self.stats["unvoted_points"] += int((~voted).sum())
+        # Votes are sums of softmax rows (each sums to 1): their share is the averaged probability.
+        # The labels stay the argmax of the raw sums.
+        share = v / v.sum(1, keepdim=True)
+        conf = share.gather(1, torch.from_numpy(lab).long()[:, None])[:, 0].numpy()
+        self.stats["tiles"] += 1
+        return lab, conf, share.numpy() if self.probabilities else None
+
+
 @torch.no_grad()
 def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None, num_classes: int,
                  device: torch.device, cfg: SlidingConfig | None = None, progress: bool = False,
@@ -147,15 +257,7 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
     from scipy.spatial import cKDTree
     from tqdm import tqdm
 
-    cfg = cfg or SlidingConfig()
-    if cfg.num_points is None:
-        raise ValueError("SlidingConfig.num_points is unset (take it from the checkpoint's input recipe: "
-                         "segmentation.checkpoint.sliding_for)")
-    if cfg.block_size is None or cfg.stride is None:      # the S3DIS block recipe
-        from dataclasses import replace
-        from ..data.recipe import S3DIS_RECIPE
-        cfg = replace(cfg, block_size=cfg.block_size or S3DIS_RECIPE.block_size,
-                      stride=cfg.stride or S3DIS_RECIPE.stride)
+    cfg = resolved(cfg)
     model.eval()
     xyz = np.asarray(xyz, dtype=np.float32)
     n = len(xyz)
@@ -165,73 +267,31 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
     confidence = np.zeros(n, dtype=np.float32)
     probs = np.zeros((n, num_classes), dtype=np.float32) if probabilities else None
     far = outlier_mask(xyz)
-    stats = {"blocks": 0, "unvoted_points": 0, "tiles": 0, "occupied_tiles": 0, "outliers": int(far.sum())}
     inl = np.flatnonzero(~far)
     pts = xyz[inl]
     prgb = None if rgb is None else rgb[inl]
     norm = room_normalization(pts)
     lo = pts[:, :2].min(0).astype(np.float64)
     keys, tile_of = occupied_tiles(pts[:, :2], lo, cfg.tile_size)
-    stats["occupied_tiles"] = len(keys)
     order = np.argsort(tile_of, kind="stable")
     starts = np.searchsorted(tile_of[order], np.arange(len(keys) + 1))
-    rng = np.random.default_rng(cfg.seed)
-    margin = cfg.block_size
     x, y = pts[:, 0], pts[:, 1]
     inl_labels = np.zeros(len(pts), dtype=np.int64)
     inl_conf = np.zeros(len(pts), dtype=np.float32)
     inl_probs = np.zeros((len(pts), num_classes), dtype=np.float32) if probabilities else None
-    # a sparse column costs its points, not a block (engine.compact), when the model allows it
-    compact_max = compact_limit(cfg.num_points) if cfg.compact and compact_supported(model) else 0
-    stats["compact_blocks"] = 0
+    scorer = TileScorer(model, num_classes, device, cfg, norm, probabilities)
     bar = tqdm(total=n, unit="pt", unit_scale=True, desc="segment", disable=not progress, dynamic_ncols=True)
     for t, (kx, ky) in enumerate(keys.tolist()):
         inner_idx = order[starts[t]:starts[t + 1]]           # ascending within a tile (stable sort)
         tx, ty = lo[0] + kx * cfg.tile_size, lo[1] + ky * cfg.tile_size
-        grown = ((x >= tx - margin) & (x <= tx + cfg.tile_size + margin)
-                 & (y >= ty - margin) & (y <= ty + cfg.tile_size + margin))
-        sel = np.flatnonzero(grown)
-        corners = occupied_corners(norm.shift(pts[inner_idx])[:, :2], norm.extent, cfg.block_size, cfg.stride)
-        votes = torch.zeros(len(sel), num_classes)
-        for _ in range(cfg.repeats):
-            cols = cut_columns(pts[sel], None if prgb is None else prgb[sel], cfg.block_size, cfg.stride,
-                               cfg.num_points, rng, norm, corners, compact_max)
-            stats["blocks"] += len(cols)
-            stats["compact_blocks"] += len(cols.compact_indices)
-            if len(cols.blocks):
-                scores = block_scores(model, cols.blocks, device, cfg.batch_size)
-                votes.index_add_(0, torch.from_numpy(cols.indices.reshape(-1)), scores.reshape(-1, num_classes))
-            if cols.compact_indices:
-                # every copy of the padded block voted: a point's vote counts its multiplicity
-                cs = compact_scores(model, cols.compact_feats, cols.compact_mults, device,
-                                    cfg.batch_size * cfg.num_points)
-                weighted = np.concatenate([sc * m[:, None].astype(np.float32)
-                                           for m, sc in zip(cols.compact_mults, cs)])
-                votes.index_add_(0, torch.from_numpy(np.concatenate(cols.compact_indices)),
-                                 torch.from_numpy(weighted))
+        sel = np.flatnonzero(grown_mask(x, y, tx, ty, cfg.tile_size, cfg.block_size))
         # positions of the tile's own points inside the grown selection
-        local = np.searchsorted(sel, inner_idx)
-        v = votes[torch.from_numpy(local)]
-        voted = (v.sum(1) > 0).numpy()
-        lab = v.argmax(1).numpy()
-        if not voted.all():
-            have = np.flatnonzero((votes.sum(1) > 0).numpy())
-            if len(have) == 0:
-                raise ValueError("no block could be formed from the points (empty scan?)")
-            _, nn_idx = cKDTree(pts[sel][have]).query(pts[inner_idx[~voted]])
-            lab[~voted] = votes[torch.from_numpy(have[nn_idx])].argmax(1).numpy()
-            # the nearest voted point's votes too, so confidence and probabilities match its label
-            v = v.clone()
-            v[torch.from_numpy(~voted)] = votes[torch.from_numpy(have[nn_idx])]
-            stats["unvoted_points"] += int((~voted).sum())
+        lab, conf, share = scorer.score(pts[sel], None if prgb is None else prgb[sel],
+                                        np.searchsorted(sel, inner_idx))
         inl_labels[inner_idx] = lab
-        # Votes are sums of softmax rows (each sums to 1): their share is the averaged probability.
-        # The labels above stay the argmax of the raw sums, exactly as before.
-        share = v / v.sum(1, keepdim=True)
-        inl_conf[inner_idx] = share.gather(1, torch.from_numpy(lab).long()[:, None])[:, 0].numpy()
+        inl_conf[inner_idx] = conf
         if inl_probs is not None:
-            inl_probs[inner_idx] = share.numpy()
-        stats["tiles"] += 1
+            inl_probs[inner_idx] = share
         bar.update(len(inner_idx))
     labels[inl] = inl_labels
     confidence[inl] = inl_conf
@@ -245,6 +305,7 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
             probs[far] = inl_probs[nn_idx]
         bar.update(int(far.sum()))
     bar.close()
+    stats = {**scorer.stats, "occupied_tiles": len(keys), "outliers": int(far.sum())}
     return PointScores(labels, confidence, probs, stats)
 
 
