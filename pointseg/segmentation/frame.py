@@ -604,7 +604,13 @@ class Frame:
     def forward(self, xyz: np.ndarray) -> np.ndarray:
         if self.is_identity:
             return np.asarray(xyz)
-        return ((np.asarray(xyz, dtype=np.float64) @ self.rotation.T) * self.scale).astype(np.float32)
+        # Each output coordinate from its own three products, not a matrix product: a point's result
+        # is then the same whatever array it comes in (a streamed chunk or the whole scan), bit for bit.
+        p, r = np.asarray(xyz, dtype=np.float64), self.rotation
+        out = np.empty(p.shape, dtype=np.float32)
+        for j in range(3):
+            out[:, j] = (p[:, 0] * r[j, 0] + p[:, 1] * r[j, 1] + p[:, 2] * r[j, 2]) * self.scale
+        return out
 
     def inverse(self, xyz: np.ndarray) -> np.ndarray:
         if self.is_identity:
