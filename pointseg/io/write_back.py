@@ -367,85 +367,136 @@ def _u(b: bytes | bytearray, off: int, size: int) -> int:
     return int.from_bytes(b[off:off + size], "little")
 
 
-def _las_source(src: Path) -> tuple[bytes, list[_RawVlr], bytes, np.ndarray, list[_RawVlr], bytes, dict]:
-    """``(public header, VLRs, bytes between the VLRs and the points, records (n, length) uint8,
-    EVLRs, the file's bytes after the points (.las: verbatim), facts)`` of an uncompressed view."""
+def _las_head(src: Path) -> tuple[bytes, list[_RawVlr], bytes, list[_RawVlr], dict]:
+    """``(public header, VLRs, bytes between the VLRs and the points, EVLRs, facts)`` of a LAS/LAZ
+    file, read from its head (and its EVLRs) without the point records."""
     from .scans import _check_las_header
     size = src.stat().st_size
     _check_las_header(src, size)       # the reader's checks: counts against the file's size, one line
-    b = src.read_bytes()
-    minor, hsize, offset = b[25], _u(b, 94, 2), _u(b, 96, 4)
+    with open(src, "rb") as fh:
+        b = fh.read(375)
+        offset = _u(b, 96, 4)
+        fh.seek(0)
+        head = fh.read(offset)
+        minor, hsize = b[25], _u(b, 94, 2)
+        evlr_start = _u(b, 235, 8) if minor >= 4 and hsize >= 247 else 0
+        ext = b""
+        if evlr_start and _u(b, 243, 4):
+            fh.seek(evlr_start)
+            ext = fh.read()
     nvlr, fmt_byte, rlen = _u(b, 100, 4), b[104], _u(b, 105, 2)
     fmt = fmt_byte & 0x3F
     n = _u(b, 107, 4)
     if minor >= 4 and hsize >= 255 and _u(b, 247, 8):
         n = _u(b, 247, 8)
-    vlrs, vend = _parse_vlrs(b, hsize, nvlr, False, str(src))
+    vlrs, vend = _parse_vlrs(head, hsize, nvlr, False, str(src))
     if vend > offset:
         raise ValueError(f"{src}: the VLRs run past the start of the point data")
     evlrs: list[_RawVlr] = []
-    evlr_start = _u(b, 235, 8) if minor >= 4 and hsize >= 247 else 0
-    if evlr_start and _u(b, 243, 4):
-        evlrs, _ = _parse_vlrs(b, evlr_start, _u(b, 243, 4), True, str(src))
+    if ext:
+        evlrs, _ = _parse_vlrs(ext, 0, _u(b, 243, 4), True, str(src))
     compressed = bool(fmt_byte & 0xC0) or src.suffix.lower() == ".laz"
+    if not compressed and offset + n * rlen > size:
+        raise ValueError(f"{src}: header declares {n} points of {rlen} bytes but the file holds only "
+                         f"{max(0, size - offset)} point bytes (truncated or corrupt file)")
     if compressed:
+        vlrs = [v for v in vlrs if not (v.user_id == "laszip encoded" and v.record_id == 22204)]
+    facts = {"minor": minor, "format": fmt, "points": n, "record_length": rlen, "offset": offset,
+             "evlr_start": evlr_start, "points_end": offset + n * rlen, "compressed": compressed,
+             "waveform_start": _u(b, 227, 8) if minor >= 3 and hsize >= 235 else 0, "size": size}
+    return b[:hsize], vlrs, head[vend:offset], evlrs, facts
+
+
+def _las_source(src: Path) -> tuple[bytes, list[_RawVlr], bytes, np.ndarray, list[_RawVlr], bytes, dict]:
+    """``(public header, VLRs, bytes between the VLRs and the points, records (n, length) uint8,
+    EVLRs, the file's bytes after the points (.las: verbatim), facts)`` of an uncompressed view."""
+    header, vlrs, pre_points, evlrs, facts = _las_head(src)
+    n, rlen, offset = facts["points"], facts["record_length"], facts["offset"]
+    if facts["compressed"]:
         import laspy
         try:
             las = laspy.read(str(src))
         except Exception as e:
-            msg = str(e)
-            hint = " (reading LAZ needs a LAZ backend: pip install lazrs)" if "backend" in msg.lower() else ""
-            raise ValueError(f"{src}: cannot read LAS/LAZ ({type(e).__name__}: {msg}){hint}") from None
+            raise _laz_read_error(src, e) from None
         rec = np.ascontiguousarray(las.points.array).view(np.uint8).reshape(len(las.points), -1)
         if rec.shape[1] != rlen:
             raise ValueError(f"{src}: decompressed records of {rec.shape[1]} bytes, the header says {rlen}")
-        vlrs = [v for v in vlrs if not (v.user_id == "laszip encoded" and v.record_id == 22204)]
         tail = b"".join(v.tobytes() for v in evlrs)
+        facts["points"] = len(rec)
     else:
-        if offset + n * rlen > size:
-            raise ValueError(f"{src}: header declares {n} points of {rlen} bytes but the file holds only "
-                             f"{max(0, size - offset)} point bytes (truncated or corrupt file)")
-        rec = np.frombuffer(b, np.uint8, n * rlen, offset).reshape(n, rlen)
-        tail = b[offset + n * rlen:]
-    facts = {"minor": minor, "format": fmt, "points": len(rec), "record_length": rlen, "offset": offset,
-             "evlr_start": evlr_start, "points_end": offset + n * rlen, "compressed": compressed,
-             "waveform_start": _u(b, 227, 8) if minor >= 3 and hsize >= 235 else 0}
-    return b[:hsize], vlrs, b[vend:offset], rec, evlrs, tail, facts
+        with open(src, "rb") as fh:
+            fh.seek(offset)
+            rec = np.frombuffer(fh.read(n * rlen), np.uint8).reshape(n, rlen)
+            tail = fh.read()
+    return header, vlrs, pre_points, rec, evlrs, tail, facts
 
 
-def _write_las(src: Path, dst: Path, labels: np.ndarray, confidence: np.ndarray, classes: ClassTable,
-               kept: np.ndarray | None, codes: Mapping[str, int], model: str | None) -> WriteBack:
-    header, vlrs, pre_points, rec, evlrs, tail, f = _las_source(src)
+def _laz_read_error(src: Path, e: Exception) -> ValueError:
+    msg = str(e)
+    hint = " (reading LAZ needs a LAZ backend: pip install lazrs)" if "backend" in msg.lower() else ""
+    return ValueError(f"{src}: cannot read LAS/LAZ ({type(e).__name__}: {msg}){hint}")
+
+
+def _las_class_bits(fmt: int) -> tuple[int, int]:
+    """The byte of a record that holds the classification, and its bits (formats 0-5 keep
+    synthetic / key-point / withheld in the top 3)."""
+    return (15, 0x1F) if fmt <= 5 else (16, 0xFF)
+
+
+@dataclass
+class _LasPlan:
+    """What the written LAS file is made of: everything before the point records (``prefix``, with
+    the changed header and the new VLRs), and how each record is rebuilt (:meth:`records`)."""
+
+    prefix: bytes
+    vlrs: list[_RawVlr]
+    cls_byte: int
+    cls_mask: int
+    table: np.ndarray                              # class index -> code
+    added: list[tuple[str, np.dtype, str, str]]    # (name, dtype, description, 'original' | 'confidence')
+    record_length: int                             # of the output records
+    conf_name: str
+    notes: list[str]
+
+    def records(self, rec: np.ndarray, labels: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Source records ``(k, length)`` uint8 with their labels and confidence -> output records."""
+        n, cls_byte, cls_mask = len(rec), self.cls_byte, self.cls_mask
+        out = np.empty((n, self.record_length), np.uint8)
+        out[:, :rec.shape[1]] = rec
+        # formats 0-5 keep synthetic / key-point / withheld in the classification byte's top 3 bits
+        out[:, cls_byte] = (rec[:, cls_byte] & ~np.uint8(cls_mask) & 0xFF) | self.table[labels]
+        col = rec.shape[1]
+        for _, dt, _, kind in self.added:
+            values = rec[:, cls_byte] & cls_mask if kind == "original" else confidence
+            out[:, col:col + dt.itemsize] = np.ascontiguousarray(values, dtype=dt.newbyteorder("<")).view(
+                np.uint8).reshape(n, dt.itemsize)
+            col += dt.itemsize
+        return out
+
+
+def _las_plan(src: Path, header: bytes, vlrs: list[_RawVlr], pre_points: bytes, evlrs: list[_RawVlr],
+              f: dict, original_nonzero: int, classes: ClassTable, codes: Mapping[str, int],
+              model: str | None) -> _LasPlan:
+    """The header / VLR changes of a written LAS file (one place for :func:`write_scan` and
+    :func:`write_scan_chunked`); ``original_nonzero``: the points whose own classification is not 0."""
     n, fmt = f["points"], f["format"]
-    _check_kept(src, np.ones(n, dtype=bool), len(labels), kept)   # scaled integers: never NaN
     check_las_codes_fit(src, fmt, codes)
     if any(v.user_id == "LASF_Spec" and v.record_id == 4 for v in evlrs):
         raise ValueError(f"{src}: the extra bytes are described in an EVLR; writing more of them there "
                          "is not supported")
-    cls_byte = 15 if fmt <= 5 else 16
-    cls_mask = 0x1F if fmt <= 5 else 0xFF
-    original = rec[:, cls_byte] & cls_mask
+    cls_byte, cls_mask = _las_class_bits(fmt)
     notes: list[str] = []
     names = _las_dimension_names(vlrs, fmt)
-    added: list[tuple[str, np.dtype, str, np.ndarray]] = []
-    if original.any():
+    added: list[tuple[str, np.dtype, str, str]] = []
+    if original_nonzero:
         orig_name = _free_name("original_classification", names)
-        added.append((orig_name, np.dtype(np.uint8), "classification before pointseg", original))
-        notes.append(f"the file's own classification (non-zero on {int((original != 0).sum()):,} points) is "
+        added.append((orig_name, np.dtype(np.uint8), "classification before pointseg", "original"))
+        notes.append(f"the file's own classification (non-zero on {original_nonzero:,} points) is "
                      f"kept in the extra bytes dimension '{orig_name}'")
     conf_name = _free_name("confidence", names | {a[0] for a in added})
-    added.append((conf_name, np.dtype(np.float32), "pointseg winning class prob", confidence.astype("<f4")))
-    extra = sum(a[1].itemsize for a in added)
-    out = np.empty((n, rec.shape[1] + extra), np.uint8)
-    out[:, :rec.shape[1]] = rec
+    added.append((conf_name, np.dtype(np.float32), "pointseg winning class prob", "confidence"))
+    record_length = f["record_length"] + sum(a[1].itemsize for a in added)
     table = np.array([codes[nm] for nm in classes.names], dtype=np.uint8)
-    # formats 0-5 keep synthetic / key-point / withheld in the classification byte's top 3 bits
-    out[:, cls_byte] = (rec[:, cls_byte] & ~np.uint8(cls_mask) & 0xFF) | table[labels]
-    col = rec.shape[1]
-    for _, dt, _, values in added:
-        out[:, col:col + dt.itemsize] = np.ascontiguousarray(values, dtype=dt.newbyteorder("<")).view(
-            np.uint8).reshape(n, dt.itemsize)
-        col += dt.itemsize
     # VLRs: the file's own, in order (pointseg's old table dropped), then the new ones.
     descriptors = b"".join(_extra_bytes_descriptor(nm, dt, d) for nm, dt, d, _ in added)
     new_vlrs: list[_RawVlr] = []
@@ -463,25 +514,38 @@ def _write_las(src: Path, dst: Path, labels: np.ndarray, confidence: np.ndarray,
     new_vlrs += _table_vlrs(vlrs, classes, codes, model, notes)
     vlr_bytes = b"".join(v.tobytes() for v in new_vlrs)
     offset = len(header) + len(vlr_bytes) + len(pre_points)
+    points_size = n * record_length
     h = bytearray(header)
     h[96:100] = offset.to_bytes(4, "little")
     h[100:104] = len(new_vlrs).to_bytes(4, "little")
     h[104] = fmt
-    h[105:107] = out.shape[1].to_bytes(2, "little")
-    shift = offset + out.size - f["points_end"]
+    h[105:107] = record_length.to_bytes(2, "little")
+    shift = offset + points_size - f["points_end"]
     if f["compressed"]:
-        shift = offset + out.size - f["evlr_start"] if f["evlr_start"] else 0
+        shift = offset + points_size - f["evlr_start"] if f["evlr_start"] else 0
     if f["evlr_start"]:
         h[235:243] = (f["evlr_start"] + shift).to_bytes(8, "little")
     if f["waveform_start"] and not f["compressed"] and f["waveform_start"] >= f["points_end"]:
         h[227:235] = (f["waveform_start"] + shift).to_bytes(8, "little")
-    body = bytes(h) + vlr_bytes + pre_points + out.tobytes() + tail
+    return _LasPlan(bytes(h) + vlr_bytes + pre_points, new_vlrs, cls_byte, cls_mask, table, added,
+                    record_length, conf_name, notes)
+
+
+def _write_las(src: Path, dst: Path, labels: np.ndarray, confidence: np.ndarray, classes: ClassTable,
+               kept: np.ndarray | None, codes: Mapping[str, int], model: str | None) -> WriteBack:
+    header, vlrs, pre_points, rec, evlrs, tail, f = _las_source(src)
+    n = f["points"]
+    _check_kept(src, np.ones(n, dtype=bool), len(labels), kept)   # scaled integers: never NaN
+    cls_byte, cls_mask = _las_class_bits(f["format"])
+    nonzero = int(np.count_nonzero(rec[:, cls_byte] & cls_mask))
+    plan = _las_plan(src, header, vlrs, pre_points, evlrs, f, nonzero, classes, codes, model)
+    body = plan.prefix + plan.records(rec, labels, confidence.astype("<f4")).tobytes() + tail
     with atomic_path(dst) as tmp:
         if dst.suffix.lower() == ".laz":
-            _compress_las(body, new_vlrs, evlrs, tmp, dst)
+            _compress_las(body, plan.vlrs, evlrs, tmp, dst)
         else:
             tmp.write_bytes(body)
-    return WriteBack(dst, dst.suffix.lower(), "classification", conf_name, n, 0, dict(codes), notes)
+    return WriteBack(dst, dst.suffix.lower(), "classification", plan.conf_name, n, 0, dict(codes), plan.notes)
 
 
 _LAS_BASE_DIMS = {
