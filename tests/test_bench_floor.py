@@ -1,8 +1,11 @@
-"""The benchmark floor (pointseg.data.floor).
+"""The benchmark floor (pointseg.data.floor) and the benchmark's table (tools/bench_segment.py).
 
 Small rooms (a low density) keep it fast; the memory bound is by construction (one room per
 write) and is not timed here."""
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +98,30 @@ def test_plan_refuses_nonsense():
     with pytest.raises(ValueError):
         plan_floor(1000, density=0)
 
+
+def _bench_module():
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench_segment.py"
+    spec = importlib.util.spec_from_file_location("bench_segment", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_table_prints_whatever_timings_exist(capsys):
+    bench = _bench_module()
+    common = {"model": "dgcnn", "sliding": {"stride": 0.5}, "load_average": 1.0}
+    in_memory = {**common, "points": 1000, "blocks": 4, "points_per_s": 500.0, "wall_s": 4.0, "peak_kb": 102400,
+                 "timings": {"read_scan_s": 0.1, "frame_s": 0.2, "predict_s": 2.0, "write_s": 0.1, "total_s": 2.5},
+                 "metrics": {"oa": 0.9, "miou": 0.5}}
+    streamed = {**common, "points": 4000, "blocks": 16, "points_per_s": 800.0, "wall_s": 8.0, "peak_kb": 153600,
+                "timings": {"read_scan_s": 0.3, "plan_s": 0.4, "spill_s": 0.5, "predict_s": 5.0,
+                            "merge_s": 0.6, "write_s": 0.2, "total_s": 7.0}}
+    assert bench._timing_keys([in_memory, streamed]) == [
+        "read_scan_s", "plan_s", "spill_s", "frame_s", "predict_s", "merge_s", "write_s", "total_s"]
+    bench.print_table("default", [in_memory, streamed], ["--stream"])
+    out = capsys.readouterr().out
+    for col in ("plan", "spill", "merge", "frame", "OA", "mIoU", "peak MB"):
+        assert col in out
+    assert "--stream" in out
+    ratio = [line for line in out.splitlines() if line.strip().startswith("4,000")][-1].split()
+    assert ratio[1:] == ["4.00", "1.60", "2.00", "1.50", "2.00"]
