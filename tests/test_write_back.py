@@ -566,3 +566,142 @@ def test_segment_refuses_bad_write_back_input_in_one_line(tmp_path):
         assert r.returncode != 0 and match in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- chunked (issue 27)
+
+def chunked(src: Path, dst: Path, labels: np.ndarray, conf: np.ndarray, chunk_bytes: int, calls: list | None = None,
+            **kw) -> wb.WriteBack:
+    """write_scan_chunked with the prediction served from arrays; ``calls`` collects the ranges asked."""
+    def labels_at(a, b):
+        if calls is not None:
+            calls.append((a, b))
+        return labels[a:b]
+    return wb.write_scan_chunked(src, dst, labels_at, lambda a, b: conf[a:b], S3DIS, chunk_bytes=chunk_bytes, **kw)
+
+
+@needs_real
+def test_chunked_las_is_byte_identical_to_write_scan(tmp_path):
+    import laspy
+    n = laspy.read(AERIAL).header.point_count
+    labels, conf = prediction(n, 12)
+    whole = wb.write_scan(AERIAL, tmp_path / "whole" / "a.las", labels, conf, S3DIS, model="m")
+    calls: list = []
+    rlen = las_raw(AERIAL)["record_length"]
+    res = chunked(AERIAL, tmp_path / "chunked" / "a.las", labels, conf, 7 * rlen, calls, model="m")
+    assert res.path.read_bytes() == whole.path.read_bytes()
+    assert res.to_dict() == whole.to_dict()
+    assert calls[0] == (0, 7) and max(b - a for a, b in calls) == 7 and calls[-1][1] == n
+    assert sorted(p.name for p in res.path.parent.iterdir()) == ["a.las"]      # no temporary left
+
+
+@pytest.mark.parametrize("version,point_format", [("1.2", 3), ("1.4", 6)])
+def test_chunked_las_with_its_own_classification_flags_and_evlrs_is_byte_identical(tmp_path, version, point_format):
+    src = tmp_path / "in.las"
+    cls, _ = synthetic_las(src, version, point_format)
+    labels, conf = prediction(len(cls), 13)
+    whole = wb.write_scan(src, tmp_path / "whole.las", labels, conf, S3DIS)
+    for chunk_bytes in (1, 7 * 40, 1 << 20):        # 1 byte: one record per chunk
+        res = chunked(src, tmp_path / f"c{chunk_bytes}.las", labels, conf, chunk_bytes)
+        assert res.path.read_bytes() == whole.path.read_bytes(), chunk_bytes
+        assert res.notes == whole.notes and any("original_classification" in n for n in res.notes)
+
+
+@needs_real
+@pytest.mark.skipif(not HAVE_LAZRS, reason="lazrs not installed (pip install 'pointseg[las]')")
+@pytest.mark.parametrize("source", ["aerial", "synthetic14"])
+def test_chunked_laz_reads_back_as_write_scans_output(tmp_path, source):
+    import laspy
+    src = tmp_path / "site.laz"
+    if source == "aerial":
+        laspy.read(AERIAL).write(str(src), do_compress=True)
+    else:
+        synthetic_las(tmp_path / "s.las", "1.4", 6)
+        laspy.read(tmp_path / "s.las").write(str(src), do_compress=True)
+    n = laspy.open(src).header.point_count
+    labels, conf = prediction(n, 14)
+    whole = wb.write_scan(src, tmp_path / "whole" / "site.laz", labels, conf, S3DIS)
+    res = chunked(src, tmp_path / "chunked" / "site.laz", labels, conf, 7 * 40)
+    assert las_raw(res.path)["bytes"][104] & 0x80                           # compressed
+    a, b = laspy.read(whole.path), laspy.read(res.path)
+    assert b.header.point_format.id == a.header.point_format.id
+    assert list(b.point_format.dimension_names) == list(a.point_format.dimension_names)
+    assert np.array_equal(b.points.array, a.points.array)                   # point for point, every byte
+    for attr in ("point_count", "scales", "offsets", "mins", "maxs", "number_of_points_by_return"):
+        assert np.array_equal(np.asarray(getattr(b.header, attr)), np.asarray(getattr(a.header, attr))), attr
+    ra, rb = las_raw(whole.path), las_raw(res.path)
+    assert [v for v in rb["vlrs"] if vlr_key(v)[0] != b"laszip encoded"] == [
+        v for v in ra["vlrs"] if vlr_key(v)[0] != b"laszip encoded"]
+    assert rb["evlrs"] == ra["evlrs"]
+    check_las_output(src, res.path, labels, conf)
+    assert res.to_dict() == whole.to_dict()
+
+
+def test_chunked_las_memory_does_not_grow_with_the_file(tmp_path):
+    import tracemalloc
+
+    import laspy
+    h = laspy.LasHeader(point_format=1, version="1.2")
+    las = laspy.LasData(h)
+    n = 150_000
+    rng = np.random.default_rng(15)
+    las.x, las.y, las.z = rng.random(n) * 100, rng.random(n) * 100, rng.random(n) * 10
+    src = tmp_path / "big.las"
+    las.write(str(src))
+    del las
+    size = src.stat().st_size                                                # 28 bytes a point: ~4 MB
+    labels, conf = prediction(n, 15)
+    tracemalloc.start()
+    try:
+        chunked(src, tmp_path / "out.las", labels, conf, 64 << 10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < size / 8, (peak, size)          # write_scan holds the file three times over
+    whole = wb.write_scan(src, tmp_path / "whole.las", labels, conf, S3DIS)
+    assert (tmp_path / "out.las").read_bytes() == whole.path.read_bytes()
+
+
+def test_chunked_las_refuses_dropped_or_unknown_labels_and_leaves_nothing(tmp_path):
+    src = tmp_path / "in.las"
+    cls, _ = synthetic_las(src, "1.2", 3)
+    labels, conf = prediction(len(cls), 16)
+    labels[300] = -1
+    with pytest.raises(ValueError) as e:
+        chunked(src, tmp_path / "out" / "in.las", labels, conf, 7 * 40)
+    assert str(src) in one_line(e.value) and "outside the class table" in str(e.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    with pytest.raises(ValueError) as e:
+        wb.write_scan_chunked(src, tmp_path / "o.las", lambda a, b: labels[a:b - 1], lambda a, b: conf[a:b], S3DIS)
+    assert "must be" in one_line(e.value)
+    with pytest.raises(ValueError) as e:
+        chunked(src, tmp_path / "o.laz", np.zeros(len(cls), int), conf, 1 << 20)
+    assert "keep the format" in one_line(e.value)
+
+
+@pytest.mark.parametrize("kind", ["ply", "npy", "txt", "pcd"])
+def test_chunked_write_of_other_formats_is_write_scans(tmp_path, kind):
+    """Only LAS/LAZ are chunked; the others take every row's labels and go through write_scan."""
+    from pointseg.io.scans import write_labelled_ply
+    rng = np.random.default_rng(17)
+    xyz = rng.random((40, 3)).astype(np.float32)
+    xyz[[5, 22]] = np.nan
+    src = tmp_path / f"scan.{kind}"
+    if kind == "ply":
+        write_labelled_ply(src, xyz, None, rng.integers(0, 13, 40), S3DIS)
+    elif kind == "npy":
+        np.save(src, xyz)
+    elif kind == "txt":
+        np.savetxt(src, xyz, fmt="%.6f")
+    else:
+        head = f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 40\nHEIGHT 1\nPOINTS 40\nDATA binary\n"
+        src.write_bytes(head.encode() + xyz.tobytes())
+    scan = quiet_read(src)
+    labels, conf = prediction(scan.num_points, 17)
+    whole = wb.write_scan(src, tmp_path / "whole" / src.name, labels, conf, S3DIS, kept=scan.kept)
+    full_labels = np.full(40, -1)
+    full_labels[scan.kept] = labels
+    full_conf = np.full(40, np.nan, np.float32)
+    full_conf[scan.kept] = conf
+    res = chunked(src, tmp_path / "chunked" / src.name, full_labels, full_conf, 100)
+    assert res.path.read_bytes() == whole.path.read_bytes()

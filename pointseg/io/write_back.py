@@ -41,11 +41,13 @@ such points. Every file is written to a temporary name and renamed: a failure le
 """
 from __future__ import annotations
 
+import io
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -548,6 +550,210 @@ def _write_las(src: Path, dst: Path, labels: np.ndarray, confidence: np.ndarray,
     return WriteBack(dst, dst.suffix.lower(), "classification", plan.conf_name, n, 0, dict(codes), plan.notes)
 
 
+DEFAULT_CHUNK_BYTES = 64 << 20     # write_scan_chunked: source point records read per step
+
+
+def write_scan_chunked(src: str | Path, dst: str | Path, labels_at: Callable[[int, int], np.ndarray],
+                       confidence_at: Callable[[int, int], np.ndarray], classes: ClassTable, *,
+                       codes: Mapping[str, int] | None = None, model: str | None = None,
+                       chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> WriteBack:
+    """:func:`write_scan` for a scan too large to hold: the prediction comes from callbacks.
+
+    ``labels_at(start, stop)`` gives the int64 labels (class indices into ``classes``) of the file's
+    rows ``[start, stop)``, ``-1`` for a row the reader dropped (non-finite coordinates);
+    ``confidence_at(start, stop)`` their float32 confidence (NaN where dropped). ``codes`` and
+    ``model`` as for :func:`write_scan`.
+
+    LAS / LAZ are written in chunks: the source records are read ``chunk_bytes`` at a time and the
+    rebuilt records written to a temporary file in ``dst``'s folder, renamed onto ``dst`` at the end,
+    so memory does not grow with the file. Two passes read the source: the first only for whether
+    its own classification holds anything (then kept as ``original_classification``), the second
+    to write. A ``.las`` comes out byte-identical to :func:`write_scan`'s; a ``.laz`` is compressed
+    by laspy's chunked writer and holds the same points, header fields and VLRs / EVLRs. LAS points
+    are never dropped, so a ``-1`` label there is refused.
+
+    Other formats are **not** chunked: the labels of every row are asked for at once and
+    :func:`write_scan` writes the file whole (the rows with label ``-1`` must be exactly the
+    points the reader drops).
+    """
+    src, dst = Path(src), Path(dst)
+    suffix = src.suffix.lower()
+    if suffix not in SCAN_OUTPUT_SUFFIXES:
+        raise ValueError(f"{src}: cannot write a '{suffix}' scan back (known: {', '.join(SCAN_OUTPUT_SUFFIXES)})")
+    if dst.suffix.lower() != suffix:
+        raise ValueError(f"{dst}: the written scan must keep the format of {src.name} ({suffix})")
+    if suffix not in (".las", ".laz"):
+        from .chunks import open_chunks
+        n = open_chunks(src).count
+        labels = np.asarray(labels_at(0, n))
+        confidence = np.asarray(confidence_at(0, n), dtype=np.float32)
+        if labels.shape != (n,) or confidence.shape != (n,):
+            raise ValueError(f"{src}: labels {labels.shape} and confidence {confidence.shape} must be ({n},) each")
+        kept = labels >= 0
+        return write_scan(src, dst, labels[kept], confidence[kept], classes,
+                          kept=None if kept.all() else kept, codes=codes, model=model)
+    codes = codes if codes is not None else las_code_table(classes)
+    return _write_las_chunked(src, dst, labels_at, confidence_at, classes, codes, model, int(chunk_bytes))
+
+
+def _las_record_chunks(src: Path, f: dict, k: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, records (m, length) uint8)`` of the source, ``k`` records at a time."""
+    n, rlen = f["points"], f["record_length"]
+    if not f["compressed"]:
+        with open(src, "rb") as fh:
+            for a in range(0, n, k):
+                m = min(k, n - a)
+                fh.seek(f["offset"] + a * rlen)
+                rec = np.fromfile(fh, np.uint8, m * rlen)
+                if len(rec) != m * rlen:
+                    raise ValueError(f"{src}: the point records end early (truncated or changed file)")
+                yield a, rec.reshape(m, rlen)
+        return
+    import laspy
+    try:
+        reader = laspy.open(str(src))
+    except Exception as e:
+        raise _laz_read_error(src, e) from None
+    with reader:
+        a, it = 0, reader.chunk_iterator(k)
+        while True:
+            try:
+                pts = next(it, None)
+            except Exception as e:
+                raise _laz_read_error(src, e) from None
+            if pts is None:
+                break
+            rec = np.ascontiguousarray(pts.array).view(np.uint8).reshape(len(pts), -1)
+            if rec.shape[1] != rlen:
+                raise ValueError(f"{src}: decompressed records of {rec.shape[1]} bytes, the header says {rlen}")
+            yield a, rec
+            a += len(rec)
+    if a != n:
+        raise ValueError(f"{src}: header declares {n} points but {a} were decompressed (corrupt file)")
+
+
+def _chunk_prediction(src: Path, labels_at: Callable, confidence_at: Callable, a: int, b: int,
+                      classes: ClassTable) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels_at(a, b))
+    confidence = np.asarray(confidence_at(a, b), dtype="<f4")
+    if labels.shape != (b - a,) or confidence.shape != (b - a,):
+        raise ValueError(f"{src}: labels {labels.shape} and confidence {confidence.shape} of points {a}..{b} "
+                         f"must be ({b - a},) each")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes.num_classes):
+        raise ValueError(f"{src}: labels outside the class table 0..{classes.num_classes - 1} in points "
+                         f"{a}..{b} (a LAS point is never dropped: every one needs a class)")
+    return labels, confidence
+
+
+def _write_las_chunked(src: Path, dst: Path, labels_at: Callable, confidence_at: Callable, classes: ClassTable,
+                       codes: Mapping[str, int], model: str | None, chunk_bytes: int) -> WriteBack:
+    header, vlrs, pre_points, evlrs, f = _las_head(src)
+    n = f["points"]
+    k = max(1, chunk_bytes // max(1, f["record_length"]))
+    cls_byte, cls_mask = _las_class_bits(f["format"])
+    nonzero = sum(int(np.count_nonzero(rec[:, cls_byte] & cls_mask)) for _, rec in _las_record_chunks(src, f, k))
+    plan = _las_plan(src, header, vlrs, pre_points, evlrs, f, nonzero, classes, codes, model)
+    with atomic_path(dst) as tmp:
+        if f["compressed"]:
+            _write_laz_chunks(src, dst, tmp, f, k, plan, evlrs, labels_at, confidence_at, classes)
+        else:
+            with open(tmp, "wb") as out:
+                out.write(plan.prefix)
+                for a, rec in _las_record_chunks(src, f, k):
+                    labels, confidence = _chunk_prediction(src, labels_at, confidence_at, a, a + len(rec), classes)
+                    out.write(plan.records(rec, labels, confidence).tobytes())
+                with open(src, "rb") as fh:              # EVLRs, waveform data: verbatim
+                    fh.seek(f["points_end"])
+                    shutil.copyfileobj(fh, out, 1 << 16)
+    return WriteBack(dst, dst.suffix.lower(), "classification", plan.conf_name, n, 0, dict(codes), plan.notes)
+
+
+def _write_laz_chunks(src: Path, dst: Path, tmp: Path, f: dict, k: int, plan: _LasPlan, evlrs: list[_RawVlr],
+                      labels_at: Callable, confidence_at: Callable, classes: ClassTable) -> None:
+    """LAZ through laspy's writer, a chunk of points at a time; the header and VLRs as
+    :func:`_compress_las` makes them."""
+    import laspy
+    from laspy.vlrs.vlrlist import VLRList
+    h = bytearray(plan.prefix)               # the uncompressed header, with no points and no EVLRs
+    h[107:111] = bytes(4)
+    if f["minor"] >= 4 and len(h) >= 255:
+        h[235:255] = bytes(20)
+    try:
+        with laspy.open(io.BytesIO(bytes(h))) as r:
+            header = r.header
+        header.vlrs = _raw_vlr_list(header, plan.vlrs)
+        dtype = header.point_format.dtype()
+        with laspy.open(str(tmp), mode="w", header=header, do_compress=True) as w:
+            ranges: dict = {}
+            for a, rec in _las_record_chunks(src, f, k):
+                labels, confidence = _chunk_prediction(src, labels_at, confidence_at, a, a + len(rec), classes)
+                out = plan.records(rec, labels, confidence)
+                points = laspy.PackedPointRecord(out.view(dtype).reshape(-1), header.point_format)
+                w.write_points(points)
+                ranges = _extra_bytes_ranges(w.header, points, ranges)
+            _set_extra_bytes_ranges(w.header, ranges)
+            if evlrs and header.version.minor >= 4:
+                w.write_evlrs(VLRList([laspy.VLR(v.user_id, v.record_id, v.description, v.data) for v in evlrs]))
+    except laspy.errors.LaspyException as e:
+        raise ValueError(f"{dst}: cannot write LAZ: {e}") from None
+
+
+def _extra_bytes_ranges(header: Any, points: Any, ranges: dict | None = None) -> dict:
+    """``name -> (min, max)`` raw values of each typed extra dimension over ``points``, grown from
+    ``ranges`` (the ``no_data`` value left out)."""
+    ranges = dict(ranges or {})
+    ebs = header.vlrs.get("ExtraBytesVlr")
+    for s in (ebs[0].extra_bytes_structs if ebs else []):
+        if s.data_type == 0 or not len(points):
+            continue
+        name = s.format_name()
+        raw = np.asarray(points.array[name]).reshape(len(points), -1)
+        k = raw.shape[1]
+        lo, hi = ranges.get(name, (np.full(k, np.nan), np.full(k, np.nan)))
+        lo, hi = lo.copy(), hi.copy()
+        no_data = s.no_data
+        for i in range(k):
+            v = raw[:, i]
+            if no_data is not None:
+                v = v[v != no_data[i]]
+            if v.size:
+                lo[i] = np.nanmin([lo[i], v.min()])
+                hi[i] = np.nanmax([hi[i], v.max()])
+        ranges[name] = (lo, hi)
+    return ranges
+
+
+def _set_extra_bytes_ranges(header: Any, ranges: dict) -> None:
+    ebs = header.vlrs.get("ExtraBytesVlr")
+    for s in (ebs[0].extra_bytes_structs if ebs else []):
+        if s.format_name() not in ranges:
+            continue
+        lo, hi = ranges[s.format_name()]
+        for i in range(len(lo)):
+            if np.isnan(lo[i]):
+                continue
+            if s.min_is_relevant():
+                s._raw_min()[i] = lo[i]
+            if s.max_is_relevant():
+                s._raw_max()[i] = hi[i]
+
+
+def _raw_vlr_list(header: Any, vlrs: list[_RawVlr]) -> Any:
+    """The VLRs as the bytes they were (laspy would re-encode the ones it knows), but for the Extra
+    Bytes VLR: laspy's own, parsed into ``header``'s point format."""
+    import laspy
+    from laspy.vlrs.known import ExtraBytesVlr
+    from laspy.vlrs.vlrlist import VLRList
+    parsed_eb = next(v for v in header.vlrs if isinstance(v, ExtraBytesVlr))
+    raw = VLRList()
+    for v in vlrs:
+        if v.user_id == "LASF_Spec" and v.record_id == 4:
+            raw.append(parsed_eb)
+        else:
+            raw.append(laspy.VLR(v.user_id, v.record_id, v.description, v.data))
+    return raw
+
+
 _LAS_BASE_DIMS = {
     0: ("X", "Y", "Z", "intensity", "return_number", "number_of_returns", "scan_direction_flag",
         "edge_of_flight_line", "classification", "synthetic", "key_point", "withheld", "scan_angle_rank",
@@ -590,24 +796,18 @@ def _table_vlrs(vlrs: list[_RawVlr], classes: ClassTable, codes: Mapping[str, in
 
 def _compress_las(body: bytes, vlrs: list[_RawVlr], evlrs: list[_RawVlr], tmp: Path, dst: Path) -> None:
     """LAZ through laspy, with every VLR / EVLR put back as the bytes it was (laspy would re-encode
-    the ones it knows); only the Extra Bytes VLR is laspy's own, rebuilt from the point format."""
-    import io
-
+    the ones it knows); only the Extra Bytes VLR is laspy's own, rebuilt from the point format, with
+    each dimension's true min / max (laspy 2.7's own takes the first point's value for both)."""
     import laspy
-    from laspy.vlrs.known import ExtraBytesVlr
     from laspy.vlrs.vlrlist import VLRList
     try:
         las = laspy.read(io.BytesIO(body))
-        parsed_eb = next(v for v in las.header.vlrs if isinstance(v, ExtraBytesVlr))
-        raw = VLRList()
-        for v in vlrs:
-            if v.user_id == "LASF_Spec" and v.record_id == 4:
-                raw.append(parsed_eb)
-            else:
-                raw.append(laspy.VLR(v.user_id, v.record_id, v.description, v.data))
-        las.header.vlrs = raw
-        las.evlrs = VLRList([laspy.VLR(v.user_id, v.record_id, v.description, v.data) for v in evlrs])
-        las.write(str(tmp), do_compress=True)
+        las.header.vlrs = _raw_vlr_list(las.header, vlrs)
+        with open(tmp, "wb+") as out, laspy.LasWriter(out, las.header, do_compress=True, closefd=False) as w:
+            w.write_points(las.points)
+            _set_extra_bytes_ranges(w.header, _extra_bytes_ranges(w.header, las.points))
+            if evlrs and las.header.version.minor >= 4:
+                w.write_evlrs(VLRList([laspy.VLR(v.user_id, v.record_id, v.description, v.data) for v in evlrs]))
     except laspy.errors.LaspyException as e:
         raise ValueError(f"{dst}: cannot write LAZ: {e}") from None
 
