@@ -4,7 +4,6 @@ chunk sizes that put chunk borders everywhere."""
 from __future__ import annotations
 
 import os
-import struct
 import warnings
 from pathlib import Path
 
@@ -419,3 +418,18 @@ def test_chunk_size_must_be_positive(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((4, 3)))
     with pytest.raises(ValueError):
         list(open_chunks(tmp_path / "a.npy").chunks(0))
+
+
+def test_ascii_ply_that_is_short_or_has_extra_lines_is_an_error_naming_the_file(tmp_path):
+    src = tmp_path / "mesh.ply"
+    ply_with_faces(src, "ascii", quad=False)
+    good = src.read_bytes()
+    src.write_bytes(good + b"1 2 3\n")
+    with pytest.raises(ValueError) as e:
+        list(open_chunks(src).chunks(3))
+    assert "mesh.ply" in one_line(e.value) and "more line(s)" in str(e.value)
+    lines = good.split(b"\n")
+    src.write_bytes(b"\n".join(lines[:-6]) + b"\n")          # inside the vertices
+    with pytest.raises(ValueError) as e:
+        list(open_chunks(src).chunks(3))
+    assert "mesh.ply" in one_line(e.value) and "truncated" in str(e.value)

@@ -694,7 +694,7 @@ def test_chunked_write_of_other_formats_is_write_scans(tmp_path, kind):
     elif kind == "txt":
         np.savetxt(src, xyz, fmt="%.6f")
     else:
-        head = f"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 40\nHEIGHT 1\nPOINTS 40\nDATA binary\n"
+        head = "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 40\nHEIGHT 1\nPOINTS 40\nDATA binary\n"
         src.write_bytes(head.encode() + xyz.tobytes())
     scan = quiet_read(src)
     labels, conf = prediction(scan.num_points, 17)

@@ -8,9 +8,12 @@ parsing pass) and returns a :class:`ChunkedScan`; ``ChunkedScan.chunks(chunk_poi
   caller picks the origin, e.g. from ``ChunkedScan.bounds``) and rows with non-finite coordinates
   kept (``read_scan`` drops them; the caller masks them with ``np.isfinite(xyz).all(1)``);
 * ``rgb`` uint8 ``(n, 3)`` converted exactly as ``read_scan`` converts colours;
-* ``label`` int64 ``(n,)``: the label ``read_scan`` would give (``Scan.label``; with
-  ``label_field`` the named field, ``Scan.raw_label``), checked the same way on the points with
-  finite coordinates; rows with non-finite coordinates get ``-1``.
+* ``label`` int64 ``(n,)``: the label ``read_scan`` would give (``Scan.label``, checked the same
+  way: whole, non-negative, inside a PLY's class table), or with ``label_field`` the named field
+  (``Scan.raw_label``) as whole numbers: a value that is not one is a ``ValueError`` naming the
+  file and the field (``read_scan`` keeps such raw values; every user of them calls
+  ``class_map.whole_numbers`` anyway). Checked on the points with finite coordinates; rows with
+  non-finite coordinates get ``-1``.
 
 How each format is read, and what memory that takes:
 
@@ -51,7 +54,7 @@ not read.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -59,10 +62,9 @@ import numpy as np
 
 from ..classes import ClassTable
 from .cloud_files import (_ascii_table, _check_int_range, _check_ply_sizes, _decode, _fields_from_columns,
-                          parse_pcd_header, parse_ply_header, prediction_name, read_pcd_fields,
-                          read_ply_fields)
-from .scans import (SCAN_SUFFIXES, Scan, _check_las_header, _colours_to_uint8, _column_number,
-                    _named_column, check_labels, check_regular_file, classes_from_comments)
+                          parse_pcd_header, parse_ply_header, prediction_name)
+from .scans import (SCAN_SUFFIXES, Scan, _check_las_header, _column_number, _named_column, check_labels,
+                    check_regular_file, classes_from_comments)
 
 DEFAULT_CHUNK_POINTS = 1_000_000
 _TEXT_PASS_LINES = 65_536       # data lines per parse in open_chunks's pass over a text file
@@ -506,12 +508,16 @@ class _PlyAsciiSource(_Source):
                         _check_int_range(arr[:, c], p.dtype, path, f"vertex property '{p.name}'")
                     cols[p.name] = arr[:, c]
                 yield a, _raw_fields(path, cols, self.pred_name, self.label_field)
-            # what follows the vertices: the other elements' lines, nothing more
-            rest = f.read().decode("ascii", errors="replace").split("\n")
-        extra = [ln for ln in rest[self.after:] if ln.strip()]
+            # what follows the vertices: the other elements' lines, nothing more (counted, not kept)
+            after, extra = 0, 0
+            for raw in f:
+                if after < self.after:
+                    after += 1
+                elif raw.strip():
+                    extra += 1
         if extra:
-            raise ValueError(f"{path}: {len(extra)} more line(s) of data than the header declares")
-        if len(rest) < self.after:
+            raise ValueError(f"{path}: {extra} more line(s) of data than the header declares")
+        if after < self.after:
             raise ValueError(f"{path}: the elements after 'vertex' hold fewer lines than the header declares "
                              "(truncated or corrupt file)")
 

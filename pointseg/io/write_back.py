@@ -35,6 +35,11 @@ The added fields are named ``label`` and ``confidence`` unless the file already 
 name (or, for ``label``, a ground-truth field such as ``class``): then ``pred`` (pointseg's name for
 a prediction), and failing that a numbered name, so no original field is ever replaced.
 
+``write_scan_chunked(src, dst, labels_at, confidence_at, classes)`` writes the same file for a scan
+too large to hold, asking for the prediction of file rows ``[start, stop)`` as it goes: LAS / LAZ
+in chunks (a ``.las`` byte-identical to :func:`write_scan`'s), the other formats whole through
+:func:`write_scan`.
+
 Points the reader drops (NaN/inf coordinates) stay in the output, in place, with the "no label"
 value :data:`NO_LABEL` (-1) and confidence NaN. LAS coordinates are integers, so a LAS file has no
 such points. Every file is written to a temporary name and renamed: a failure leaves nothing.
