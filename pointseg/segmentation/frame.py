@@ -601,6 +601,12 @@ class Frame:
         return {"rotation": self.rotation.tolist(), "scale": self.scale,
                 "decisions": [d.to_dict() for d in self.decisions]}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Frame":
+        """The frame :meth:`to_dict` wrote (a streamed run keeps its frame on disk)."""
+        return cls(np.asarray(d["rotation"], dtype=np.float64), float(d["scale"]),
+                   [Decision(**x) for x in d["decisions"]])
+
     def forward(self, xyz: np.ndarray) -> np.ndarray:
         if self.is_identity:
             return np.asarray(xyz)

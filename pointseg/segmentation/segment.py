@@ -80,14 +80,14 @@ def auto_voxel(xyz: np.ndarray, block_size: float, num_points: int) -> float | N
 
 def network_input(scan: Any, rgb: np.ndarray | None, block_size: float, num_points: int,
                   up: str = "auto", units: str = "auto", voxel: float | str | None = "auto",
-                  walls: str = "auto") -> NetworkInput:
-    """Frame (``--up`` / ``--units`` / ``--walls``, with the file's own hints) and subsampling
-    (``--voxel``: 'auto', None/'off', or metres)."""
+                  walls: str = "auto", frame: Frame | None = None) -> NetworkInput:
+    """Frame (``--up`` / ``--units`` / ``--walls``, with the file's own hints; or ``frame`` when
+    given) and subsampling (``--voxel``: 'auto', None/'off', or metres)."""
     hints = FileHints.of(scan)
-    if hints.training_frame and up == "auto" and units == "auto":
+    if frame is None and hints.training_frame and up == "auto" and units == "auto":
         frame = Frame(decisions=[Decision("frame", "kept", 1.0, "a prepared S3DIS room: already z-up, "
                                           "metres, walls along x/y")])
-    else:
+    elif frame is None:
         frame = resolve_frame(scan.xyz, up, units, walls, hints)
     lines = frame.lines()
     xyz = frame.forward(scan.xyz)
@@ -114,11 +114,12 @@ ROOM_HEIGHT_M = (1.0, 6.0)
 
 
 def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_points: int,
-                  rooms: bool = True) -> list[str]:
+                  rooms: bool = True, per_col: np.ndarray | None = None) -> list[str]:
     """What is off for the model's input recipe (coloured, about ``num_points`` or more points per
     ``block_size`` column, room-sized when the model was trained on rooms (``rooms``; a model
     trained on the user's own scans is not), in a confidently known frame), one line each; empty
-    when nothing is."""
+    when nothing is. ``per_col``: the points of every occupied column when ``net.xyz`` is only a
+    sample of the scan (a streamed one); None: counted from ``net.xyz``."""
     out = []
     if not has_colour:
         out.append("no colour: the model was trained on coloured scans")
@@ -131,7 +132,8 @@ def sanity_report(net: NetworkInput, has_colour: bool, block_size: float, num_po
     elif rooms and (side > ROOM_SIZE_M[1] or height > ROOM_HEIGHT_M[1]):
         out.append(f"much larger than a room ({side:.1f} m across, {height:.1f} m high): the model was "
                    "trained on single rooms")
-    _, per_col = np.unique(voxel_keys(xyz[:, :2], block_size), return_counts=True)
+    if per_col is None:
+        _, per_col = np.unique(voxel_keys(xyz[:, :2], block_size), return_counts=True)
     median = float(np.median(per_col))
     if median < num_points / SPARSE_FACTOR:
         out.append(f"sparse: a median of {median:,.0f} points per {block_size:g} m column, where the "
@@ -174,8 +176,10 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
                  color_policy: str | None = None, progress: bool = True, up: str = "auto", units: str = "auto",
                  voxel: float | str | None = "auto", notes: list[str] | None = None,
                  say: Callable[[str], None] | None = None, walls: str = "auto",
-                 probabilities: bool = False) -> Segmentation:
+                 probabilities: bool = False, frame: Frame | None = None) -> Segmentation:
     """Label every point of ``scan`` with ``model``.
+
+    ``frame``: the frame to use instead of deciding one (a streamed run's, to compare with it).
 
     ``probabilities``: also keep every point's class probabilities (``C`` floats a point).
 
@@ -197,7 +201,7 @@ def segment_scan(model: LoadedModel, scan: Any, sliding: SlidingConfig | None = 
     t = time.perf_counter()
     rgb = model_input_colours(scan.rgb, n, color_policy)
     sliding = sliding_for(ckpt, sliding)
-    net = network_input(scan, rgb, sliding.block_size, sliding.num_points, up, units, voxel, walls)
+    net = network_input(scan, rgb, sliding.block_size, sliding.num_points, up, units, voxel, walls, frame)
     for line in net.lines:
         say(line)
     trained_on = (ckpt.get("train_config", {}).get("data", {}).get("source")
