@@ -76,6 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scan, replacing the checkpoint's codes or the default 19 + class index")
     p.add_argument("--probabilities", action="store_true",
                    help="also write NAME.probabilities.npy: float16 (N, C) class probabilities per point")
+    p.add_argument("--stream", action="store_true",
+                   help="stream the scan through tiles on disk in bounded memory (automatic over "
+                        "20 M points); the work folder OUT.stream-work keeps every finished tile")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted streamed run from its first unfinished tile "
+                        "(same scan, checkpoint and settings; the labels equal an uninterrupted run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
                    help="also show the rendering engine's start-up lines (hidden by default)")
@@ -125,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     s = segment(args.scan, args.checkpoint, args.out, args.device, args.overwrite, sliding,
                 args.no_color, render=not args.no_render, progress=not args.quiet,
                 up=args.up, units=args.units, voxel=voxel, walls=args.walls,
-                write=args.write, las_codes=args.las_codes, probabilities=args.probabilities)
+                write=args.write, las_codes=args.las_codes, probabilities=args.probabilities,
+                stream=args.stream, resume=args.resume)
     top = sorted(s["histogram"].items(), key=lambda kv: -kv[1])[:5]
     print(f"[segment] {s['points']:,} points with {s['model']} in {s['timings']['total_s']:.1f} s "
           f"({s['points_per_s']:,.0f} points/s predicting); most frequent: "
@@ -147,12 +154,15 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
             render_size: tuple[int, int] = (480, 360), progress: bool = True, up: str = "auto",
             units: str = "auto", voxel: float | str | None = "auto", walls: str = "auto",
             write: str | None = None, las_codes: str | Path | None = None,
-            probabilities: bool = False) -> dict[str, Any]:
+            probabilities: bool = False, stream: bool = False, resume: bool = False,
+            chunk_points: int = 1_000_000) -> dict[str, Any]:
     """Segment one scan file and write its outputs (default: the bundled sample room with the
     bundled checkpoint); returns the summary, with ``out_dir`` and the ``outputs`` written.
 
     ``write``: ``--write`` (None: every output, the PNG only when ``render``); ``las_codes``: a
-    ``--las-codes`` file; ``probabilities``: also write the per-class probabilities."""
+    ``--las-codes`` file; ``probabilities``: also write the per-class probabilities; ``stream``:
+    stream the scan through tiles on disk (:mod:`pointseg.segmentation.stream`; automatic for
+    scans over ``STREAM_POINTS``), ``resume`` an interrupted streamed run."""
     from pointseg.atomic import check_replaceable
     from pointseg.segmentation.segment import DEFAULT_CHECKPOINT, load_model, segment_scan
     from pointseg.io.scans import read_scan
@@ -166,10 +176,20 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
             raise FileExistsError(f"output folder {out_dir} already exists (pass --overwrite to replace it)")
         check_replaceable(out_dir)        # refuse before the work, naming what is in the way
     timings: dict[str, float] = {}
+    work = stream_work_folder(out_dir)
+    if not (stream or resume) and scan_path.suffix.lower() != ".npz":
+        stream = _large_enough_to_stream(scan_path)
+    if (stream or resume) and probabilities:
+        raise ValueError("--probabilities is not available for a streamed scan (C values per point); "
+                         "leave it out, or segment the scan without --stream")
 
     t = time.perf_counter()
     model = load_model(checkpoint, device)
     timings["load_model_s"] = time.perf_counter() - t
+    if stream or resume:
+        return _segment_streamed(scan_path, checkpoint, model, out_dir, work, overwrite, sliding, color_policy,
+                                 render, render_size, progress, up, units, voxel, walls, write, las_codes,
+                                 resume, chunk_points, timings, t_start)
     t = time.perf_counter()
     with warnings.catch_warnings():
         # the reader's warning about NaN points becomes the note below: one line, pointseg's own
@@ -200,6 +220,171 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
         raise ValueError(f"{out_dir}: cannot write the outputs: {e.strerror or e}") from None
     summary["out_dir"] = str(out_dir)
     return summary
+
+
+def stream_work_folder(out_dir: Path) -> Path:
+    """Where a streamed run keeps its tiles until its outputs are written: ``OUT.stream-work``."""
+    return out_dir.with_name(out_dir.name + ".stream-work")
+
+
+def _large_enough_to_stream(scan_path: Path) -> bool:
+    """Whether the file holds more than ``STREAM_POINTS`` points (from its header; a file that
+    cannot be opened in chunks is left to the whole-scan reader, which names what is wrong)."""
+    from pointseg.io.chunks import open_chunks
+    from pointseg.segmentation.stream import STREAM_POINTS
+    try:
+        return open_chunks(scan_path).count > STREAM_POINTS
+    except (ValueError, OSError):
+        return False
+
+
+def _segment_streamed(scan_path: Path, checkpoint: Path, model: LoadedModel, out_dir: Path, work: Path,
+                      overwrite: bool, sliding: SlidingConfig | None, color_policy: str | None, render: bool,
+                      render_size: tuple[int, int], progress: bool, up: str, units: str, voxel: Any, walls: str,
+                      write: str | None, las_codes: str | Path | None, resume: bool, chunk_points: int,
+                      timings: dict[str, float], t_start: float) -> dict[str, Any]:
+    """:func:`segment` for a scan streamed through tiles on disk; the work folder stays until the
+    outputs are written, so an interrupted run continues with ``--resume``."""
+    import shutil
+
+    from pointseg.io.chunks import open_chunks
+    from pointseg.segmentation.stream import Interrupted, StreamRun
+
+    source = open_chunks(scan_path, label_field=model.ckpt.get("label_field") or None)
+    if source.count == 0:
+        raise ValueError(f"{scan_path}: the scan holds no points")
+    outputs, scan_out = _plan_outputs(scan_path, model, write, render, las_codes)
+    if not resume and work.exists():
+        raise FileExistsError(f"{work} holds an unfinished streamed run of this output: pass --resume to "
+                              "continue it, or remove that folder to start again")
+    _say(f"streaming {scan_path.name} ({source.count:,} points) through tiles in {work}")
+    run = StreamRun(model, source, work, sliding=sliding, color_policy=color_policy, up=up, units=units,
+                    voxel=voxel, walls=walls, chunk_points=chunk_points, progress=progress, say=_say,
+                    checkpoint=str(checkpoint), resume=resume)
+    try:
+        res = run.run()
+    except (KeyboardInterrupt, Interrupted):
+        _say(f"interrupted: {work} keeps every finished tile; the same command with --resume continues")
+        raise
+    timings.update(res.timings)
+    summary: dict[str, Any] = {"scan": str(scan_path), "points": res.points, "dropped_points": res.rows - res.points,
+                               "origin": run.state["origin"], "checkpoint": str(checkpoint), **res.summary}
+    try:
+        _write_streamed_outputs(out_dir, overwrite, source, run, res, model, summary, timings, outputs, scan_out,
+                                render_size, t_start, chunk_points)
+    except OSError as e:
+        if isinstance(e, (FileExistsError, FileNotFoundError, NotADirectoryError)):
+            raise
+        raise ValueError(f"{out_dir}: cannot write the outputs: {e.strerror or e}") from None
+    shutil.rmtree(work)           # the run's own folder (state.json, tiles); the outputs are written
+    summary["out_dir"] = str(out_dir)
+    return summary
+
+
+def _write_streamed_outputs(out_dir: Path, overwrite: bool, source: Any, run: Any, res: Any, model: LoadedModel,
+                            summary: dict[str, Any], timings: dict[str, float], write: frozenset[str],
+                            scan_out: dict[str, Any] | None, render_size: tuple[int, int], t_start: float,
+                            chunk_points: int) -> None:
+    """The outputs of :func:`_write_outputs` for a streamed scan, each written in chunks of the
+    file's rows: labels, the class-coloured PLY, the scan in its own format; the PNG and the page
+    show the evenly spaced sample the frame was decided on (every point of the scan would not fit)."""
+    import json
+
+    import numpy as np
+
+    from pointseg.atomic import atomic_dir
+    from pointseg.io.scans import LabelledPlyWriter, Scan
+    from pointseg.segmentation.stream import read_rows
+
+    name = Path(summary["scan"]).stem
+    classes = model.classes
+    shift = None if run.state["shift"] is None else np.asarray(run.state["shift"])
+    origin = None if run.state["origin"] is None else np.asarray(run.state["origin"])
+    gt_complete = res.confusion is not None and int(res.confusion.sum()) == res.points
+    every = int(run.state["sample_every"])      # the frame's sample: what the picture and the page show
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        t = time.perf_counter()
+        # one pass over the file's rows: labels.npy (the points kept), the PLY, the sample's labels
+        labels_file = None
+        if "labels" in write:
+            labels_file = open(tmp / f"{name}.labels.npy", "wb")
+            np.lib.format.write_array_header_1_0(labels_file, {"descr": "<i8", "fortran_order": False,
+                                                               "shape": (res.points,)})
+        ply = None
+        if "ply" in write:
+            ply = LabelledPlyWriter(tmp / f"{name}.ply", res.points, classes, labels=gt_complete, pred=True,
+                                    model=str(model.ckpt.get("preset")), origin=origin).__enter__()
+        sample_xyz, sample_rgb, sample_pred, sample_gt, sample_conf = [], [], [], [], []
+        try:
+            for ch in source.chunks(chunk_points):
+                lab = read_rows(res.labels_rows, np.int32, ch.start, ch.stop)
+                kept = lab >= 0
+                if labels_file is not None:
+                    lab[kept].astype(np.int64).tofile(labels_file)
+                xyz = ch.xyz[kept]
+                local = (xyz - shift if shift is not None else xyz).astype(np.float32)
+                gt = read_rows(res.gt_rows, np.int32, ch.start, ch.stop)[kept] if res.gt_rows else None
+                if ply is not None:
+                    ply.write(local, None, gt if gt_complete else None, lab[kept])
+                pick = np.arange(ch.start, ch.stop)[kept] % every == 0
+                sample_conf.append(read_rows(res.conf_rows, np.float32, ch.start, ch.stop)[kept][pick])
+                sample_xyz.append(local[pick])
+                sample_rgb.append(None if ch.rgb is None else ch.rgb[kept][pick])
+                sample_pred.append(lab[kept][pick])
+                sample_gt.append(None if gt is None else gt[pick])
+        except BaseException as e:
+            if ply is not None:
+                ply.__exit__(type(e), e, e.__traceback__)
+            raise
+        finally:
+            if labels_file is not None:
+                labels_file.close()
+        if ply is not None:
+            ply.__exit__(None, None, None)
+        timings["write_s"] = time.perf_counter() - t
+        if "scan" in write and scan_out is not None:
+            from pointseg.io.write_back import write_scan_chunked
+            t = time.perf_counter()
+            wb = write_scan_chunked(source.path, tmp / scan_out["name"],
+                                    lambda a, b: read_rows(res.labels_rows, np.int32, a, b).astype(np.int64),
+                                    lambda a, b: read_rows(res.conf_rows, np.float32, a, b), classes,
+                                    codes=scan_out["codes"], model=str(model.ckpt.get("preset")))
+            timings["scan_write_s"] = time.perf_counter() - t
+            summary["scan_output"] = wb.to_dict()
+            for line in wb.notes:
+                _say(f"note: {line}")
+        if "png" in write or "html" in write:
+            rgb = None if any(c is None for c in sample_rgb) else np.concatenate(sample_rgb)
+            gt = None if any(g is None for g in sample_gt) else np.concatenate(sample_gt)
+            view = Scan(np.concatenate(sample_xyz), rgb, path=Path(summary["scan"]), origin=origin)
+            pred = np.concatenate(sample_pred)
+            note = (f"the picture and the page show every {run.state['sample_every']:,}th point "
+                    f"({len(pred):,} of {res.points:,})")
+            summary.setdefault("notes", []).append(note)
+            if "png" in write:
+                from dataclasses import replace
+
+                from pointseg.viewer.render import render_png
+                t = time.perf_counter()
+                render_png(replace(view, label=gt, pred=pred), tmp / f"{name}.png", mode="panels",
+                           classes=classes, size=render_size, confusion=res.confusion)
+                timings["render_s"] = time.perf_counter() - t
+            if "html" in write:
+                from pointseg.viewer.html import write_html
+                t = time.perf_counter()
+                write_html(tmp / f"{name}.html", view.xyz, view.rgb, pred, gt, classes,
+                           confidence=np.concatenate(sample_conf),
+                           title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
+                           summary={"checkpoint": summary["checkpoint"], "note": note}, confusion=res.confusion)
+                timings["html_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t_start
+        summary["timings"] = timings
+        summary["points_per_s"] = res.points / max(1e-9, timings["predict_s"])
+        summary["peak_rss_mb"] = _peak_rss_mb()
+        summary["outputs"] = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("."))
+        if "json" in write:
+            summary["outputs"] = sorted(summary["outputs"] + [f"{name}.json"])
+            (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))
 
 
 def _plan_outputs(scan_path: Path, model: LoadedModel, write: str | None, render: bool,

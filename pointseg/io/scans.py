@@ -51,7 +51,7 @@ import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -664,53 +664,93 @@ def write_labelled_ply(path: str | Path, xyz: np.ndarray, colors: np.ndarray | N
     xyz = np.asarray(xyz, dtype=np.float32)
     if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) == 0:
         raise ValueError(f"{path}: xyz must be a non-empty (N, 3) array, got {xyz.shape}")
-    n = len(xyz)
     if labels is None and pred is None and colors is None:
         raise ValueError(f"{path}: nothing to write besides coordinates (no labels, pred or colours)")
-    if labels is not None:
-        labels = check_labels(labels, n, str(path), classes, "labels")
-    if pred is not None:
-        pred = check_labels(pred, n, str(path), classes, "pred")
-    if colors is None:
-        colors = classes.colors(pred if pred is not None else labels)
-    colors = np.asarray(colors)
-    if colors.shape != (n, 3):
-        raise ValueError(f"{path}: colours must be ({n}, 3), got {colors.shape}")
-    colors = _colours_to_uint8(colors, path)
-    ltype = np.uint8 if classes.num_classes <= 256 else np.uint16 if classes.num_classes <= 65536 else np.int32
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    if labels is not None:
-        fields.append(("label", np.dtype(ltype).newbyteorder("<").str))
-    if pred is not None:
-        fields.append(("pred", np.dtype(ltype).newbyteorder("<").str))
-    rec = np.empty(n, dtype=fields)
-    rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    rec["red"], rec["green"], rec["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
-    if labels is not None:
-        rec["label"] = labels
-    if pred is not None:
-        rec["pred"] = pred
-    for name in classes.names:
-        if "\n" in name or "\r" in name:
-            raise ValueError(f"{path}: class name {name!r} contains a line break")
-    header = ["ply", "format binary_little_endian 1.0", "comment written by pointseg",
-              f"comment class_table {classes.name}"]
-    if origin is not None:
-        header.append("comment origin " + " ".join(repr(float(v)) for v in np.asarray(origin, dtype=np.float64)))
-    header += [f"comment class {i} {nm} {c[0]} {c[1]} {c[2]}"
-               for i, (nm, c) in enumerate(zip(classes.names, classes.palette))]
-    if model:
-        header.append(f"comment model {model}")
-    header += [f"element vertex {n}", "property float x", "property float y", "property float z",
-               "property uchar red", "property uchar green", "property uchar blue"]
-    ptype = _PLY_INT_TYPES[np.dtype(ltype)]
-    if labels is not None:
-        header.append(f"property {ptype} label")
-    if pred is not None:
-        header.append(f"property {ptype} pred")
-    header.append("end_header")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("utf-8"))
-            f.write(rec.tobytes())
+    with LabelledPlyWriter(path, len(xyz), classes, labels=labels is not None, pred=pred is not None,
+                           model=model, origin=origin) as w:
+        w.write(xyz, colors, labels, pred)
     return path
+
+
+class LabelledPlyWriter:
+    """:func:`write_labelled_ply` in chunks, for scans too large to hold: the header for ``n``
+    points (with ``label`` / ``pred`` properties as asked), then :meth:`write` for consecutive
+    points; the file appears (atomically) only when all ``n`` were written and the block exits."""
+
+    def __init__(self, path: str | Path, n: int, classes: ClassTable = S3DIS, *, labels: bool = False,
+                 pred: bool = False, model: str | None = None, origin: np.ndarray | None = None) -> None:
+        self.path, self.n, self.classes, self.written = Path(path), int(n), classes, 0
+        ltype = np.uint8 if classes.num_classes <= 256 else np.uint16 if classes.num_classes <= 65536 else np.int32
+        fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        if labels:
+            fields.append(("label", np.dtype(ltype).newbyteorder("<").str))
+        if pred:
+            fields.append(("pred", np.dtype(ltype).newbyteorder("<").str))
+        self.dtype = np.dtype(fields)
+        for name in classes.names:
+            if "\n" in name or "\r" in name:
+                raise ValueError(f"{path}: class name {name!r} contains a line break")
+        header = ["ply", "format binary_little_endian 1.0", "comment written by pointseg",
+                  f"comment class_table {classes.name}"]
+        if origin is not None:
+            header.append("comment origin " + " ".join(repr(float(v)) for v in np.asarray(origin, dtype=np.float64)))
+        header += [f"comment class {i} {nm} {c[0]} {c[1]} {c[2]}"
+                   for i, (nm, c) in enumerate(zip(classes.names, classes.palette))]
+        if model:
+            header.append(f"comment model {model}")
+        header += [f"element vertex {n}", "property float x", "property float y", "property float z",
+                   "property uchar red", "property uchar green", "property uchar blue"]
+        ptype = _PLY_INT_TYPES[np.dtype(ltype)]
+        if labels:
+            header.append(f"property {ptype} label")
+        if pred:
+            header.append(f"property {ptype} pred")
+        header.append("end_header")
+        self.header = ("\n".join(header) + "\n").encode("utf-8")
+
+    def __enter__(self) -> "LabelledPlyWriter":
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._f = open(self._tmp, "wb")
+        self._f.write(self.header)
+        return self
+
+    def write(self, xyz: np.ndarray, colors: np.ndarray | None = None, labels: np.ndarray | None = None,
+              pred: np.ndarray | None = None) -> None:
+        """The next ``len(xyz)`` points; ``colors`` None: by ``pred`` (else ``labels``)."""
+        path, classes, names = self.path, self.classes, self.dtype.names
+        xyz = np.asarray(xyz, dtype=np.float32)
+        k = len(xyz)
+        if ("label" in names) != (labels is not None) or ("pred" in names) != (pred is not None):
+            raise ValueError(f"{path}: the chunk's labels / pred do not match the header")
+        if labels is not None:
+            labels = check_labels(labels, k, str(path), classes, "labels")
+        if pred is not None:
+            pred = check_labels(pred, k, str(path), classes, "pred")
+        if colors is None:
+            colors = classes.colors(pred if pred is not None else labels)
+        colors = np.asarray(colors)
+        if colors.shape != (k, 3):
+            raise ValueError(f"{path}: colours must be ({k}, 3), got {colors.shape}")
+        colors = _colours_to_uint8(colors, path)
+        rec = np.empty(k, dtype=self.dtype)
+        rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+        rec["red"], rec["green"], rec["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
+        if labels is not None:
+            rec["label"] = labels
+        if pred is not None:
+            rec["pred"] = pred
+        self._f.write(rec.tobytes())
+        self.written += k
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        self._f.close()
+        short = kind is None and self.written != self.n
+        if kind is None and not short:
+            self._ctx.__exit__(None, None, None)          # renamed onto the path
+            return
+        err = value if value is not None else ValueError(
+            f"{self.path}: {self.written} points written of the {self.n} the header declares")
+        self._ctx.__exit__(type(err), err, tb)            # the temporary file removed
+        if short:
+            raise err
