@@ -155,3 +155,90 @@ class DGCNN(nn.Module):
         for layer in self.head[1:]:
             h = layer(h)
         return self.classifier(self.dropout(h))
+
+
+class FoldedDGCNN:
+    r"""An eval-mode :class:`DGCNN` prepared for inference: BatchNorm folded into every 1x1 conv
+    (:mod:`pointseg.nn.folded`), channel-last activations, and each max taken before the bias and
+    activation it commutes with:
+
+    * EdgeConv stages: ``[a | b] = h W'`` in one GEMM; an edge's first-layer activation is
+      ``act(a_i + b_j)``; the last edge layer's shift and activation follow the max over ``j``
+      (a one-layer stage is ``act(a_i + max_j b_j)``);
+    * ``conv6`` + global max: ``g = act(max_n (f_n W_6') + t_6)``, the ``(B, N, 1024)`` embedding
+      is never stored or normalised (it is computed ``HEAD_ROWS`` points at a time and reduced);
+    * ``conv7`` takes ``g W_g' + t_7`` as the per-cloud bias of ``f W_x'`` (as ``split_global``);
+      ``conv7``-``conv9`` run ``HEAD_ROWS`` points at a time, so their activations stay in cache.
+
+    Same function as the module up to float rounding (summation order, the folded products); the
+    kNN graphs are the module's own kNN module (so a patched kNN, e.g. the compact evaluation's
+    multiset kNN, is used the same way). Built by :meth:`from_model`, which returns None when a
+    layer is not foldable (training mode, another norm or activation, ``conv-act-norm``).
+
+    ``forward(x (B, N, C_in) float, channel-last)`` -> logits ``(B, N, classes)``.
+    """
+
+    def __init__(self, model: DGCNN, stages, embed, head_g, head, classifier) -> None:
+        self.model = model
+        self.stages, self.embed, self.head_g, self.head, self.classifier = stages, embed, head_g, head, classifier
+        self.dtype = embed.weight_t.dtype
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "FoldedDGCNN | None":
+        from ..nn.folded import FoldedEdgeMLP, fold_layer
+        if type(model) is not DGCNN or model.training or model.knn.dilation != 1:
+            return None
+        stages = [FoldedEdgeMLP.from_module(s) for s in model.stages]
+        embed = fold_layer(model.embed)
+        first = model.head[0]
+        e = model.cfg.emb_channels
+        w = first.lin.weight
+        head_g = fold_layer(first, w[:, :e])
+        head = [fold_layer(first, w[:, e:])] + [fold_layer(layer) for layer in model.head[1:]]
+        classifier = fold_layer(model.classifier)
+        if any(p is None for p in (*stages, embed, head_g, *head, classifier)):
+            return None
+        # conv7's bias belongs to the per-cloud term only (it is added once)
+        head[0].shift = torch.zeros_like(head[0].shift)
+        return cls(model, stages, embed, head_g, head, classifier)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        from ..nn.folded import HEAD_ROWS, act_
+        m = self.model
+        if x.dim() != 3 or x.shape[2] != m.cfg.in_channels:
+            raise ValueError(f"x must be (B, N, {m.cfg.in_channels}) channel-last, got {tuple(x.shape)}")
+        x = x.to(self.dtype)
+        B, N, _ = x.shape
+        lo, hi = m.cfg.knn_channels
+        widths = [s.out_channels for s in self.stages]
+        feats = x.new_empty(B, N, sum(widths))
+        h, off = x, 0
+        for i, stage in enumerate(self.stages):
+            g = m.knn((x[:, :, lo:hi] if i == 0 else h).transpose(1, 2))
+            out = feats[:, :, off:off + widths[i]]
+            h = stage(h, g, out)
+            off += widths[i]
+        flat = feats.view(B * N, -1)
+        # conv6 -> BatchNorm -> act -> max over the points: act(max_n (f W6') + t6)
+        emb = self.embed
+        gmax = x.new_empty(B, emb.out_channels)
+        for b in range(B):
+            best = None
+            for s in range(b * N, (b + 1) * N, HEAD_ROWS):
+                v = torch.mm(flat[s:min((b + 1) * N, s + HEAD_ROWS)], emb.weight_t).amax(0)
+                best = v if best is None else torch.maximum(best, v, out=best)
+            gmax[b] = best
+        glob = emb.act_(gmax.add_(emb.shift))
+        const = torch.addmm(self.head_g.shift, glob, self.head_g.weight_t)       # (B, C7): once per cloud
+        logits = x.new_empty(B, N, self.classifier.out_channels)
+        out_rows = logits.view(B * N, -1)
+        first, rest = self.head[0], self.head[1:]
+        for b in range(B):
+            for s in range(b * N, (b + 1) * N, HEAD_ROWS):
+                e = min((b + 1) * N, s + HEAD_ROWS)
+                z = act_(torch.addmm(const[b], flat[s:e], first.weight_t), first.slope)
+                for layer in rest:
+                    z = layer.act_(torch.addmm(layer.shift, z, layer.weight_t))
+                torch.addmm(self.classifier.shift, z, self.classifier.weight_t, out=out_rows[s:e])
+        return logits

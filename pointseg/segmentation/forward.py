@@ -2,19 +2,100 @@
 
 One place for how blocks meet the network (batching, layout, threads), so the sliding inference
 (:mod:`pointseg.segmentation.inference`) and the block-level scoring share it.
+
+On the CPU a DGCNN in eval mode runs as its :class:`~pointseg.models.dgcnn.FoldedDGCNN` (BatchNorm
+folded into the convs, channel-last, maxima before the bias and activation they commute with; same
+scores up to float rounding, docs/performance.md), prepared once per model and re-prepared when a
+parameter or buffer changes. With ``torch.get_num_threads() = T > 1`` the batches are spread over
+``T`` Python threads that each run one batch on one intra-op thread (torch ops and the compiled
+kernels release the GIL): no barrier per op, so a core taken by another process slows its own
+thread only. Any other model, or another device, takes the module's own forward as before.
 """
 from __future__ import annotations
 
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
+
+# model -> (fingerprint of its tensors, FoldedDGCNN | None)
+_prepared: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+# False: always the module's own forward (benchmarks and tests compare the two)
+FOLDED = True
+# False: one call with torch's intra-op threads instead of one Python thread per batch
+BLOCK_THREADS = True
+
+
+def _fingerprint(model: torch.nn.Module) -> tuple:
+    tensors = model.state_dict(keep_vars=True).values()
+    return (model.training, tuple((id(t), t._version, t.device.type, t.dtype) for t in tensors))
+
+
+def prepared(model: torch.nn.Module):
+    """The model's inference plan (:class:`~pointseg.models.dgcnn.FoldedDGCNN`) or None when it has
+    none; cached per model and rebuilt when one of its tensors was changed or replaced."""
+    from ..models.dgcnn import DGCNN, FoldedDGCNN
+    if not FOLDED or type(model) is not DGCNN or model.training:
+        return None
+    key = _fingerprint(model)
+    with _lock:
+        hit = _prepared.get(model)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    p = next(model.parameters(), None)
+    plan = None
+    if p is not None and p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64):
+        plan = FoldedDGCNN.from_model(model)
+    with _lock:
+        _prepared[model] = (key, plan)
+    return plan
+
+
+def _spans(n: int, batch_size: int, workers: int) -> list[tuple[int, int]]:
+    """Batches of at most ``batch_size`` blocks; fewer blocks than ``workers`` full batches are
+    split evenly so every worker gets some."""
+    per = batch_size
+    if workers > 1 and n < workers * batch_size:
+        per = max(1, -(-n // workers))
+    return [(s, min(n, s + per)) for s in range(0, n, per)]
 
 
 @torch.no_grad()
 def block_scores(model: torch.nn.Module, blocks: np.ndarray, device: torch.device,
                  batch_size: int) -> torch.Tensor:
     """Softmax scores ``(B, P, C)`` float32 on the CPU of 9-channel blocks ``(B, P, 9)``."""
-    out = []
-    for s in range(0, len(blocks), batch_size):
-        x = torch.from_numpy(blocks[s:s + batch_size]).to(device).transpose(1, 2).contiguous()
-        out.append(torch.softmax(model(x).float(), dim=1).transpose(1, 2).cpu())
-    return torch.cat(out)
+    plan = prepared(model) if torch.device(device).type == "cpu" else None
+    if plan is None:
+        out = []
+        for s in range(0, len(blocks), batch_size):
+            x = torch.from_numpy(blocks[s:s + batch_size]).to(device).transpose(1, 2).contiguous()
+            out.append(torch.softmax(model(x).float(), dim=1).transpose(1, 2).cpu())
+        return torch.cat(out)
+    src = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.float32))
+    n = len(blocks)
+    threads = torch.get_num_threads() if BLOCK_THREADS else 1
+    spans = _spans(n, batch_size, threads)
+    workers = min(threads, len(spans))
+    result = torch.empty(n, blocks.shape[1], plan.classifier.out_channels)
+
+    def run(span: tuple[int, int]) -> None:
+        s, e = span
+        result[s:e] = torch.softmax(plan(src[s:e]).float(), dim=-1)
+
+    if workers <= 1:
+        for span in spans:
+            run(span)
+        return result
+
+    def work(span: tuple[int, int]) -> None:
+        torch.set_num_threads(1)          # this thread's intra-op threads only
+        with torch.no_grad():
+            run(span)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for f in [pool.submit(work, span) for span in spans]:
+            f.result()
+    return result
