@@ -100,25 +100,32 @@ def _key_value(k: int) -> float:
     return float(np.array([b], dtype=np.uint32).view(np.float32)[0])
 
 
-def order_statistics(passes: Callable[[], Iterator[np.ndarray]], ranks: list[int]) -> list[float]:
-    """The values of rank ``ranks`` (0-based, ascending) of float32 values streamed in arrays by
-    ``passes()`` (called twice): exact, in two passes over the data and 2 x 65,536 counters."""
-    hi = np.zeros(1 << 16, dtype=np.int64)
+def order_statistics(passes: Callable[[], Iterator[np.ndarray]], ranks: list[int]) -> np.ndarray:
+    """The values of rank ``ranks`` (0-based, ascending) of every column of float32 values
+    ``(n, D)`` streamed in arrays by ``passes()`` (called twice): ``(len(ranks), D)``, exact, in
+    two passes over the data with 65,536 counters per column and rank."""
+    hi: np.ndarray | None = None
     for v in passes():
-        hi += np.bincount(float_keys(v) >> 16, minlength=1 << 16)
-    cum = np.cumsum(hi)
-    buckets = [int(np.searchsorted(cum, r, side="right")) for r in ranks]
-    below = [int(cum[b - 1]) if b else 0 for b in buckets]
-    lo = {b: np.zeros(1 << 16, dtype=np.int64) for b in set(buckets)}
+        k = float_keys(v).reshape(len(v), -1) >> 16
+        counts = np.stack([np.bincount(k[:, d], minlength=1 << 16) for d in range(k.shape[1])])
+        hi = counts if hi is None else hi + counts
+    assert hi is not None, "order_statistics: no values"
+    cum = np.cumsum(hi, axis=1)
+    dims = range(len(cum))
+    bucket = np.array([[int(np.searchsorted(cum[d], r, side="right")) for d in dims] for r in ranks])
+    lo = np.zeros(bucket.shape + (1 << 16,), dtype=np.int64)
     for v in passes():
-        k = float_keys(v)
-        top = k >> 16
-        for b, counts in lo.items():
-            counts += np.bincount(k[top == b] & 0xFFFF, minlength=1 << 16)
-    out = []
-    for r, b, base in zip(ranks, buckets, below):
-        low = int(np.searchsorted(np.cumsum(lo[b]), r - base, side="right"))
-        out.append(_key_value((b << 16) | low))
+        k = float_keys(v).reshape(len(v), -1)
+        for i in range(len(ranks)):
+            for d in dims:
+                lo[i, d] += np.bincount(k[:, d][(k[:, d] >> 16) == bucket[i, d]] & 0xFFFF, minlength=1 << 16)
+    out = np.empty(bucket.shape)
+    for i, r in enumerate(ranks):
+        for d in dims:
+            b = int(bucket[i, d])
+            below = int(cum[d, b - 1]) if b else 0
+            low = int(np.searchsorted(np.cumsum(lo[i, d]), r - below, side="right"))
+            out[i, d] = _key_value((b << 16) | low)
     return out
 
 
@@ -442,10 +449,8 @@ class StreamRun:
         m = self.state["network_points"]
         box = None
         if m >= 100:
-            lo_k, hi_k = box_ranks(m)
-            vals = [order_statistics(lambda a=a: (r["xyz"][:, a] for r in self._rep_arrays()), [lo_k, hi_k])
-                    for a in range(3)]
-            box = box_from_bulk(np.array([v[0] for v in vals]), np.array([v[1] for v in vals]))
+            lo_v, hi_v = order_statistics(lambda: (r["xyz"] for r in self._rep_arrays()), list(box_ranks(m)))
+            box = box_from_bulk(lo_v, hi_v)
         lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
         outliers = []
         for r in self._rep_arrays():
