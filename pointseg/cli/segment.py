@@ -228,11 +228,17 @@ def stream_work_folder(out_dir: Path) -> Path:
 
 
 def _large_enough_to_stream(scan_path: Path) -> bool:
-    """Whether the file holds more than ``STREAM_POINTS`` points (from its header; a file that
-    cannot be opened in chunks is left to the whole-scan reader, which names what is wrong)."""
+    """Whether the file holds more than ``STREAM_POINTS`` points: from its header, or for a text
+    file (no header to count) from its size at the length of its first lines; a file that cannot
+    be opened in chunks is left to the whole-scan reader, which names what is wrong."""
     from pointseg.io.chunks import open_chunks
     from pointseg.segmentation.stream import STREAM_POINTS
     try:
+        if scan_path.suffix.lower() in (".xyz", ".txt"):
+            with open(scan_path, "rb") as f:
+                head = f.read(1 << 16)
+            line = max(1.0, len(head) / max(1, head.count(b"\n")))
+            return scan_path.stat().st_size / line > STREAM_POINTS
         return open_chunks(scan_path).count > STREAM_POINTS
     except (ValueError, OSError):
         return False
