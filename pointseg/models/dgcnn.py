@@ -203,9 +203,12 @@ class FoldedDGCNN:
         return cls(model, stages, embed, head_g, head, classifier)
 
     @torch.no_grad()
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, knn=None) -> Tensor:
+        """Logits ``(B, N, classes)`` of ``x (B, N, C_in)``; ``knn`` (default: the model's kNN
+        module) maps stage features ``(B, C, N)`` to neighbour indices ``(B, N, k)``."""
         from ..nn.folded import HEAD_ROWS, act_
         m = self.model
+        knn = knn or m.knn
         if x.dim() != 3 or x.shape[2] != m.cfg.in_channels:
             raise ValueError(f"x must be (B, N, {m.cfg.in_channels}) channel-last, got {tuple(x.shape)}")
         x = x.to(self.dtype)
@@ -215,7 +218,7 @@ class FoldedDGCNN:
         feats = x.new_empty(B, N, sum(widths))
         h, off = x, 0
         for i, stage in enumerate(self.stages):
-            g = m.knn((x[:, :, lo:hi] if i == 0 else h).transpose(1, 2))
+            g = knn((x[:, :, lo:hi] if i == 0 else h).transpose(1, 2))
             out = feats[:, :, off:off + widths[i]]
             h = stage(h, g, out)
             off += widths[i]

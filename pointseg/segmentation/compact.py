@@ -37,7 +37,7 @@ backbone, a user's model) keeps the padded path.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -165,14 +165,20 @@ def compact_scores(model: nn.Module, feats: Sequence[np.ndarray], mults: Sequenc
     A forward of fewer than ``SMALL_FORWARD`` points runs on one thread: its parallel regions are
     too short to pay for waking a second one (a 64-point DGCNN forward took 6 ms on one thread and
     370 ms on two, on this project's 2-core CPU under load)."""
+    from .forward import _spans, prepared, run_jobs, worker_count
+    plan = prepared(model) if torch.device(device).type == "cpu" else None
     out: list[np.ndarray | None] = [None] * len(feats)
     by_bucket: dict[int, list[int]] = {}
     for i, f in enumerate(feats):
         by_bucket.setdefault(bucket_of(len(f)), []).append(i)
+    jobs = []
     for size, members in sorted(by_bucket.items()):
         per = max(1, max_points // size)
-        for s in range(0, len(members), per):
-            chunk = members[s:s + per]
+        # the folded path spreads forwards over worker threads: a bucket is split so each gets some
+        spans = _spans(len(members), per, worker_count()) if plan is not None else \
+            [(s, min(len(members), s + per)) for s in range(0, len(members), per)]
+        for s, e in spans:
+            chunk = members[s:e]
             x = np.empty((len(chunk), size, feats[chunk[0]].shape[1]), dtype=np.float32)
             mult = np.zeros((len(chunk), size), dtype=np.int64)
             for r, i in enumerate(chunk):
@@ -180,13 +186,33 @@ def compact_scores(model: nn.Module, feats: Sequence[np.ndarray], mults: Sequenc
                 x[r, :n] = feats[i]
                 x[r, n:] = feats[i][0]                   # copies of the first point, multiplicity 0
                 mult[r, :n] = mults[i]
+            if plan is not None:
+                jobs.append(_folded_job(plan, x, mult, chunk, feats, out))
+                continue
             xt = torch.from_numpy(x).to(device).transpose(1, 2).contiguous()
             mt = torch.from_numpy(mult).to(device)
             with _multiset_graphs(model, mt), _threads(1 if x.shape[0] * size < SMALL_FORWARD else 1 << 30):
                 prob = torch.softmax(model(xt).float(), dim=1).transpose(1, 2).cpu().numpy()
             for r, i in enumerate(chunk):
                 out[i] = prob[r, :len(feats[i])]
+    # the folded DGCNN: one forward per Python thread, each on one intra-op thread (forward.run_jobs)
+    run_jobs(jobs)
     return out  # type: ignore[return-value]
+
+
+def _folded_job(plan, x: np.ndarray, mult: np.ndarray, chunk: list[int], feats: Sequence[np.ndarray],
+                out: list) -> Callable[[], None]:
+    """One compact forward of the folded DGCNN (:class:`~pointseg.models.dgcnn.FoldedDGCNN`), its
+    kNN the multiset kNN of ``mult``; fills ``out`` at ``chunk``."""
+    def run() -> None:
+        knn = plan.model.knn
+        mt = torch.from_numpy(mult)
+        with _threads(1 if x.shape[0] * x.shape[1] < SMALL_FORWARD else 1 << 30):
+            logits = plan(torch.from_numpy(x), knn=lambda f: multiset_knn(f, mt, knn.k, knn.dilation))
+        prob = torch.softmax(logits.float(), dim=-1).numpy()
+        for r, i in enumerate(chunk):
+            out[i] = prob[r, :len(feats[i])]
+    return run
 
 
 class ColumnBlocks:

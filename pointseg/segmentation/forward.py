@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -76,26 +77,37 @@ def block_scores(model: torch.nn.Module, blocks: np.ndarray, device: torch.devic
         return torch.cat(out)
     src = torch.from_numpy(np.ascontiguousarray(blocks, dtype=np.float32))
     n = len(blocks)
-    threads = torch.get_num_threads() if BLOCK_THREADS else 1
-    spans = _spans(n, batch_size, threads)
-    workers = min(threads, len(spans))
     result = torch.empty(n, blocks.shape[1], plan.classifier.out_channels)
 
-    def run(span: tuple[int, int]) -> None:
-        s, e = span
-        result[s:e] = torch.softmax(plan(src[s:e]).float(), dim=-1)
+    def job(s: int, e: int):
+        def f() -> None:
+            result[s:e] = torch.softmax(plan(src[s:e]).float(), dim=-1)
+        return f
 
+    run_jobs([job(s, e) for s, e in _spans(n, batch_size, worker_count())])
+    return result
+
+
+def worker_count() -> int:
+    """Python threads :func:`run_jobs` spreads work over: torch's intra-op thread count."""
+    return torch.get_num_threads() if BLOCK_THREADS else 1
+
+
+def run_jobs(jobs: Sequence[Callable[[], None]]) -> None:
+    """Run independent forwards: with :func:`worker_count` ``> 1`` on that many Python threads, each
+    with one intra-op thread (``torch.set_num_threads`` is per thread), else one after the other in
+    this thread with its own threads. Exceptions propagate."""
+    workers = min(worker_count(), len(jobs))
     if workers <= 1:
-        for span in spans:
-            run(span)
-        return result
+        for f in jobs:
+            f()
+        return
 
-    def work(span: tuple[int, int]) -> None:
+    def work(f: Callable[[], None]) -> None:
         torch.set_num_threads(1)          # this thread's intra-op threads only
         with torch.no_grad():
-            run(span)
+            f()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for f in [pool.submit(work, span) for span in spans]:
-            f.result()
-    return result
+        for fut in [pool.submit(work, f) for f in jobs]:
+            fut.result()
