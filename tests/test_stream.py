@@ -221,3 +221,17 @@ def test_the_outlier_box_uses_order_statistics_without_interpolation():
     lo, hi = robust_box(xyz, factor=0.0)
     k_lo, k_hi = int(np.floor(0.001 * 999)), int(np.ceil(0.999 * 999))
     assert np.array_equal(lo, np.sort(xyz, axis=0)[k_lo]) and np.array_equal(hi, np.sort(xyz, axis=0)[k_hi])
+
+
+def test_a_scan_over_the_threshold_streams_by_itself(tmp_path, monkeypatch):
+    from pointseg.cli import segment as cli_segment
+    from pointseg.segmentation import stream
+    xyz, rgb, lab, classes = floor_scene(0.02)
+    path = tmp_path / "floor.ply"
+    write_labelled_ply(path, xyz, rgb, lab, classes)
+    monkeypatch.setattr(stream, "STREAM_POINTS", len(xyz) - 1)
+    s = cli_segment.segment(path, out_dir=tmp_path / "o", render=False, progress=False, write="labels,json")
+    assert "stream" in s and np.load(tmp_path / "o" / "floor.labels.npy").shape == (len(xyz),)
+    monkeypatch.setattr(stream, "STREAM_POINTS", len(xyz))
+    s = cli_segment.segment(path, out_dir=tmp_path / "o2", render=False, progress=False, write="labels,json")
+    assert "stream" not in s

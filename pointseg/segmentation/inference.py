@@ -292,6 +292,7 @@ def score_points(model: torch.nn.Module, xyz: np.ndarray, rgb: np.ndarray | None
         inl_conf[inner_idx] = conf
         if inl_probs is not None:
             inl_probs[inner_idx] = share
+        bar.set_postfix_str(f"tile {t + 1}/{len(keys)}", refresh=False)
         bar.update(len(inner_idx))
     labels[inl] = inl_labels
     confidence[inl] = inl_conf
