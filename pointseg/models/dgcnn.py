@@ -186,7 +186,7 @@ class FoldedDGCNN:
     @classmethod
     def from_model(cls, model: nn.Module) -> "FoldedDGCNN | None":
         from ..nn.folded import FoldedEdgeMLP, fold_layer
-        if type(model) is not DGCNN or model.training or model.knn.dilation != 1:
+        if type(model) is not DGCNN or any(mod.training for mod in model.modules()) or model.knn.dilation != 1:
             return None
         stages = [FoldedEdgeMLP.from_module(s) for s in model.stages]
         embed = fold_layer(model.embed)
