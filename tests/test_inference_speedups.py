@@ -196,3 +196,39 @@ def test_real_weights_block_scores_agree_on_sample_room_blocks(real_model_and_bl
     agree = float((got.argmax(-1) == ref.argmax(-1)).double().mean())
     assert agree >= 0.999, agree
     assert float((got - ref).abs().mean()) < 1e-4
+
+
+@pytest.mark.skipif(not __import__("pointseg.nn.native", fromlist=["x"]).available(), reason="no compiled kernels")
+def test_every_kernel_build_gives_the_fused_edge_pass_or_declines(tmp_path, monkeypatch):
+    """-march=native, AVX2 + FMA only (where this CPU has them) and the portable builds: the fused
+    edge MLP equals the torch path, or (no vector build) declines and writes nothing."""
+    import ctypes
+    from pointseg.nn import EdgeMLPConv, dilated_knn, native
+    torch.manual_seed(4)
+    conv = randomised(EdgeMLPConv(10, [32, 48, 16]), seed=9)
+    spec = FoldedEdgeMLP.from_module(conv)
+    x = torch.randn(2, 10, 150)
+    idx = dilated_knn(x, 7)
+    with torch.no_grad():
+        ref = conv(x, idx).transpose(1, 2)
+        ab = torch.addmm(spec.node_shift, x.transpose(1, 2).reshape(300, -1), spec.node_t)
+    flag_sets = list(native.FLAG_SETS)
+    ident = native._cpu_identity().split()
+    if "avx2" in ident and "fma" in ident:
+        flag_sets.append(native.FLAGS + ["-mavx2", "-mfma", "-fopenmp"])
+    done = 0
+    for i, flags in enumerate(flag_sets):
+        path = tmp_path / f"k{i}.so"
+        native._build(native._compiler(), flags, path)
+        lib = ctypes.CDLL(str(path))
+        native._declare(lib)
+        monkeypatch.setattr(native, "_lib", lib)
+        out = torch.full((2, 150, 16), float("nan"))
+        ok = native.edge_mlp_max(ab[:, :32], ab[:, 32:], idx, spec, out)
+        assert ok == native.has_knn_fused()
+        if ok:
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+            done += 1
+        else:
+            assert bool(out.isnan().all())
+    assert done >= 1

@@ -159,7 +159,7 @@ class FoldedEdgeMLP:
         c1 = self.node_t.shape[1] // 2
         ab = torch.addmm(self.node_shift, h.reshape(B * N, -1), self.node_t)        # (B N, 2 C1)
         a, b = ab[:, :c1], ab[:, c1:]
-        if USE_NATIVE and native.edge_mlp_max(a, b, idx, self, out):
+        if USE_NATIVE and self.layers and native.edge_mlp_max(a, b, idx, self, out):
             return out
         k = idx.shape[-1]
         offset = (torch.arange(B, device=idx.device) * N).view(B, 1, 1)

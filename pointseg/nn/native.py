@@ -37,7 +37,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-pthread"]
 # kernels run on the thread pool of the OpenMP runtime torch has loaded (libgomp, shared by
 # soname) instead of competing with its spinning workers.
 FLAG_SETS = (FLAGS + ["-march=native", "-fopenmp"], FLAGS + ["-fopenmp"], FLAGS)
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -127,6 +127,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ps_has_knn_fused.restype = i32
     lib.ps_knn_fused_f32.argtypes = [p, p, i64, i64, i64, p, i64, p, i32]
     lib.ps_knn_fused_f32.restype = i32
+    lib.ps_edge_mlp_max_f32.argtypes = [p, i64, p, i64, p, i64, i64, i64, f64, i64, p, p, p, p, p, i64, i32]
+    lib.ps_edge_mlp_max_f32.restype = i32
     lib.ps_abi_version.restype = i32
     if lib.ps_abi_version() != ABI_VERSION:
         raise RuntimeError(f"kernel ABI {lib.ps_abi_version()} != expected {ABI_VERSION}")
@@ -387,5 +389,34 @@ def max_backward(y: Tensor, v: Tensor, g: Tensor) -> Tensor | None:
 
 
 def edge_mlp_max(a: Tensor, b: Tensor, idx: Tensor, mlp, out: Tensor) -> bool:
-    """Placeholder: the fused edge MLP pass is not compiled yet."""
-    return False
+    """The folded edge MLP of :class:`pointseg.nn.folded.FoldedEdgeMLP` (at least two layers) fused
+    with its max over the neighbours, one query point at a time: ``a``, ``b`` the node terms
+    ``(B N, C_1)`` (rows may be strided, channels contiguous), ``idx (B, N, k)``, result written to
+    ``out (B, N, C_L)`` (rows may be strided). False (nothing written) when this build or these
+    tensors cannot use it (float32 only, widths multiples of the vector width, AVX-512 or AVX2 + FMA)."""
+    layers = mlp.layers
+    if not layers or not _usable(a, b, out) or not (a.dtype == b.dtype == out.dtype == torch.float32):
+        return False
+    if not has_knn_fused():                      # same builds (the vector helpers are shared)
+        return False
+    B, N, k = idx.shape
+    if a.stride(-1) != 1 or b.stride(-1) != 1 or out.stride(-1) != 1 or out.shape[:2] != (B, N):
+        return False
+    if out.stride(0) != N * out.stride(1) or a.shape[0] != B * N:
+        return False
+    idx = idx.to(torch.int64).contiguous()
+    ws = [layer.weight_t.contiguous() for layer in layers]
+    shifts = [layer.shift.contiguous() for layer in layers]
+    if any(w.dtype != torch.float32 for w in ws + shifts):
+        return False
+    L = len(layers)
+    wp = (ctypes.c_void_p * L)(*[w.data_ptr() for w in ws])
+    sp = (ctypes.c_void_p * L)(*[t.data_ptr() for t in shifts])
+    slopes = (ctypes.c_float * L)(*[layer.slope for layer in layers])
+    widths = (ctypes.c_int64 * (L + 1))(a.shape[1], *[w.shape[1] for w in ws])
+    rc = _lib.ps_edge_mlp_max_f32(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), idx.data_ptr(), B, N, k,
+                                  float(mlp.slope1), L, wp, sp, slopes, widths, out.data_ptr(), out.stride(1),
+                                  torch.get_num_threads())
+    if rc == 4:
+        raise IndexError(f"edge_mlp_max: neighbour indices outside [0, {N})")
+    return rc == 0

@@ -21,6 +21,9 @@
 // centred form matters in float32: with a large mean, p + q h (p ~ -q mu) cancels to a few bits.
 //
 // 3. The backward of the maximum over the points (pointseg/nn/global_max.py).
+//
+// 4. Inference only: the folded edge MLP of a multi-layer EdgeConv stage fused with its max over
+// the neighbours (pointseg/nn/folded.py; AVX-512 or AVX2 + FMA builds).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -748,6 +751,136 @@ int knn_fused(const float* x, const float* sq, int64_t B, int64_t C, int64_t n, 
     });
     return 0;
 }
+
+// 4. Inference: the folded multi-layer edge MLP of an EdgeConv stage with its max over the
+// neighbours (pointseg/nn/folded.py), one query point at a time so that every edge row stays in
+// L1. Edge (j -> i) of point i: h0 = act1(a_i + b_j) (channel-last rows of the node terms),
+// h_l = act_l(h_{l-1} W_l + t_l) for the middle layers, and out_i = act_L(max_j (h_{L-1} W_L)_j + t_L)
+// (the activations are monotone non-decreasing, so the shift and activation follow the max).
+// Widths must be multiples of the vector width; the caller takes the torch path otherwise.
+inline FVec fv_act(FVec z, float slope) {
+    // max(z, 0) + slope * min(z, 0): branch-free, exact for ReLU (0), LeakyReLU and none (1)
+    const FVec zero = fv_zero();
+#ifdef __AVX512F__
+    return _mm512_fmadd_ps(_mm512_min_ps(z, zero), fv_set1(slope), _mm512_max_ps(z, zero));
+#else
+    return _mm256_fmadd_ps(_mm256_min_ps(z, zero), fv_set1(slope), _mm256_max_ps(z, zero));
+#endif
+}
+inline FVec fv_add(FVec a, FVec b) {
+#ifdef __AVX512F__
+    return _mm512_add_ps(a, b);
+#else
+    return _mm256_add_ps(a, b);
+#endif
+}
+inline FVec fv_max(FVec a, FVec b) {
+#ifdef __AVX512F__
+    return _mm512_max_ps(a, b);
+#else
+    return _mm256_max_ps(a, b);
+#endif
+}
+#ifdef __AVX512F__
+constexpr int MLP_NV = 4;                                    // 4 rows x 4 vectors: 16 accumulators
+#else
+constexpr int MLP_NV = 2;                                    // 4 rows x 2 vectors: 8 accumulators
+#endif
+constexpr int MLP_R = 4;
+
+// Rows [0, R) of H (cin wide) times W (cin x cout, columns c0 .. c0 + NV*HALF), the sum over the
+// input channels in order, one fused multiply-add each; then either the next layer's rows
+// act(z + t) into Hn, or the running max over the rows into best. The accumulators are locals of
+// fully unrolled loops, so they live in registers (an array passed by reference went to the stack).
+template <int R, int NV>
+inline void mlp_rows(const float* H, int64_t cin, const float* W, int64_t cout, int64_t c0, const float* shift,
+                     float slope, bool last, float* Hn, FVec* best) {
+    FVec acc[R][NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) acc[r][v] = fv_zero();
+    const float* w = W + c0;
+    for (int64_t q = 0; q < cin; ++q, w += cout) {
+        FVec wv[NV];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) wv[v] = fv_load(w + v * HALF);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const FVec h = fv_set1(H[r * cin + q]);
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; ++v) acc[r][v] = fv_fma(h, wv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) {
+            if (last) best[v] = fv_max(best[v], acc[r][v]);
+            else fv_store(Hn + r * cout + c0 + v * HALF,
+                          fv_act(fv_add(acc[r][v], fv_load(shift + c0 + v * HALF)), slope));
+        }
+}
+
+template <int NV>
+inline void mlp_block(const float* H, int64_t rows, int64_t cin, const float* W, int64_t cout, int64_t c0,
+                      const float* shift, float slope, bool last, float* Hn, FVec* best) {
+    int64_t r = 0;
+    for (; r + MLP_R <= rows; r += MLP_R)
+        mlp_rows<MLP_R, NV>(H + r * cin, cin, W, cout, c0, shift, slope, last, Hn + r * cout, best);
+    for (; r < rows; ++r)
+        mlp_rows<1, NV>(H + r * cin, cin, W, cout, c0, shift, slope, last, Hn + r * cout, best);
+}
+
+int edge_mlp_max(const float* a, int64_t lda, const float* b, int64_t ldb, const int64_t* idx, int64_t B,
+                 int64_t N, int64_t k, float slope1, int64_t L, const float* const* ws,
+                 const float* const* shifts, const float* slopes, const int64_t* widths, float* out,
+                 int64_t ldo, int nthreads) {
+    int64_t wmax = 0;
+    for (int64_t l = 0; l <= L; ++l) {
+        if (widths[l] <= 0 || widths[l] % HALF) return 2;
+        wmax = std::max(wmax, widths[l]);
+    }
+    if (L < 1 || k < 1) return 3;
+    for (int64_t p = 0; p < B * N * k; ++p)
+        if (idx[p] < 0 || idx[p] >= N) return 4;
+    const int64_t c1 = widths[0];
+    parallel_for(B * N, nthreads, [&](int64_t p0, int64_t p1) {
+        std::vector<float> buf0(k * wmax), buf1(k * wmax);
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t base = (p / N) * N;
+            const int64_t* nb = idx + p * k;
+            const float* ai = a + p * lda;
+            float* H = buf0.data();
+            for (int64_t t = 0; t < k; ++t) {
+                const float* bj = b + (base + nb[t]) * ldb;
+                for (int64_t c = 0; c < c1; c += HALF)
+                    fv_store(H + t * c1 + c, fv_act(fv_add(fv_load(ai + c), fv_load(bj + c)), slope1));
+            }
+            float* Hn = buf1.data();
+            for (int64_t l = 0; l < L; ++l) {
+                const int64_t cin = widths[l], cout = widths[l + 1];
+                const bool last = l == L - 1;
+                for (int64_t c0 = 0; c0 < cout; c0 += MLP_NV * HALF) {
+                    FVec best[MLP_NV];
+                    for (int v = 0; v < MLP_NV; ++v) best[v] = fv_set1(-std::numeric_limits<float>::infinity());
+                    const int64_t nv = std::min<int64_t>(MLP_NV, (cout - c0) / HALF);
+                    if (nv == MLP_NV) mlp_block<MLP_NV>(H, k, cin, ws[l], cout, c0, shifts[l], slopes[l], last, Hn, best);
+                    else if (nv == 1) mlp_block<1>(H, k, cin, ws[l], cout, c0, shifts[l], slopes[l], last, Hn, best);
+                    else if (nv == 2) mlp_block<2>(H, k, cin, ws[l], cout, c0, shifts[l], slopes[l], last, Hn, best);
+                    else mlp_block<3>(H, k, cin, ws[l], cout, c0, shifts[l], slopes[l], last, Hn, best);
+                    if (last)
+                        for (int64_t v = 0; v < nv; ++v)
+                            fv_store(out + p * ldo + c0 + v * HALF,
+                                     fv_act(fv_add(best[v], fv_load(shifts[l] + c0 + v * HALF)), slopes[l]));
+                }
+                std::swap(H, Hn);
+            }
+        }
+    });
+    return 0;
+}
+
 #endif
 
 // Edge passes. a, b are channel-last (B, N, C) so that one neighbour row b[j, c0:c0+W] is
@@ -1036,5 +1169,18 @@ int ps_knn_fused_f32(const float* x, const float* sq, int64_t B, int64_t C, int6
     return 9;
 #endif
 }
-int ps_abi_version() { return 7; }
+int ps_edge_mlp_max_f32(const float* a, int64_t lda, const float* b, int64_t ldb, const int64_t* idx,
+                        int64_t B, int64_t N, int64_t k, double slope1, int64_t L, const float* const* ws,
+                        const float* const* shifts, const float* slopes, const int64_t* widths, float* out,
+                        int64_t ldo, int nthreads) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    return edge_mlp_max(a, lda, b, ldb, idx, B, N, k, float(slope1), L, ws, shifts, slopes, widths, out, ldo,
+                        nthreads);
+#else
+    (void)a; (void)lda; (void)b; (void)ldb; (void)idx; (void)B; (void)N; (void)k; (void)slope1; (void)L;
+    (void)ws; (void)shifts; (void)slopes; (void)widths; (void)out; (void)ldo; (void)nthreads;
+    return 9;
+#endif
+}
+int ps_abi_version() { return 8; }
 }
