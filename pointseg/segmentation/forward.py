@@ -62,12 +62,21 @@ def prepared(model: torch.nn.Module):
 
 
 def _spans(n: int, batch_size: int, workers: int) -> list[tuple[int, int]]:
-    """Batches of at most ``batch_size`` blocks; fewer blocks than ``workers`` full batches are
-    split evenly so every worker gets some."""
-    per = batch_size
-    if workers > 1 and n < workers * batch_size:
-        per = max(1, -(-n // workers))
-    return [(s, min(n, s + per)) for s in range(0, n, per)]
+    """Consecutive batches of at most ``batch_size`` blocks, as equal as possible, their number a
+    multiple of ``workers`` (while there are blocks enough) so that every worker gets the same work."""
+    if n <= 0:
+        return []
+    count = -(-n // max(1, batch_size))
+    if workers > 1:
+        count = -(-count // workers) * workers
+    count = min(count, n)
+    per, extra = divmod(n, count)
+    out, s = [], 0
+    for i in range(count):
+        e = s + per + (1 if i < extra else 0)
+        out.append((s, e))
+        s = e
+    return out
 
 
 @torch.no_grad()
