@@ -241,7 +241,8 @@ class StreamRun:
         self.spill = TileFiles(self.work / "spill", self.T, SPILL)
         self.reps = TileFiles(self.work / "reps", self.T, REPS)
         self.back = TileFiles(self.work / "back", self.T, BACK)
-        self.timings: dict[str, float] = {}
+        # seconds per step, kept in the state so a resumed run reports the steps done before it
+        self.timings: dict[str, float] = dict(self.state.get("timings", {}))
 
     def _open_for_resume(self) -> None:
         if not self.state_path.exists():
@@ -266,7 +267,7 @@ class StreamRun:
         t = time.perf_counter()
         values = fn()
         self.timings[f"{step}_s"] = time.perf_counter() - t
-        self._done(step, **values)
+        self._done(step, timings=self.timings, **values)
 
     def _chunks(self, what: str) -> Iterator[Any]:
         """The file's chunks, with a progress bar in points (``what``: the pass)."""
@@ -501,7 +502,7 @@ class StreamRun:
         best = np.full(len(outl), np.inf)
         best_lab = np.zeros(len(outl), dtype=np.int32)
         best_conf = np.zeros(len(outl), dtype=np.float32)
-        start, done_points = 0, 0
+        start, done_points, spent = 0, 0, 0.0
         # resume: the first unfinished tile, with the random state and outlier matches after the last
         while (results / f"{start:06d}.npz").exists():
             start += 1
@@ -511,6 +512,7 @@ class StreamRun:
             scorer.stats = json.loads(str(last["stats"]))
             best, best_lab, best_conf = last["best"], last["best_lab"], last["best_conf"]
             done_points = int(last["done_points"])
+            spent = float(last["predict_s"])
             self.say(f"resuming at tile {start + 1} of {len(tiles)} ({done_points:,} points done)")
         total = self.state["network_points"]
         bar = tqdm(total=total, initial=done_points, unit="pt", unit_scale=True, desc="segment",
@@ -534,12 +536,14 @@ class StreamRun:
             tmp = results / f".{i:06d}.tmp.npz"
             np.savez(tmp, row=inner["row"], label=lab.astype(np.int32), conf=conf.astype(np.float32),
                      rng=json.dumps(scorer.rng.bit_generator.state), stats=json.dumps(scorer.stats),
-                     best=best, best_lab=best_lab, best_conf=best_conf, done_points=done_points)
+                     best=best, best_lab=best_lab, best_conf=best_conf, done_points=done_points,
+                     predict_s=spent + time.perf_counter() - t0)
             os.replace(tmp, results / f"{i:06d}.npz")
             bar.set_postfix_str(f"tile {i + 1}/{len(tiles)}", refresh=False)
             bar.update(len(inner))
         bar.close()
-        self.timings["predict_tiles_s"] = time.perf_counter() - t0
+        # the predicting time of every run that worked on this scan (a resumed one included)
+        self.timings["predict_s"] = spent + time.perf_counter() - t0
         if len(outl):
             rec = np.zeros(len(outl), dtype=VOTE)
             rec["row"], rec["label"], rec["conf"] = outl["row"], best_lab, best_conf
@@ -618,7 +622,6 @@ class StreamRun:
 
     # ------------------------------------------------------------------ all
     def run(self) -> StreamResult:
-        t = time.perf_counter()
         self._step("plan", self._plan)
         for line in self.frame_lines():
             self.say(line)
@@ -632,14 +635,10 @@ class StreamRun:
             self.say(f"subsampled {self.state['points']:,} -> {self.state['network_points']:,} points for the "
                      f"network (voxel {self.state['voxel'] * 100:.2f} cm); every point takes its voxel's label")
         self._step("statistics", self._statistics)
-        prepared = time.perf_counter() - t
         if "predict" not in self.state["done"]:
-            tp = time.perf_counter()
             self._predict()
-            self.timings["predict_s"] = time.perf_counter() - tp
-            self._done("predict", stats=self.state["stats"])
+            self._done("predict", stats=self.state["stats"], timings=self.timings)
         self._step("merge", self._merge)
-        self.timings["prepare_s"] = prepared
         return self.result()
 
     def frame_lines(self) -> list[str]:
