@@ -235,3 +235,20 @@ def test_a_scan_over_the_threshold_streams_by_itself(tmp_path, monkeypatch):
     monkeypatch.setattr(stream, "STREAM_POINTS", len(xyz))
     s = cli_segment.segment(path, out_dir=tmp_path / "o2", render=False, progress=False, write="labels,json")
     assert "stream" not in s
+
+
+def test_voxels_owned_by_a_tile_without_points_keep_their_points(model, tmp_path):
+    # the voxel grid starts at 0.013 (the lone point), so the voxel [3.913, 4.013) straddles the
+    # border at x = 4 between the empty tile [2, 4) and the points from x = 4.0 on
+    rng = np.random.default_rng(7)
+    n = 6000
+    pts = np.c_[rng.uniform(4.0, 5.9, n), rng.uniform(0.0, 1.9, n), rng.uniform(0, 2.5, n)]
+    pts[:300, 0] = rng.uniform(4.0, 4.012, 300)
+    xyz = np.concatenate([[[0.013, 0.5, 1.0]], pts]).astype(np.float32)
+    path = tmp_path / "gap.ply"
+    write_labelled_ply(path, xyz, np.full((len(xyz), 3), 100, np.uint8), rng.integers(0, 3, len(xyz)))
+    labels, _, run, _ = stream_labels(model, path, tmp_path / "work", voxel=0.1, up="+z", units="m", walls="off")
+    assert (labels >= 0).all()
+    seg = whole_scan(model, path, run, voxel=0.1)
+    assert seg.summary["network_points"] == run.state["network_points"]
+    assert np.array_equal(labels, seg.labels)

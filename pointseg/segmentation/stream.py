@@ -129,6 +129,18 @@ def order_statistics(passes: Callable[[], Iterator[np.ndarray]], ranks: list[int
     return out
 
 
+def _groups(keys: np.ndarray) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """``(key, indices)`` for every distinct row of ``keys (n, 2)``."""
+    if not len(keys):
+        return
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    for t, (a, b) in enumerate(uniq.tolist()):
+        yield (a, b), order[starts[t]:starts[t + 1]]
+
+
 # ----------------------------------------------------------------------------- tiles on disk
 
 class TileFiles:
@@ -154,12 +166,8 @@ class TileFiles:
     def append(self, records: np.ndarray) -> None:
         if not len(records):
             return
-        cells = self.cell(records["xyz"][:, :2])
-        keys, inverse = np.unique(cells, axis=0, return_inverse=True)
-        order = np.argsort(inverse.reshape(-1), kind="stable")
-        starts = np.searchsorted(inverse.reshape(-1)[order], np.arange(len(keys) + 1))
-        for t, (a, b) in enumerate(keys.tolist()):
-            _append(self.path((a, b)), records[order[starts[t]:starts[t + 1]]])
+        for key, idx in _groups(self.cell(records["xyz"][:, :2])):
+            _append(self.path(key), records[idx])
 
     def read(self, key: tuple[int, int]) -> np.ndarray:
         return _read(self.path(key), self.dtype)
@@ -369,21 +377,42 @@ class StreamRun:
         np.save(self.work / "column_counts.npy", counts)
         return {"columns": int(len(counts))}
 
-    def _owned(self, key: tuple[int, int], size: float) -> tuple[np.ndarray, np.ndarray]:
-        """The points of the voxels (``size``) whose min corner lies in tile ``key`` (the tile's
-        own points and its neighbours' within one voxel of its border) and their voxel keys."""
+    def _voxel_grid(self, size: float) -> tuple[np.ndarray, np.ndarray]:
+        """The whole-scan voxel grid of ``size``: its origin (the network points' min corner) and
+        its cells per axis, as :func:`pointseg.voxels.voxel_keys` numbers them."""
         gmin = np.asarray(self.state["net_min"])
-        gmax = np.asarray(self.state["net_max"])
-        dims = np.floor((gmax - gmin) / size).astype(np.int64) + 1
+        dims = np.floor((np.asarray(self.state["net_max"]) - gmin) / size).astype(np.int64) + 1
         if float(np.prod(dims.astype(np.float64))) >= 2.0 ** 62:
             raise ValueError(f"--voxel {size:g} m is too small for a scan this large")
-        t0 = np.asarray(key, dtype=np.float64) * self.T
-        band = size * 1.001 + 1e-6
-        rec = self.spill.near(t0 - band, t0 + self.T + band)
+        return gmin, dims
+
+    def _voxels(self, rec: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+        """Voxel keys of ``rec``'s points and the tile owning each one's voxel: the tile of the
+        voxel's min corner, the same for all its points, so every voxel has one owner."""
+        gmin, dims = self._voxel_grid(size)
         cells = np.floor((rec["xyz"].astype(np.float64) - gmin) / size).astype(np.int64)
-        corner_tile = np.floor((gmin[:2] + cells[:, :2] * size) / self.T).astype(np.int64)
-        own = (corner_tile == np.asarray(key)).all(axis=1)
-        return rec[own], np.ravel_multi_index(cells[own].T, dims)
+        owner = np.floor((gmin[:2] + cells[:, :2] * size) / self.T).astype(np.int64)
+        return np.ravel_multi_index(cells.T, dims), owner
+
+    def _count_voxels(self, size: float) -> int:
+        """The scan's occupied voxels of ``size``, one read of every tile: each tile counts the
+        voxels it owns; points whose voxel another tile owns (within a voxel of a border) are
+        sent to that tile and counted there unless it already holds their voxel."""
+        total, border, sent = 0, {}, {}
+        for key in self.spill.keys():
+            rec = self.spill.read(key)
+            vk, owner = self._voxels(rec, size)
+            own = (owner == key).all(axis=1)
+            total += len(np.unique(vk[own]))
+            # the owned voxels a foreign point can share lie within two voxels of the border
+            xy = rec["xyz"][:, :2].astype(np.float64) - np.asarray(key) * self.T
+            near = own & ((xy < 2.001 * size) | (xy > self.T - 2.001 * size)).any(axis=1)
+            border[key] = np.unique(vk[near])
+            for okey, idx in _groups(owner[~own]):
+                sent.setdefault(okey, []).append(vk[~own][idx])
+        for okey, parts in sent.items():
+            total += len(np.setdiff1d(np.unique(np.concatenate(parts)), border.get(okey, np.zeros(0, np.int64))))
+        return total
 
     def _voxel_size(self) -> dict[str, Any]:
         v = self.voxel_arg
@@ -396,9 +425,8 @@ class StreamRun:
             v = None
             if counts.mean() > DENSE_FACTOR * num:
                 size = b / np.sqrt(num) / 4
-                keys = self.spill.keys()
                 for _ in range(40):
-                    kept = sum(len(np.unique(self._owned(k, size)[1])) for k in keys)
+                    kept = self._count_voxels(size)
                     if kept / len(counts) <= TARGET_FACTOR * num:
                         break
                     size *= 1.25
@@ -409,36 +437,51 @@ class StreamRun:
 
     # ------------------------------------------------------------------ 3. voxel representatives
     def _representatives(self) -> dict[str, Any]:
-        for f in (self.reps.folder, self.back.folder):
+        foreign = TileFiles(self.work / "foreign", self.T, SPILL)
+        for f in (self.reps.folder, self.back.folder, foreign.folder):
             shutil.rmtree(f, ignore_errors=True)
             f.mkdir(parents=True)
         size = self.state["voxel"]
         network = 0
-        for key in self.spill.keys():
-            if size is None:
+        if size is None:
+            for key in self.spill.keys():
                 rec = self.spill.read(key)
                 reps = np.zeros(len(rec), dtype=REPS)
                 reps["order"] = rec["row"]
                 reps["row"], reps["xyz"], reps["rgb"] = rec["row"], rec["xyz"], rec["rgb"]
-            else:
-                rec, vk = self._owned(key, size)
-                if not len(rec):
-                    continue
-                # the first point of the file in each voxel, voxels in key order (as np.unique gives)
-                order = np.lexsort((rec["row"], vk))
-                rec, vk = rec[order], vk[order]
-                first = np.r_[True, vk[1:] != vk[:-1]]
-                group = np.cumsum(first) - 1
-                heads = rec[first]
-                reps = np.zeros(len(heads), dtype=REPS)
-                reps["order"] = vk[first]
-                reps["row"], reps["xyz"], reps["rgb"] = heads["row"], heads["xyz"], heads["rgb"]
-                back = np.zeros(len(rec), dtype=BACK)
-                back["row"], back["rep"], back["gt"] = rec["row"], heads["row"][group], rec["gt"]
-                _append(self.back.path(key), back)
+                self.reps.append(reps)
+                network += len(reps)
+            return {"network_points": network}
+        # the points of voxels owned by another tile (even one without points of its own) go there
+        for key in self.spill.keys():
+            rec = self.spill.read(key)
+            _, owner = self._voxels(rec, size)
+            away = ~(owner == key).all(axis=1)
+            for okey, idx in _groups(owner[away]):
+                _append(foreign.path(okey), rec[away][idx])
+        for key in sorted(set(self.spill.keys()) | set(foreign.keys())):
+            rec = self.spill.read(key)
+            _, owner = self._voxels(rec, size)
+            rec = np.concatenate([rec[(owner == key).all(axis=1)], foreign.read(key)])
+            if not len(rec):
+                continue
+            vk, _ = self._voxels(rec, size)
+            # the first point of the file in each voxel, voxels in key order (as np.unique gives)
+            order = np.lexsort((rec["row"], vk))
+            rec, vk = rec[order], vk[order]
+            first = np.r_[True, vk[1:] != vk[:-1]]
+            group = np.cumsum(first) - 1
+            heads = rec[first]
+            reps = np.zeros(len(heads), dtype=REPS)
+            reps["order"] = vk[first]
+            reps["row"], reps["xyz"], reps["rgb"] = heads["row"], heads["xyz"], heads["rgb"]
+            back = np.zeros(len(rec), dtype=BACK)
+            back["row"], back["rep"], back["gt"] = rec["row"], heads["row"][group], rec["gt"]
+            _append(self.back.path(key), back)
             # stored under the tile of the representative's own position
             self.reps.append(reps)
             network += len(reps)
+        shutil.rmtree(foreign.folder)
         return {"network_points": network}
 
     def _rep_arrays(self) -> Iterator[np.ndarray]:
@@ -580,7 +623,7 @@ class StreamRun:
             bucketed("v", v, "row")
         if (self.work / "outlier_votes.npy").exists():
             bucketed("v", np.load(self.work / "outlier_votes.npy"), "row")
-        for key in self.spill.keys():
+        for key in (self.spill if self.state["voxel"] is None else self.back).keys():
             bucketed("b", self._back_records(key), "rep")
         rows = int(self.state["rows"])
         n_buckets = -(-rows // B)
@@ -598,6 +641,7 @@ class StreamRun:
         hist = np.zeros(c, dtype=np.int64)
         confusion = np.zeros((c, c), dtype=np.int64)
         lab_path, conf_path, gt_path = (self.work / n for n in ("labels_rows.i32", "conf_rows.f32", "gt_rows.i32"))
+        labelled = 0
         with open(lab_path, "wb") as fl, open(conf_path, "wb") as fc, open(gt_path, "wb") as fg:
             for k in range(n_buckets):
                 n = min(B, rows - k * B)
@@ -605,6 +649,7 @@ class StreamRun:
                 lab = np.full(n, -1, dtype=np.int32)
                 conf = np.full(n, np.nan, dtype=np.float32)
                 lab[pts["row"] - k * B], conf[pts["row"] - k * B] = pts["label"], pts["conf"]
+                labelled += int((lab >= 0).sum())
                 lab.tofile(fl)
                 conf.tofile(fc)
                 if self.state["has_gt"]:
@@ -616,6 +661,8 @@ class StreamRun:
                 confusion += np.bincount(pts["gt"][g] * c + pts["label"][g], minlength=c * c).reshape(c, c)
                 for prefix in ("v", "b", "p"):
                     (join / f"{prefix}{k}.bin").unlink(missing_ok=True)
+        if labelled != self.state["points"]:        # every finite point has a voxel and a label
+            raise RuntimeError(f"streamed run: {self.state['points'] - labelled:,} point(s) without a label")
         np.save(self.work / "histogram.npy", hist)
         np.save(self.work / "confusion.npy", confusion)
         return {}
