@@ -394,12 +394,15 @@ class StreamRun:
         owner = np.floor((gmin[:2] + cells[:, :2] * size) / self.T).astype(np.int64)
         return np.ravel_multi_index(cells.T, dims), owner
 
-    def _count_voxels(self, size: float) -> int:
+    def _count_voxels(self, size: float, limit: float = np.inf) -> int:
         """The scan's occupied voxels of ``size``, one read of every tile: each tile counts the
         voxels it owns; points whose voxel another tile owns (within a voxel of a border) are
-        sent to that tile and counted there unless it already holds their voxel."""
+        sent to that tile and counted there unless it already holds their voxel. Stops early,
+        with a count over ``limit``, once the tiles read so far hold more than ``limit``."""
         total, border, sent = 0, {}, {}
         for key in self.spill.keys():
+            if total > limit:
+                return total
             rec = self.spill.read(key)
             vk, owner = self._voxels(rec, size)
             own = (owner == key).all(axis=1)
@@ -426,8 +429,8 @@ class StreamRun:
             if counts.mean() > DENSE_FACTOR * num:
                 size = b / np.sqrt(num) / 4
                 for _ in range(40):
-                    kept = self._count_voxels(size)
-                    if kept / len(counts) <= TARGET_FACTOR * num:
+                    if self._count_voxels(size, TARGET_FACTOR * num * len(counts)) / len(counts) \
+                            <= TARGET_FACTOR * num:
                         break
                     size *= 1.25
                 v = float(size)
