@@ -8,11 +8,10 @@ parsing pass) and returns a :class:`ChunkedScan`; ``ChunkedScan.chunks(chunk_poi
   caller picks the origin, e.g. from ``ChunkedScan.bounds``) and rows with non-finite coordinates
   kept (``read_scan`` drops them; the caller masks them with ``np.isfinite(xyz).all(1)``);
 * ``rgb`` uint8 ``(n, 3)`` converted exactly as ``read_scan`` converts colours;
-* ``label`` int64 ``(n,)``: the label ``read_scan`` would give (``Scan.label``, checked the same
-  way: whole, non-negative, inside a PLY's class table), or with ``label_field`` the named field
-  (``Scan.raw_label``) as whole numbers: a value that is not one is a ``ValueError`` naming the
-  file and the field (``read_scan`` keeps such raw values; every user of them calls
-  ``class_map.whole_numbers`` anyway). Checked on the points with finite coordinates; rows with
+* ``label`` ``(n,)``: the label ``read_scan`` would give (``Scan.label``, int64, checked the same
+  way: whole, non-negative, inside a PLY's class table), or with ``label_field`` the named
+  field's raw values as ``read_scan`` keeps them (``Scan.raw_label``: int64, or float64 for a
+  float field; their users read them through ``class_map.whole_numbers``). Rows with
   non-finite coordinates get ``-1``.
 
 How each format is read, and what memory that takes:
@@ -63,7 +62,7 @@ import numpy as np
 from ..classes import ClassTable
 from .cloud_files import (_ascii_table, _check_int_range, _check_ply_sizes, _decode, _fields_from_columns,
                           parse_pcd_header, parse_ply_header, prediction_name)
-from .scans import (SCAN_SUFFIXES, Scan, _check_las_header, _column_number, _named_column, check_labels,
+from .scans import (SCAN_SUFFIXES, Scan, local_shift, _check_las_header, _column_number, _named_column, check_labels,
                     check_regular_file, classes_from_comments)
 
 DEFAULT_CHUNK_POINTS = 1_000_000
@@ -231,14 +230,19 @@ class ChunkedScan:
             return None
         values = np.asarray(values).reshape(len(xyz), -1)[:, 0]
         finite = np.isfinite(xyz).all(axis=1)
-        out = np.full(len(xyz), -1, dtype=np.int64)
         kept = values[finite]
         if self.label_field is None:       # Scan.label: class indices (read_scan's check)
+            out = np.full(len(xyz), -1, dtype=np.int64)
             out[finite] = check_labels(kept, len(kept), str(self.path), self.classes, "label")
-        else:                              # Scan.raw_label: the user's codes, as whole numbers
-            from ..data.class_map import whole_numbers
-            out[finite] = whole_numbers(kept, f"{self.path}: label field {self.label_field!r}")
+        else:                              # Scan.raw_label: the user's codes, as the file has them
+            out = np.full(len(xyz), -1, dtype=np.float64 if values.dtype.kind == "f" else np.int64)
+            out[finite] = kept
         return out
+
+    @staticmethod
+    def local_shift(lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        """The shift ``read_scan`` takes off coordinates with these finite bounds (None: none)."""
+        return local_shift(lo, hi)
 
 
 # ----------------------------------------------------------------------------- sources

@@ -296,11 +296,21 @@ def local_coordinates(xyz: np.ndarray, origin: np.ndarray | None = None) -> tupl
     the min corner rounded down to whole units, so local coordinates keep the file's precision.
     Small coordinates are returned as they are (no shift, ``origin`` unchanged)."""
     xyz = np.asarray(xyz)
-    if not len(xyz) or np.abs(xyz).max() <= LARGE_COORDINATE:
+    shift = local_shift(xyz.min(axis=0), xyz.max(axis=0)) if len(xyz) else None
+    if shift is None:
         return xyz, origin
     xyz = np.asarray(xyz, dtype=np.float64)
-    shift = np.floor(xyz.min(axis=0))
     return xyz - shift, shift if origin is None else np.asarray(origin, dtype=np.float64) + shift
+
+
+def local_shift(lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+    """The shift :func:`local_coordinates` takes off coordinates whose min / max corners are
+    ``lo`` / ``hi``: the min corner rounded down when a coordinate exceeds ``LARGE_COORDINATE``,
+    else None (a streamed scan computes it from its bounds)."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    if max(np.abs(lo).max(), np.abs(hi).max()) <= LARGE_COORDINATE:
+        return None
+    return np.floor(lo)
 
 def _labels_of_kept(v: np.ndarray, n: int, finite: np.ndarray, path: Path, classes: ClassTable | None,
                     what: str) -> np.ndarray:

@@ -303,8 +303,7 @@ class StreamRun:
             sample.append(ch.xyz[fin & ((ch.start + np.arange(len(ch.xyz))) % every == 0)])
         if finite_n == 0:
             raise ValueError(f"{src.path}: the scan holds no points with finite coordinates")
-        from ..io.scans import LARGE_COORDINATE
-        shift = np.floor(lo) if max(np.abs(lo).max(), np.abs(hi).max()) > LARGE_COORDINATE else None
+        shift = src.local_shift(lo, hi)             # the reader's rule for georeferenced coordinates
         pts = np.concatenate(sample)
         local = (pts - shift if shift is not None else pts).astype(np.float32)
         # the file's own origin (a PLY comment) plus the shift, as the reader sets Scan.origin
