@@ -5,6 +5,7 @@ softmax and transposes in ``(B, C, P)``) against the current ``segmentation.forw
 
     PYTHONPATH=. python tools/bench_block.py                  # 16 blocks of the sample room, 3 rounds
     PYTHONPATH=. python tools/bench_block.py --blocks 42 --repeats 5
+    PYTHONPATH=. python tools/bench_block.py --segment 2      # + `pointseg segment` of the sample room
 
 Blocks: the bundled sample room cut as the block-level scoring cuts it (1 m columns, 4,096 points,
 9 channels, seed 0); batch 8, kNN k = 20, as ``pointseg segment`` defaults. Prints
@@ -14,7 +15,11 @@ Blocks: the bundled sample room cut as the block-level scoring cuts it (1 m colu
 * points per second, median of interleaved rounds, at torch's default thread count and at one
   thread, and the ratios new / old (a shared, noisy machine: read only the ratios of one run);
 * a split of one batch's time by part, old and new, one thread (manual timing of each part);
-* the GFLOP/s the new forward reaches against a plain float32 matrix product on this CPU.
+* the GFLOP/s the new forward reaches against a plain float32 matrix product on this CPU;
+* with ``--segment R``: ``segment_scan`` of the whole sample room (the command's defaults: compact
+  sparse columns; and with ``compact=False``, every column a padded block), R interleaved rounds,
+  old (``forward.FOLDED = False``: the module's forward everywhere, as at c792cf2) against new,
+  and how many labels differ.
 
 No timing is asserted anywhere.
 """
@@ -153,6 +158,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per configuration")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--checkpoint", default=None, help="default: segment's default checkpoint")
+    ap.add_argument("--segment", type=int, default=0, metavar="R",
+                    help="also time segment_scan of the sample room, R interleaved rounds")
     args = ap.parse_args()
 
     from pointseg.assets import asset
@@ -184,6 +191,9 @@ def main() -> None:
     print(f"\nagreement on all {len(all_blocks)} blocks ({old.shape[0] * old.shape[1]:,} points): "
           f"argmax equal {100 * agree:.4f} %, max |softmax new - old| {(new - old).abs().max().item():.2e}, "
           f"mean {(new - old).abs().mean().item():.2e}")
+    far = (new - old).abs().amax(-1) > 1e-3
+    print(f"  points whose softmax differs by more than 1e-3: {int(far.sum())} of {far.numel():,} "
+          f"(in {int(far.any(1).sum())} block(s): kNN near-ties in float32)")
     with torch.no_grad():
         x8 = torch.from_numpy(all_blocks[:bs])
         ref_feats = model.features(x8.transpose(1, 2).contiguous())
@@ -268,6 +278,38 @@ def main() -> None:
     print(f"one thread: new forward {total_fl / t_new / 1e9:.1f} GFLOP/s, old {total_fl / t_old / 1e9:.1f} "
           f"GFLOP/s (same FLOP count), matrix product {a.shape[0]}x192 @ 192x1024: {mm_rate:.1f} GFLOP/s")
     torch.set_num_threads(default_threads)
+    if args.segment:
+        bench_segment(args.checkpoint or DEFAULT_CHECKPOINT, scan, args.segment)
+
+
+def bench_segment(checkpoint, scan, rounds: int) -> None:
+    from pointseg.segmentation import forward
+    from pointseg.segmentation.checkpoint import load_model
+    from pointseg.segmentation.inference import SlidingConfig
+    from pointseg.segmentation.segment import segment_scan
+    loaded = load_model(checkpoint, "cpu")
+    res: dict[tuple[bool, bool], list] = {}
+    for _ in range(rounds):
+        for compact in (True, False):
+            for folded in (False, True):
+                forward.FOLDED = folded
+                try:
+                    t = time.perf_counter()
+                    seg = segment_scan(loaded, scan, SlidingConfig(compact=compact), progress=False)
+                    res.setdefault((compact, folded), []).append((time.perf_counter() - t, seg.labels))
+                finally:
+                    forward.FOLDED = True
+    n = len(scan.xyz)
+    print(f"\nsegment_scan of the sample room ({n:,} points), {rounds} interleaved rounds, median "
+          f"(load average now {os.getloadavg()[0]:.1f}):")
+    for compact in (True, False):
+        old_t = statistics.median(t for t, _ in res[(compact, False)])
+        new_t = statistics.median(t for t, _ in res[(compact, True)])
+        changed = int((res[(compact, False)][0][1] != res[(compact, True)][0][1]).sum())
+        rounds_txt = "; ".join(f"{a[0]:.1f} / {b[0]:.1f}" for a, b in zip(res[(compact, False)], res[(compact, True)]))
+        print(f"  {'compact (default)' if compact else 'compact=False':18s} old {old_t:6.1f} s  new {new_t:6.1f} s  "
+              f"x{old_t / new_t:.2f}  ({n / old_t:,.0f} -> {n / new_t:,.0f} points/s; rounds old / new: "
+              f"{rounds_txt}); labels changed {changed} of {n:,}")
 
 
 if __name__ == "__main__":
