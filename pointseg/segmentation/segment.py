@@ -30,7 +30,7 @@ from ..classes import ClassTable
 from ..data.class_map import scan_ground_truth
 from ..data.recipe import COLOUR_POLICIES
 from ..metrics import SegMetrics, confusion_matrix
-from ..voxels import voxel_keys
+from ..voxels import count_distinct, voxel_keys
 from .checkpoint import LoadedModel, check_input_recipe, load_model, sliding_for
 from .frame import Decision, FileHints, Frame, resolve_frame
 from .inference import SlidingConfig, score_points
@@ -71,7 +71,7 @@ def auto_voxel(xyz: np.ndarray, block_size: float, num_points: int) -> float | N
         return None
     size = block_size / np.sqrt(num_points) / 4
     for _ in range(40):
-        kept = len(np.unique(voxel_keys(xyz, size)))
+        kept = count_distinct(voxel_keys(xyz, size))
         if kept / len(per_col) <= TARGET_FACTOR * num_points:
             return float(size)
         size *= 1.25

@@ -13,9 +13,10 @@ whole-scan one:
    whole-scan path computes) goes to the file of its ``tile_size`` cell of an absolute grid,
    with its row in the file, its colour and its ground truth.
 3. **voxel** (only for scans much denser than a block needs, or ``--voxel SIZE``): a voxel belongs
-   to the tile holding its min corner; the tile reads its neighbours' points within one voxel of
-   its border, so every voxel is whole, and keeps the first point of the file in each, as the
-   whole-scan subsampling does. The automatic size counts the voxels the same way, tile by tile.
+   to the tile holding its min corner; a point whose voxel another tile owns (it lies within a
+   voxel of a border) is sent to that tile, so every voxel is whole in one tile, which keeps the
+   first point of the file in it, as the whole-scan subsampling does. The automatic size counts
+   the voxels the same way (one read of every tile per size tried).
 4. **statistics** over the network's points: the outlier box from exact order statistics
    (counted over the bits of the float32 values in two passes), the room normalisation and the
    occupied tiles of the sliding inference.
@@ -31,9 +32,12 @@ Peak memory is set by the tile size and the chunk size, not by the scan: what is
 tiles is the tile list, the columns' counts (one entry per occupied ``block_size`` column) and the
 outliers (points far outside the bulk, rare by definition).
 
-Differences from the whole-scan run: the frame is decided on the evenly spaced sample (the same
-decisions on every scan measured, see the README; the summary says so), and a point equally
-near two inliers in different tiles may take the other one's label when it is an outlier.
+Differences from the whole-scan run: the frame is decided on the evenly spaced sample (the whole
+scan when it has at most ``SAMPLE_POINTS`` points; on a larger one a turn to the walls may differ
+by the estimate's own noise, and the summary names the sample's size), and an outlier equally
+near two inliers in different tiles may take the other one's label. Everything else is the
+whole-scan computation on the same numbers (``tests/test_stream.py`` compares labels and
+confidences point for point).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ import numpy as np
 
 from ..data.block_gen import RoomNorm
 from ..metrics import SegMetrics
+from ..voxels import count_distinct
 from .checkpoint import LoadedModel, check_input_recipe, sliding_for
 from .frame import FileHints, Frame, resolve_frame
 from .inference import (SlidingConfig, TileScorer, box_from_bulk, box_ranks, grown_mask, outside,
@@ -217,12 +222,16 @@ def identity(source: Any, checkpoint: str, settings: dict[str, Any]) -> dict[str
 class StreamRun:
     """One streamed segmentation in its work folder (see the module docstring for the steps)."""
 
-    def __init__(self, model: LoadedModel, source: Any, work: Path, *, sliding: SlidingConfig | None = None,
+    def __init__(self, model: LoadedModel, source: Any, work: Path, *, checkpoint: str | Path,
+                 sliding: SlidingConfig | None = None,
                  color_policy: str | None = None, up: str = "auto", units: str = "auto",
                  voxel: float | str | None = "auto", walls: str = "auto", chunk_points: int = 1_000_000,
-                 progress: bool = True, say: Callable[[str], None] | None = None,
-                 checkpoint: str | Path = "", resume: bool = False,
+                 progress: bool = True, say: Callable[[str], None] | None = None, resume: bool = False,
                  stop_after_tiles: int | None = None) -> None:
+        """``source``: the scan in chunks (:func:`pointseg.io.chunks.open_chunks`); ``work``: the
+        folder of this run (new, or with ``resume`` the one an interrupted run left);
+        ``checkpoint``: the model's file (a resumed run must use the same); the rest as
+        :func:`pointseg.segmentation.segment.segment_scan`."""
         self.model, self.source, self.work = model, source, Path(work)
         self.classes = model.classes
         self.cfg = resolved(sliding_for(model.ckpt, sliding))
@@ -256,10 +265,9 @@ class StreamRun:
         if not self.state_path.exists():
             raise FileNotFoundError(f"--resume: no unfinished streamed run in {self.work}")
         self.state = json.loads(self.state_path.read_text())
-        old = self.state.get("identity")
-        if old != json.loads(json.dumps(self.ident)):
-            what = [k for k in ("scan", "checkpoint", "settings") if (old or {}).get(k) != json.loads(
-                json.dumps(self.ident)).get(k)]
+        old, new = self.state.get("identity") or {}, json.loads(json.dumps(self.ident))   # as JSON keeps it
+        if old != new:
+            what = [k for k in ("scan", "checkpoint", "settings") if old.get(k) != new.get(k)]
             raise ValueError(f"--resume: {self.work} was made for another {' and '.join(what) or 'version'} "
                              "(the scan file, checkpoint and settings must be those of the first run)")
 
@@ -405,7 +413,7 @@ class StreamRun:
             rec = self.spill.read(key)
             vk, owner = self._voxels(rec, size)
             own = (owner == key).all(axis=1)
-            total += len(np.unique(vk[own]))
+            total += count_distinct(vk[own])
             # the owned voxels a foreign point can share lie within two voxels of the border
             xy = rec["xyz"][:, :2].astype(np.float64) - np.asarray(key) * self.T
             near = own & ((xy < 2.001 * size) | (xy > self.T - 2.001 * size)).any(axis=1)
