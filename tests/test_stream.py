@@ -252,3 +252,14 @@ def test_voxels_owned_by_a_tile_without_points_keep_their_points(model, tmp_path
     seg = whole_scan(model, path, run, voxel=0.1)
     assert seg.summary["network_points"] == run.state["network_points"]
     assert np.array_equal(labels, seg.labels)
+
+
+def test_a_run_that_would_fill_the_disk_is_refused_before_it_starts(model, tmp_path, monkeypatch):
+    from pointseg.segmentation import stream
+    xyz, rgb, lab, classes = floor_scene(0.02)
+    path = tmp_path / "floor.ply"
+    write_labelled_ply(path, xyz, rgb, lab, classes)
+    monkeypatch.setattr(stream, "DISK_BYTES_PER_POINT", 10 ** 15)
+    with pytest.raises(ValueError, match="GB free"):
+        StreamRun(model, open_chunks(path), tmp_path / "w", checkpoint=str(DEFAULT_CHECKPOINT), progress=False)
+    assert not (tmp_path / "w").exists()
