@@ -294,8 +294,6 @@ def _write_streamed_outputs(out_dir: Path, overwrite: bool, source: Any, run: An
     """The outputs of :func:`_write_outputs` for a streamed scan, each written in chunks of the
     file's rows: labels, the class-coloured PLY, the scan in its own format; the PNG and the page
     show the evenly spaced sample the frame was decided on (every point of the scan would not fit)."""
-    import json
-
     import numpy as np
 
     from pointseg.atomic import atomic_dir
@@ -383,14 +381,7 @@ def _write_streamed_outputs(out_dir: Path, overwrite: bool, source: Any, run: An
                            title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
                            summary={"checkpoint": summary["checkpoint"], "note": note}, confusion=res.confusion)
                 timings["html_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t_start
-        summary["timings"] = timings
-        summary["points_per_s"] = res.points / max(1e-9, timings["predict_s"])
-        summary["peak_rss_mb"] = _peak_rss_mb()
-        summary["outputs"] = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("."))
-        if "json" in write:
-            summary["outputs"] = sorted(summary["outputs"] + [f"{name}.json"])
-            (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))
+        _finish_summary(tmp, name, summary, timings, res.points, t_start, "json" in write)
 
 
 def _plan_outputs(scan_path: Path, model: LoadedModel, write: str | None, render: bool,
@@ -421,7 +412,6 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
     ``write``: which outputs (None: labels, ply, png when ``render``, html and json);
     ``scan_out``: the scan output's file name and LAS codes (:func:`_plan_outputs`), with 'scan'
     in ``write``; ``probabilities``: write ``seg.probabilities`` too."""
-    import json
     from dataclasses import replace
 
     import numpy as np
@@ -468,14 +458,22 @@ def _write_outputs(out_dir: Path, overwrite: bool, scan: Scan, seg: Segmentation
                        confidence=seg.confidence, title=f"pointseg — {name}", model=str(model.ckpt.get("preset")), scan=str(summary["scan"]),
                        summary={"checkpoint": summary["checkpoint"]}, confusion=seg.confusion)
             timings["html_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t_start
-        summary["timings"] = timings
-        summary["points_per_s"] = scan.num_points / max(1e-9, timings["predict_s"])
-        summary["peak_rss_mb"] = _peak_rss_mb()
-        summary["outputs"] = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("."))
-        if "json" in write:
-            summary["outputs"] = sorted(summary["outputs"] + [f"{name}.json"])
-            (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))
+        _finish_summary(tmp, name, summary, timings, scan.num_points, t_start, "json" in write)
+
+
+def _finish_summary(tmp: Path, name: str, summary: dict[str, Any], timings: dict[str, float], points: int,
+                    t_start: float, write_json: bool) -> None:
+    """The summary's timings, points per second of the prediction, peak memory and outputs, and
+    ``NAME.json`` when asked for."""
+    import json
+    timings["total_s"] = time.perf_counter() - t_start
+    summary["timings"] = timings
+    summary["points_per_s"] = points / max(1e-9, timings["predict_s"])
+    summary["peak_rss_mb"] = _peak_rss_mb()
+    summary["outputs"] = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("."))
+    if write_json:
+        summary["outputs"] = sorted(summary["outputs"] + [f"{name}.json"])
+        (tmp / f"{name}.json").write_text(json.dumps(summary, indent=1))
 
 
 def _write_scan_output(tmp: Path, scan: Scan, seg: Segmentation, model: LoadedModel, scan_out: dict[str, Any],

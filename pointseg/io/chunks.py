@@ -62,7 +62,7 @@ import numpy as np
 from ..classes import ClassTable
 from .cloud_files import (_ascii_table, _check_int_range, _check_ply_sizes, _decode, _fields_from_columns,
                           parse_pcd_header, parse_ply_header, prediction_name)
-from .scans import (SCAN_SUFFIXES, Scan, local_shift, _check_las_header, _column_number, _named_column, check_labels,
+from .scans import (SCAN_SUFFIXES, Scan, local_shift, npy_header, _check_las_header, _column_number, _named_column, check_labels,
                     check_regular_file, classes_from_comments)
 
 DEFAULT_CHUNK_POINTS = 1_000_000
@@ -825,7 +825,7 @@ class _TextSource(_TableSource):
 class _NpySource(_TableSource):
     def __init__(self, path: Path, label_col: int | None, label_field: str | None) -> None:
         self.path = path
-        shape, fortran, dtype, offset = _npy_header(path)
+        shape, fortran, dtype, offset = npy_header(path)
         if len(shape) == 1:
             raise ValueError(f"{path}: a 1-D array ({shape[0]} values) looks like per-point labels, "
                              f"not a scan; pass it with --labels next to its scan")
@@ -860,41 +860,6 @@ class _NpySource(_TableSource):
         if len(v) != k:
             raise ValueError(f"{self.path}: the array's data ends early (truncated or corrupt file)")
         return v
-
-
-def _npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """A ``.npy`` header as ``scans.load_npy_checked`` checks it: (shape, fortran, dtype, offset)."""
-    import tokenize
-    size = check_regular_file(path, "a .npy array")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-            if magic != b"\x93NUMPY":
-                kind = "a .npz archive (zip)" if magic[:2] == b"PK" else f"starts with {magic!r}"
-                raise ValueError(f"{path}: not a .npy file ({kind})")
-            f.seek(0)
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version in ((2, 0), (3, 0)):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
-            offset = f.tell()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
-    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
-        msg = str(e)
-        if msg.startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: malformed .npy header: {msg.splitlines()[0] if msg else type(e).__name__}") from None
-    if dtype.hasobject:
-        raise ValueError(f"{path}: the array holds Python objects (pickled data), refused")
-    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if need > size - offset:
-        raise ValueError(f"{path}: header declares shape {shape} of {dtype} ({need} bytes) but the file "
-                         f"holds only {size - offset} data bytes (truncated or corrupt file)")
-    return tuple(shape), bool(fortran), dtype, offset
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -457,8 +457,9 @@ def _columns(arr: np.ndarray, path: Path, label_col: int | None = None) -> dict:
     return out
 
 
-def load_npy_checked(path: Path, what: str = "a .npy array") -> np.ndarray:
-    """``np.load`` of a plain ``.npy`` file, with its header checked against the file size first."""
+def npy_header(path: Path, what: str = "a .npy array") -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """A plain ``.npy`` file's header, checked against the file's size: ``(shape, fortran order,
+    dtype, data offset)``; one-line ``ValueError`` naming the file otherwise."""
     size = check_regular_file(path, what)
     try:
         with open(path, "rb") as f:
@@ -488,6 +489,12 @@ def load_npy_checked(path: Path, what: str = "a .npy array") -> np.ndarray:
     if need > size - offset:
         raise ValueError(f"{path}: header declares shape {shape} of {dtype} ({need} bytes) but the file "
                          f"holds only {size - offset} data bytes (truncated or corrupt file)")
+    return tuple(shape), bool(fortran), dtype, offset
+
+
+def load_npy_checked(path: Path, what: str = "a .npy array") -> np.ndarray:
+    """``np.load`` of a plain ``.npy`` file, with its header checked against the file size first."""
+    npy_header(path, what)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
