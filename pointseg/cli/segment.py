@@ -180,8 +180,8 @@ def segment(scan_path: str | Path | None = None, checkpoint: str | Path | None =
     if not (stream or resume) and scan_path.suffix.lower() != ".npz":
         stream = _large_enough_to_stream(scan_path)
     if (stream or resume) and probabilities:
-        raise ValueError("--probabilities is not available for a streamed scan (C values per point); "
-                         "leave it out, or segment the scan without --stream")
+        raise ValueError("--probabilities is not available for a streamed scan (C values per point; scans "
+                         "over 20 M points are streamed): leave it out, or leave out --stream / --resume")
 
     t = time.perf_counter()
     model = load_model(checkpoint, device)
