@@ -60,9 +60,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..classes import ClassTable
-from .cloud_files import (_ascii_table, _check_int_range, _check_ply_sizes, _decode, _fields_from_columns,
+from .cloud_files import (_ascii_table, _check_int_range, _check_ply_sizes, check_pcd_sizes, _decode, _fields_from_columns,
                           parse_pcd_header, parse_ply_header, prediction_name)
-from .scans import (SCAN_SUFFIXES, Scan, local_shift, npy_header, _check_las_header, _column_number, _named_column, check_labels,
+from .scans import (SCAN_SUFFIXES, LasErrors, Scan, check_las_reader_header, import_laspy, local_shift,
+                    npy_header, _check_las_header, _column_number, _named_column, check_labels,
                     check_regular_file, classes_from_comments)
 
 DEFAULT_CHUNK_POINTS = 1_000_000
@@ -300,31 +301,14 @@ class _LasSource(_Source):
     colour_dtype = np.dtype(np.uint16)
 
     def __init__(self, path: Path, label_field: str | None) -> None:
-        try:
-            import laspy
-        except ImportError:
-            raise ValueError(f"{path}: reading LAS/LAZ needs laspy: pip install 'laspy[lazrs]' "
-                             f"(or pip install 'pointseg[las]')") from None
+        laspy = import_laspy(path)
         self.path = path
         size = path.stat().st_size
         _check_las_header(path, size)
         with self._errors():
             with laspy.open(str(path)) as reader:
                 h = reader.header
-                count = int(h.point_count)
-                per = int(h.point_format.size)
-                compressed = path.suffix.lower() == ".laz" or h.are_points_compressed
-                if not compressed and int(h.offset_to_point_data) + count * per > size:
-                    raise ValueError(f"{path}: header declares {count} points of {per} bytes but the file "
-                                     f"holds only {max(0, size - int(h.offset_to_point_data))} point bytes "
-                                     "(truncated or corrupt file)")
-                if compressed and count > 1_000 * max(size, 1):
-                    raise ValueError(f"{path}: header declares {count} points, more than a "
-                                     f"{size}-byte compressed file can hold")
-                scales, offsets = np.asarray(h.scales, np.float64), np.asarray(h.offsets, np.float64)
-                if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets)) and np.all(scales != 0)):
-                    raise ValueError(f"{path}: header scale factors {scales.tolist()} / offsets "
-                                     f"{offsets.tolist()} are not finite non-zero numbers")
+                count, scales, offsets = check_las_reader_header(path, h, size)
                 dims = tuple(h.point_format.dimension_names)
                 self.bounds = np.array([h.mins, h.maxs], dtype=np.float64)
         self.scales, self.offsets = scales, offsets
@@ -340,7 +324,7 @@ class _LasSource(_Source):
         self.has_labels = self.label_dim is not None
 
     def _errors(self):
-        return _LasErrors(self.path)
+        return LasErrors(self.path)
 
     def _points(self, n: int) -> Iterator[tuple[int, Any]]:
         import laspy
@@ -379,35 +363,21 @@ class _LasSource(_Source):
             yield start, self._rgb(pts)
 
 
-class _LasErrors:
-    """laspy's errors as ``read_scan`` words them: one ValueError line naming the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, e, tb) -> bool:
-        if e is None or not isinstance(e, Exception):
-            return False
-        import laspy
-        path = self.path
-        if isinstance(e, laspy.errors.LaspyException):
-            msg = str(e)
-            if path.suffix.lower() == ".laz" and "backend" in msg.lower():
-                raise ValueError(f"{path}: reading LAZ needs a LAZ backend: pip install lazrs ({msg})") from None
-            raise ValueError(f"{path}: cannot read LAS/LAZ: {msg}") from None
-        if isinstance(e, ValueError):
-            if str(e).startswith(str(path)):
-                return False
-            raise ValueError(f"{path}: cannot read LAS/LAZ: {e}") from None
-        raise ValueError(f"{path}: cannot read LAS/LAZ ({type(e).__name__}: {e})") from None
-
-
 # ---- PLY
 
-class _PlyBinarySource(_Source):
+class _PlySource(_Source):
+    def _vertex_fields(self, info: dict, label_field: str | None) -> None:
+        """What the vertex properties (``self.props``) give: fields, colour, labels, prediction."""
+        self.pred_name = prediction_name(info["comments"])
+        names = [p.name for p in self.props]
+        self.field_names = tuple(names)
+        self.has_colour = all(c in names for c in ("red", "green", "blue"))
+        colour_types = {np.dtype(p.dtype) for p in self.props if p.name in ("red", "green", "blue")}
+        self.colour_dtype = colour_types.pop() if len(colour_types) == 1 else None
+        self.has_labels = _label_source(names, label_field, self.pred_name)
+
+
+class _PlyBinarySource(_PlySource):
     def __init__(self, path: Path, info: dict, label_field: str | None) -> None:
         self.path, self.label_field = path, label_field
         end = "<" if info["format"] == "binary_little_endian" else ">"
@@ -420,13 +390,7 @@ class _PlyBinarySource(_Source):
         self.props = vertex["props"]
         self.dtype = np.dtype([(p.name, end + p.dtype) for p in self.props])
         self.offset, self.count = offset, vertex["count"]
-        self.pred_name = prediction_name(info["comments"])
-        names = [p.name for p in self.props]
-        self.field_names = tuple(names)
-        self.has_colour = all(c in names for c in ("red", "green", "blue"))
-        colour_types = {np.dtype(p.dtype) for p in self.props if p.name in ("red", "green", "blue")}
-        self.colour_dtype = colour_types.pop() if len(colour_types) == 1 else None
-        self.has_labels = _label_source(names, label_field, self.pred_name)
+        self._vertex_fields(info, label_field)
 
     def _records(self, n: int, names: list[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         with open(self.path, "rb") as f:
@@ -463,7 +427,7 @@ def _raw_fields(path: Path, cols: dict, pred_name: str | None, label_field: str 
     return {"xyz": f["xyz"], "rgb": f.get("rgb"), "label": _pick(f["columns"], label_field, f.get("label"))}
 
 
-class _PlyAsciiSource(_Source):
+class _PlyAsciiSource(_PlySource):
     def __init__(self, path: Path, info: dict, label_field: str | None) -> None:
         self.path, self.info, self.label_field = path, info, label_field
         vertex = next(e for e in info["elements"] if e["name"] == "vertex")
@@ -475,13 +439,7 @@ class _PlyAsciiSource(_Source):
                 break
             self.skip_lines += e["count"]
         self.after = sum(e["count"] for e in info["elements"][info["elements"].index(vertex) + 1:])
-        self.pred_name = prediction_name(info["comments"])
-        names = [p.name for p in self.props]
-        self.field_names = tuple(names)
-        self.has_colour = all(c in names for c in ("red", "green", "blue"))
-        colour_types = {np.dtype(p.dtype) for p in self.props if p.name in ("red", "green", "blue")}
-        self.colour_dtype = colour_types.pop() if len(colour_types) == 1 else None
-        self.has_labels = _label_source(names, label_field, self.pred_name)
+        self._vertex_fields(info, label_field)
 
     def iter_raw(self, n: int) -> Iterator[tuple[int, dict]]:
         path, k = self.path, len(self.props)
@@ -676,16 +634,7 @@ def _open_pcd(path: Path, label_field: str | None) -> tuple[_Source, dict]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         h = parse_pcd_header(path, f)
-    avail = size - h["data_offset"]
-    n = h["points"]
-    if n == 0:
-        raise ValueError(f"{path}: the PCD header declares 0 points")
-    nvals = sum(h["counts"])
-    per = (sum(np.dtype(d).itemsize * c for d, c in zip(h["dtypes"], h["counts"]))
-           if h["data"] == "binary" else 2 * nvals if h["data"] == "ascii" else 0)
-    if n * per > avail + (1 if h["data"] == "ascii" else 0):
-        raise ValueError(f"{path}: header declares {n} points but the file holds only {avail} data "
-                         f"bytes, fewer than the {n * per} they need (truncated or corrupt file)")
+    check_pcd_sizes(path, h, size)
     extra = {"organized": h["organized"], "viewpoint": h["viewpoint"]}
     if h["data"] == "binary_compressed":
         from .scans import _read_pcd

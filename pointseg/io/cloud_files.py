@@ -382,20 +382,27 @@ def parse_pcd_header(path: Path, f) -> dict:
             "organized": organized, "viewpoint": viewpoint, "comments": comments}
 
 
+def check_pcd_sizes(path: Path, h: dict, size: int) -> None:
+    """A PCD header's point count against the file's ``size`` (at least the bytes, or for ASCII
+    two characters a value, the points need); one-line ``ValueError`` naming the file."""
+    avail = size - h["data_offset"]
+    n = h["points"]
+    if n == 0:
+        raise ValueError(f"{path}: the PCD header declares 0 points")
+    nvals = sum(h["counts"])
+    per = (sum(np.dtype(d).itemsize * c for d, c in zip(h["dtypes"], h["counts"]))
+           if h["data"] == "binary" else 2 * nvals if h["data"] == "ascii" else 0)
+    if n * per > avail + (1 if h["data"] == "ascii" else 0):
+        raise ValueError(f"{path}: header declares {n} points but the file holds only {avail} data "
+                         f"bytes, fewer than the {n * per} they need (truncated or corrupt file)")
+
+
 def read_pcd_fields(path: Path) -> dict:
     size = path.stat().st_size
     with open(path, "rb") as f:
         h = parse_pcd_header(path, f)
-        avail = size - h["data_offset"]
-        n = h["points"]
-        if n == 0:
-            raise ValueError(f"{path}: the PCD header declares 0 points")
-        nvals = sum(h["counts"])
-        per = (sum(np.dtype(d).itemsize * c for d, c in zip(h["dtypes"], h["counts"]))
-               if h["data"] == "binary" else 2 * nvals if h["data"] == "ascii" else 0)
-        if n * per > avail + (1 if h["data"] == "ascii" else 0):
-            raise ValueError(f"{path}: header declares {n} points but the file holds only {avail} data "
-                             f"bytes, fewer than the {n * per} they need (truncated or corrupt file)")
+        check_pcd_sizes(path, h, size)
+        avail, n, nvals = size - h["data_offset"], h["points"], sum(h["counts"])
         if h["data"] == "binary_compressed":
             data = b""
         else:

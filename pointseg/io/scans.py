@@ -513,44 +513,71 @@ def _read_npy(path: Path, label_col: int | None = None) -> dict:
     return _columns(arr.astype(np.float64, copy=False), path, label_col)
 
 
-def _read_las(path: Path) -> dict:
+def import_laspy(path: Path) -> Any:
+    """laspy, or one line saying how to install it."""
     try:
         import laspy
     except ImportError:
         raise ValueError(f"{path}: reading LAS/LAZ needs laspy: pip install 'laspy[lazrs]' "
                          f"(or pip install 'pointseg[las]')") from None
+    return laspy
+
+
+def check_las_reader_header(path: Path, h: Any, size: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """An open LAS/LAZ header (laspy's) against the file's ``size``: ``(point count, scales,
+    offsets)``, or a one-line ``ValueError`` naming the file."""
+    count = int(h.point_count)
+    per = int(h.point_format.size)
+    compressed = path.suffix.lower() == ".laz" or h.are_points_compressed
+    if not compressed and int(h.offset_to_point_data) + count * per > size:
+        raise ValueError(f"{path}: header declares {count} points of {per} bytes but the file "
+                         f"holds only {max(0, size - int(h.offset_to_point_data))} point bytes "
+                         "(truncated or corrupt file)")
+    if compressed and count > 1_000 * max(size, 1):
+        raise ValueError(f"{path}: header declares {count} points, more than a "
+                         f"{size}-byte compressed file can hold")
+    scales, offsets = np.asarray(h.scales, np.float64), np.asarray(h.offsets, np.float64)
+    if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets)) and np.all(scales != 0)):
+        raise ValueError(f"{path}: header scale factors {scales.tolist()} / offsets "
+                         f"{offsets.tolist()} are not finite non-zero numbers")
+    return count, scales, offsets
+
+
+class LasErrors:
+    """Inside the block, laspy's errors (and damaged input's struct.error, IndexError, ...)
+    become one ``ValueError`` line naming the file; the reader's own lines pass as they are."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, e: Any, tb: Any) -> bool:
+        if e is None or not isinstance(e, Exception):
+            return False
+        import laspy
+        path = self.path
+        if isinstance(e, laspy.errors.LaspyException):
+            msg = str(e)
+            if path.suffix.lower() == ".laz" and "backend" in msg.lower():
+                raise ValueError(f"{path}: reading LAZ needs a LAZ backend: pip install lazrs ({msg})") from None
+            raise ValueError(f"{path}: cannot read LAS/LAZ: {msg}") from None
+        if isinstance(e, ValueError):
+            if str(e).startswith(str(path)):
+                return False
+            raise ValueError(f"{path}: cannot read LAS/LAZ: {e}") from None
+        raise ValueError(f"{path}: cannot read LAS/LAZ ({type(e).__name__}: {e})") from None
+
+
+def _read_las(path: Path) -> dict:
+    laspy = import_laspy(path)
     size = path.stat().st_size
     _check_las_header(path, size)
-    try:
+    with LasErrors(path):
         with laspy.open(str(path)) as reader:
-            h = reader.header
-            count = int(h.point_count)
-            per = int(h.point_format.size)
-            compressed = path.suffix.lower() == ".laz" or h.are_points_compressed
-            if not compressed and int(h.offset_to_point_data) + count * per > size:
-                raise ValueError(f"{path}: header declares {count} points of {per} bytes but the file "
-                                 f"holds only {max(0, size - int(h.offset_to_point_data))} point bytes "
-                                 "(truncated or corrupt file)")
-            if compressed and count > 1_000 * max(size, 1):
-                raise ValueError(f"{path}: header declares {count} points, more than a "
-                                 f"{size}-byte compressed file can hold")
-            scales, offsets = np.asarray(h.scales, np.float64), np.asarray(h.offsets, np.float64)
-            if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets)) and np.all(scales != 0)):
-                raise ValueError(f"{path}: header scale factors {scales.tolist()} / offsets "
-                                 f"{offsets.tolist()} are not finite non-zero numbers")
+            _, scales, offsets = check_las_reader_header(path, reader.header, size)
             las = reader.read()
-    except laspy.errors.LaspyException as e:
-        msg = str(e)
-        if path.suffix.lower() == ".laz" and "backend" in msg.lower():
-            raise ValueError(f"{path}: reading LAZ needs a LAZ backend: pip install lazrs "
-                             f"({msg})") from None
-        raise ValueError(f"{path}: cannot read LAS/LAZ: {msg}") from None
-    except ValueError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: cannot read LAS/LAZ: {e}") from None
-    except Exception as e:  # laspy on damaged input: struct.error, IndexError, KeyError, OSError...
-        raise ValueError(f"{path}: cannot read LAS/LAZ ({type(e).__name__}: {e})") from None
     with np.errstate(over="ignore", invalid="ignore"):
         xyz = np.stack([np.asarray(las.x, np.float64), np.asarray(las.y, np.float64),
                         np.asarray(las.z, np.float64)], axis=1)
