@@ -3,28 +3,17 @@ are what read_scan reads (its finite points, shifted by its origin, its colours 
 chunk sizes that put chunk borders everywhere."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_write_back import ply_with_faces, synthetic_las
+from test_write_back import AERIAL, HAVE_LAZRS, MOSD, needs_real, ply_with_faces, synthetic_las
 
 from pointseg.classes import S3DIS, ClassTable
 from pointseg.io.chunks import Chunk, ChunkedScan, open_chunks
 from pointseg.io.scans import read_scan, write_labelled_ply
 
-SHARED = Path(os.environ.get("POINTSEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-REAL = SHARED / "real_scans"
-AERIAL = REAL / "aerial_sample.las"
-MOSD = REAL / "mosd_learn0.pcd"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real scans not found at {REAL} (../shared/real_scans)")
-try:
-    import lazrs  # noqa: F401
-    HAVE_LAZRS = True
-except ImportError:
-    HAVE_LAZRS = False
 
 
 def quiet_read(path, label_field=None):

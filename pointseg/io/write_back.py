@@ -209,6 +209,18 @@ def check_scan_output(src: str | Path, codes: Mapping[str, int] | None = None) -
         check_las_codes_fit(src, fmt, codes)
 
 
+def _output_paths(src: str | Path, dst: str | Path) -> tuple[Path, Path, str]:
+    """``(src, dst, suffix)`` of a scan written back, refused unless the format can be written
+    back and ``dst`` keeps it."""
+    src, dst = Path(src), Path(dst)
+    suffix = src.suffix.lower()
+    if suffix not in SCAN_OUTPUT_SUFFIXES:
+        raise ValueError(f"{src}: cannot write a '{suffix}' scan back (known: {', '.join(SCAN_OUTPUT_SUFFIXES)})")
+    if dst.suffix.lower() != suffix:
+        raise ValueError(f"{dst}: the written scan must keep the format of {src.name} ({suffix})")
+    return src, dst, suffix
+
+
 def write_scan(src: str | Path, dst: str | Path, labels: np.ndarray, confidence: np.ndarray,
                classes: ClassTable, *, kept: np.ndarray | None = None,
                codes: Mapping[str, int] | None = None, model: str | None = None) -> WriteBack:
@@ -218,12 +230,7 @@ def write_scan(src: str | Path, dst: str | Path, labels: np.ndarray, confidence:
     (``Scan.xyz`` order); ``kept`` is ``Scan.kept`` (None: every point), checked against the file.
     ``codes``: the LAS class -> code table (default :func:`las_code_table`).
     """
-    src, dst = Path(src), Path(dst)
-    suffix = src.suffix.lower()
-    if suffix not in SCAN_OUTPUT_SUFFIXES:
-        raise ValueError(f"{src}: cannot write a '{suffix}' scan back (known: {', '.join(SCAN_OUTPUT_SUFFIXES)})")
-    if dst.suffix.lower() != suffix:
-        raise ValueError(f"{dst}: the written scan must keep the format of {src.name} ({suffix})")
+    src, dst, suffix = _output_paths(src, dst)
     labels = np.asarray(labels)
     confidence = np.asarray(confidence, dtype=np.float32)
     if labels.ndim != 1 or confidence.shape != labels.shape:
@@ -581,12 +588,7 @@ def write_scan_chunked(src: str | Path, dst: str | Path, labels_at: Callable[[in
     :func:`write_scan` writes the file whole (the rows with label ``-1`` must be exactly the
     points the reader drops).
     """
-    src, dst = Path(src), Path(dst)
-    suffix = src.suffix.lower()
-    if suffix not in SCAN_OUTPUT_SUFFIXES:
-        raise ValueError(f"{src}: cannot write a '{suffix}' scan back (known: {', '.join(SCAN_OUTPUT_SUFFIXES)})")
-    if dst.suffix.lower() != suffix:
-        raise ValueError(f"{dst}: the written scan must keep the format of {src.name} ({suffix})")
+    src, dst, suffix = _output_paths(src, dst)
     if suffix not in (".las", ".laz"):
         from .chunks import open_chunks
         n = open_chunks(src).count
