@@ -199,7 +199,7 @@ class TileFiles:
 class StreamResult:
     """What a streamed segmentation leaves: per-row labels and confidences on disk (``labels_rows``
     int32 and ``conf_rows`` float32, one per row of the file, -1 / NaN for dropped rows), the
-    summary and timings, the class histogram and the confusion against the ground truth."""
+    summary (class histogram included) and timings, and the confusion against the ground truth."""
 
     labels_rows: Path
     conf_rows: Path
@@ -208,7 +208,6 @@ class StreamResult:
     points: int
     summary: dict[str, Any]
     timings: dict[str, float]
-    histogram: np.ndarray
     confusion: np.ndarray | None
 
 
@@ -752,7 +751,7 @@ class StreamRun:
                              "ignores or does not list: left out of the metrics")
         return StreamResult(self.work / "labels_rows.i32", self.work / "conf_rows.f32",
                             self.work / "gt_rows.i32" if confusion is not None else None, int(self.state["rows"]),
-                            int(self.state["points"]), summary, dict(self.timings), hist, confusion)
+                            int(self.state["points"]), summary, dict(self.timings), confusion)
 
 
 class _LabelStub:
